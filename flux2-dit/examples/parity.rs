@@ -1,0 +1,101 @@
+//! Parity check against a fixture folder written by `tools/fixtures/gen_dit.py` (or anything in the same
+//! layout, see the crate README):
+//!
+//! `cargo run --release -p flux2-dit --example parity -- <dir> [<dir>...]`
+//!
+//! Runs the forward in f32 on the CPU backend and prints `rel_err=<value>` (‖out−ref‖/‖ref‖) last; exits
+//! non-zero above 1e-4 or on any error.
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use flux2_dit::{Checkpoint, PositionIds, TensorStore};
+
+pub const TOLERANCE: f64 = 1e-4;
+
+fn tensor<B: Backend, const D: usize>(store: &mut TensorStore, key: &str, device: &B::Device) -> Result<Tensor<B, D>, String> {
+    let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
+    if data.shape.len() != D {
+        return Err(format!("`{key}` has shape {:?}, expected rank {D}", data.shape));
+    }
+    Ok(Tensor::from_data(data, (device, DType::F32)))
+}
+
+/// Position ids of batch element 0 (the transformer uses only those).
+fn ids(store: &mut TensorStore, key: &str) -> Result<PositionIds, String> {
+    let data = store.read(key, DType::I64).map_err(|e| e.to_string())?;
+    let shape = data.shape.clone();
+    let values: Vec<i64> = data.to_vec().map_err(|e| format!("{key}: {e:?}"))?;
+    let (rows, axes) = match shape.as_slice() {
+        [_, n, a] | [n, a] => (*n, *a),
+        other => return Err(format!("`{key}` has shape {other:?}, expected [B, N, axes]")),
+    };
+    Ok(PositionIds::from_flat(values[..rows * axes].to_vec(), axes))
+}
+
+pub fn relative_error(out: &TensorData, reference: &TensorData) -> Result<f64, String> {
+    if out.shape != reference.shape {
+        return Err(format!("output shape {:?} != expected {:?}", out.shape, reference.shape));
+    }
+    let a: Vec<f32> = out.to_vec().map_err(|e| format!("{e:?}"))?;
+    let b: Vec<f32> = reference.to_vec().map_err(|e| format!("{e:?}"))?;
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(&b) {
+        diff += ((x - y) as f64).powi(2);
+        norm += (*y as f64).powi(2);
+    }
+    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
+}
+
+/// Loads the fixture's transformer (applying `lora.safetensors` when present), runs it on the fixture
+/// inputs and returns the relative error against `expected.safetensors`.
+pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<f64, String> {
+    let checkpoint = Checkpoint::open(&dir.join("transformer")).map_err(|e| e.to_string())?;
+    let model = checkpoint.load::<B>(DType::F32, device).map_err(|e| e.to_string())?;
+    let lora = dir.join("lora.safetensors");
+    if lora.is_file() {
+        return Err(format!("{}: LoRA fixtures are not supported yet", lora.display()));
+    }
+    let mut inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
+    let hidden: Tensor<B, 3> = tensor(&mut inputs, "hidden_states", device)?;
+    let encoder: Tensor<B, 3> = tensor(&mut inputs, "encoder_hidden_states", device)?;
+    model.check_inputs(&hidden.shape().dims::<3>(), &encoder.shape().dims::<3>()).map_err(|e| e.to_string())?;
+    let timestep: Tensor<B, 1> = tensor(&mut inputs, "timestep", device)?;
+    let guidance: Option<Tensor<B, 1>> =
+        if inputs.contains("guidance") { Some(tensor(&mut inputs, "guidance", device)?) } else { None };
+    let rope = model.rope(&ids(&mut inputs, "txt_ids")?, &ids(&mut inputs, "img_ids")?);
+    let out = model.forward(hidden, encoder, timestep, guidance, &rope).cast(DType::F32);
+
+    let mut expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;
+    let reference = expected.read("sample", DType::F32).map_err(|e| e.to_string())?;
+    relative_error(&out.into_data(), &reference)
+}
+
+#[allow(dead_code)]
+fn main() {
+    let dirs: Vec<String> = std::env::args().skip(1).collect();
+    if dirs.is_empty() {
+        eprintln!("usage: parity <fixture dir> [<fixture dir>...]");
+        std::process::exit(2);
+    }
+    let device = Default::default();
+    let mut worst = 0f64;
+    for dir in &dirs {
+        match run_fixture::<Flex>(Path::new(dir), &device) {
+            Ok(err) => {
+                println!("{dir}: rel_err={err:.3e}");
+                worst = worst.max(err);
+            }
+            Err(e) => {
+                eprintln!("{dir}: error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("rel_err={worst:.6e}");
+    if worst.is_nan() || worst > TOLERANCE {
+        eprintln!("FAIL: rel_err above {TOLERANCE}");
+        std::process::exit(1);
+    }
+}

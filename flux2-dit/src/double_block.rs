@@ -1,0 +1,93 @@
+//! Double-stream block: image and text keep separate weights but attend jointly over [text; image].
+
+use burn::module::Module;
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
+
+use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
+use crate::linear::Linear;
+use crate::modulation::ModParams;
+use crate::norm::{layer_norm, RmsNorm};
+use crate::rope::RopeTable;
+
+/// Per-head RMSNorm of queries and keys (BFL `norm.query_norm` / `norm.key_norm`).
+#[derive(Module, Debug)]
+pub struct QkNorm<B: Backend> {
+    pub query_norm: RmsNorm<B>,
+    pub key_norm: RmsNorm<B>,
+}
+
+/// One stream's attention weights: fused qkv, q/k norms, output projection (BFL `img_attn` / `txt_attn`).
+#[derive(Module, Debug)]
+pub struct StreamAttention<B: Backend> {
+    pub qkv: Linear<B>,
+    pub norm: QkNorm<B>,
+    pub proj: Linear<B>,
+}
+
+/// SwiGLU MLP with a fused input projection: `Linear(D -> 2F)` -> SiLU(gate) * up -> `Linear(F -> D)`.
+/// BFL names the two Linears `0` and `2` (`img_mlp.0`, `img_mlp.2`).
+#[derive(Module, Debug)]
+pub struct SwiGlu<B: Backend> {
+    pub fc_in: Linear<B>,
+    pub fc_out: Linear<B>,
+}
+
+impl<B: Backend> SwiGlu<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.fc_in.forward(x);
+        let half = h.shape().dims::<3>()[2] / 2;
+        let gate = h.clone().narrow(2, 0, half);
+        let up = h.narrow(2, half, half);
+        self.fc_out.forward(silu(gate) * up)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DoubleBlock<B: Backend> {
+    pub img_attn: StreamAttention<B>,
+    pub txt_attn: StreamAttention<B>,
+    pub img_mlp: SwiGlu<B>,
+    pub txt_mlp: SwiGlu<B>,
+    pub heads: usize,
+    pub eps: f64,
+}
+
+/// Modulation of one stream: [attention triple, MLP triple].
+pub type StreamMods<B> = [ModParams<B>; 2];
+
+impl<B: Backend> DoubleBlock<B> {
+    /// Returns updated (image, text) streams. `rope` covers [text; image] tokens.
+    pub fn forward(
+        &self,
+        img: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        img_mod: &StreamMods<B>,
+        txt_mod: &StreamMods<B>,
+        rope: &RopeTable<B>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let txt_len = txt.shape().dims::<3>()[1];
+        let [img_q, img_k, img_v] = self.project(&self.img_attn, img_mod[0].modulate(layer_norm(img.clone(), self.eps)));
+        let [txt_q, txt_k, txt_v] = self.project(&self.txt_attn, txt_mod[0].modulate(layer_norm(txt.clone(), self.eps)));
+
+        let q = rope.apply(Tensor::cat(vec![txt_q, img_q], 2));
+        let k = rope.apply(Tensor::cat(vec![txt_k, img_k], 2));
+        let v = Tensor::cat(vec![txt_v, img_v], 2);
+        let attn = merge_heads(scaled_dot_product(q, k, v));
+        let total = attn.shape().dims::<3>()[1];
+        let txt_attn = attn.clone().narrow(1, 0, txt_len);
+        let img_attn = attn.narrow(1, txt_len, total - txt_len);
+
+        let img = img + img_mod[0].gate.clone() * self.img_attn.proj.forward(img_attn);
+        let img = img.clone()
+            + img_mod[1].gate.clone() * self.img_mlp.forward(img_mod[1].modulate(layer_norm(img, self.eps)));
+        let txt = txt + txt_mod[0].gate.clone() * self.txt_attn.proj.forward(txt_attn);
+        let txt = txt.clone()
+            + txt_mod[1].gate.clone() * self.txt_mlp.forward(txt_mod[1].modulate(layer_norm(txt, self.eps)));
+        (img, txt)
+    }
+
+    fn project(&self, attn: &StreamAttention<B>, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
+        let [q, k, v] = split_qkv(attn.qkv.forward(x), self.heads);
+        [attn.norm.query_norm.forward(q), attn.norm.key_norm.forward(k), v]
+    }
+}

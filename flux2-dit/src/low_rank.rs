@@ -1,0 +1,75 @@
+//! The inference side of a LoRA: `multiplier * scale * (x A^T) B^T`, computed in rank space so the
+//! dense [out, in] product A·B is never formed (for FLUX.2 that would be a weight-sized tensor per layer,
+//! and under autodiff one kept per layer). Creating, targeting, training and saving adapters is the
+//! `lora-adapters` crate's job; the model only needs to know how to apply one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, DType, Tensor};
+
+/// Run-time switches shared by every layer of one named adapter, so the trainer can turn an adapter
+/// off for a prior pass (Differential Output Preservation) without walking the module tree.
+#[derive(Debug, Default)]
+pub struct AdapterSwitch {
+    enabled: AtomicBool,
+    multiplier_bits: AtomicU32,
+}
+
+impl AdapterSwitch {
+    pub fn new(multiplier: f32) -> Arc<Self> {
+        Arc::new(Self { enabled: AtomicBool::new(true), multiplier_bits: AtomicU32::new(multiplier.to_bits()) })
+    }
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed)
+    }
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+    pub fn set_multiplier(&self, multiplier: f32) {
+        self.multiplier_bits.store(multiplier.to_bits(), Ordering::Relaxed)
+    }
+    pub fn multiplier(&self) -> f32 {
+        f32::from_bits(self.multiplier_bits.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct LowRankAdapter<B: Backend> {
+    /// A, [rank, in_features], f32 (trainable factors stay in full precision whatever the base dtype).
+    pub down: Param<Tensor<B, 2>>,
+    /// B, [out_features, rank], f32.
+    pub up: Param<Tensor<B, 2>>,
+    /// `alpha / rank`.
+    pub scale: f32,
+    /// Probability of zeroing rank-space activations while training (autodiff backends only).
+    pub dropout: f64,
+    /// Adapter name and its shared on/off switch and multiplier.
+    pub name: String,
+    pub switch: Arc<AdapterSwitch>,
+}
+
+impl<B: Backend> LowRankAdapter<B> {
+    pub fn rank(&self) -> usize {
+        self.down.shape().dims::<2>()[0]
+    }
+
+    /// The delta for a [rows, in] input, in f32; `None` when the adapter is switched off.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        if !self.switch.enabled() {
+            return None;
+        }
+        let factor = self.scale * self.switch.multiplier();
+        if factor == 0.0 {
+            return None;
+        }
+        let mut h = x.cast(DType::F32).matmul(self.down.val().transpose());
+        if self.dropout > 0.0 && B::ad_enabled(&h.device()) {
+            let keep = 1.0 - self.dropout;
+            let mask = h.random_like(burn::tensor::Distribution::Bernoulli(keep));
+            h = h * mask / keep;
+        }
+        Some(h.matmul(self.up.val().transpose()) * factor)
+    }
+}

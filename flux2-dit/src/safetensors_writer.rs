@@ -1,0 +1,79 @@
+//! Streaming, atomic safetensors writer: the header is computed from shapes alone, then tensors are
+//! written one at a time, so saving never holds a second copy of the model. The file appears under its
+//! final name only when complete (temp file + rename), so a crash never leaves a half-written checkpoint.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use burn::tensor::{DType, TensorData};
+
+use crate::error::{Error, Result};
+
+/// One tensor to write: name, dtype, shape, and a closure producing its data on demand.
+pub struct PendingTensor<'a> {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Box<dyn FnOnce() -> TensorData + 'a>,
+}
+
+fn dtype_name(dtype: DType) -> Result<&'static str> {
+    Ok(match dtype {
+        DType::F32 => "F32",
+        DType::BF16 => "BF16",
+        DType::F16 => "F16",
+        DType::F64 => "F64",
+        DType::I64 => "I64",
+        DType::I32 => "I32",
+        other => return Err(Error::Input { name: "dtype", message: format!("{other:?} cannot be saved") }),
+    })
+}
+
+/// Writes `tensors` (in the given order) and `metadata` (the header's `__metadata__`) to `path`.
+pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata: &BTreeMap<String, String>) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map serializes"));
+    }
+    let mut offset = 0usize;
+    for t in &tensors {
+        let len = t.shape.iter().product::<usize>() * t.dtype.size();
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": dtype_name(t.dtype)?, "shape": t.shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut header_bytes = serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serializes");
+    while header_bytes.len() % 8 != 0 {
+        header_bytes.push(b' ');
+    }
+
+    let tmp = path.with_extension("safetensors.partial");
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut out = BufWriter::new(std::fs::File::create(&tmp)?);
+        out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+        out.write_all(&header_bytes)?;
+        for t in tensors {
+            let (dtype, expected) = (t.dtype, t.shape.iter().product::<usize>() * t.dtype.size());
+            let data = (t.data)().convert_dtype(dtype);
+            let bytes = data.as_bytes();
+            if bytes.len() != expected {
+                return Err(std::io::Error::other(format!("tensor `{}`: {} bytes, header says {expected}", t.name, bytes.len())));
+            }
+            out.write_all(bytes)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

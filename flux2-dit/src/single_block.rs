@@ -1,0 +1,41 @@
+//! Single-stream ("parallel") block on the joint sequence h = [text; image]: one input Linear produces
+//! q, k, v and the MLP's gate and up halves; one output Linear consumes [attention | MLP].
+
+use burn::module::Module;
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
+
+use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
+use crate::double_block::QkNorm;
+use crate::linear::Linear;
+use crate::modulation::ModParams;
+use crate::norm::layer_norm;
+use crate::rope::RopeTable;
+
+#[derive(Module, Debug)]
+pub struct SingleBlock<B: Backend> {
+    /// D -> 3D + 2F, columns [q | k | v | gate | up] (diffusers `attn.to_qkv_mlp_proj`).
+    pub linear1: Linear<B>,
+    /// D + F -> D (diffusers `attn.to_out`).
+    pub linear2: Linear<B>,
+    pub norm: QkNorm<B>,
+    pub heads: usize,
+    pub eps: f64,
+}
+
+impl<B: Backend> SingleBlock<B> {
+    pub fn forward(&self, h: Tensor<B, 3>, modulation: &ModParams<B>, rope: &RopeTable<B>) -> Tensor<B, 3> {
+        let x = modulation.modulate(layer_norm(h.clone(), self.eps));
+        let fused = self.linear1.forward(x);
+        let width = fused.shape().dims::<3>()[2];
+        let inner = self.linear2.out_features();
+        let mlp_width = (width - 3 * inner) / 2;
+        let [q, k, v] = split_qkv(fused.clone().narrow(2, 0, 3 * inner), self.heads);
+        let q = rope.apply(self.norm.query_norm.forward(q));
+        let k = rope.apply(self.norm.key_norm.forward(k));
+        let attn = merge_heads(scaled_dot_product(q, k, v));
+        let gate = fused.clone().narrow(2, 3 * inner, mlp_width);
+        let up = fused.narrow(2, 3 * inner + mlp_width, mlp_width);
+        let out = self.linear2.forward(Tensor::cat(vec![attn, silu(gate) * up], 2));
+        h + modulation.gate.clone() * out
+    }
+}
