@@ -1,1 +1,33 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod attention;
+pub mod checkpoint;
+pub mod config;
+mod conv;
+mod decoder;
+mod encoder;
+pub mod error;
+mod group_norm;
+pub mod image_io;
+pub mod infer_config;
+pub mod key_map;
+pub mod latent_norm;
+pub mod loader;
+mod mid_block;
+pub mod params;
+pub mod parity;
+pub mod random_init;
+mod resnet;
+mod sampling;
+pub mod store;
+pub mod tiling;
+mod vae;
+
+pub use config::VaeConfig;
+pub use error::{Error, Result};
+pub use image_io::{ImageF32, ImageLoadOptions, load_image, load_image_tensor, save_png, tensor_to_rgb8};
+pub use latent_norm::{LatentNorm, patchify, unpatchify};
+pub use loader::{LoadOptions, resolve_checkpoint};
+pub use random_init::RandomSource;
+pub use tiling::TileOptions;
+pub use vae::{Parts, Vae};

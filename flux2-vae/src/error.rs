@@ -1,0 +1,100 @@
+//! The crate's one error type. Every message names the file, tensor key, shape or config field at fault.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong while loading, running or writing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or mapping a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `config.json` is not valid JSON or has a field of the wrong type.
+    #[error("{}: invalid VAE config: {source}", path.display())]
+    ConfigParse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A config field has a value this implementation does not support or that is inconsistent.
+    #[error("VAE config field `{field}`: {reason}")]
+    Config { field: &'static str, reason: String },
+
+    /// The safetensors header is malformed.
+    #[error("{}: not a valid safetensors file: {reason}", path.display())]
+    Safetensors { path: PathBuf, reason: String },
+
+    /// A sharded checkpoint's `*.safetensors.index.json` is malformed or points at a missing shard.
+    #[error("{}: invalid shard index: {reason}", path.display())]
+    ShardIndex { path: PathBuf, reason: String },
+
+    /// No usable checkpoint was found at the given location.
+    #[error("{}: {reason}", path.display())]
+    NoCheckpoint { path: PathBuf, reason: String },
+
+    /// The checkpoint's naming scheme could not be recognised.
+    #[error("{}: cannot tell the checkpoint layout: {reason}", path.display())]
+    UnknownLayout { path: PathBuf, reason: String },
+
+    /// A tensor the model needs is absent.
+    #[error("{}: missing tensor `{stored}` (model parameter `{key}`)", path.display())]
+    MissingTensor { path: PathBuf, key: String, stored: String },
+
+    /// A tensor has the wrong shape for the configured architecture.
+    #[error("{}: tensor `{stored}` has shape {found:?}, the config implies {expected:?}", path.display())]
+    ShapeMismatch { path: PathBuf, stored: String, found: Vec<usize>, expected: Vec<usize> },
+
+    /// A tensor has a dtype that cannot be converted to a float model dtype.
+    #[error("{}: tensor `{stored}` has unsupported dtype {dtype}", path.display())]
+    UnsupportedDtype { path: PathBuf, stored: String, dtype: String },
+
+    /// The checkpoint holds tensors the configured architecture does not use (config and weights disagree).
+    #[error("{}: {count} tensor(s) not used by the configured VAE, e.g. {examples:?}", path.display())]
+    UnusedTensors { path: PathBuf, count: usize, examples: Vec<String> },
+
+    /// The requested model dtype is not a float type this crate computes in.
+    #[error("unsupported model dtype {0:?} (use F32, BF16 or F16)")]
+    ModelDtype(burn::tensor::DType),
+
+    /// An input tensor has an unusable shape.
+    #[error("{what} has shape {shape:?}: {reason}")]
+    InputShape { what: &'static str, shape: Vec<usize>, reason: String },
+
+    /// The VAE was loaded without the part needed for this call.
+    #[error("this VAE was loaded without its {0} (see LoadOptions::parts)")]
+    MissingPart(&'static str),
+
+    /// An image file could not be decoded.
+    #[error("{}: cannot decode image: {source}", path.display())]
+    ImageDecode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+
+    /// An image file could not be written.
+    #[error("{}: cannot write image: {source}", path.display())]
+    ImageEncode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+
+    /// Tiling parameters are unusable.
+    #[error("tiling option `{field}`: {reason}")]
+    Tiling { field: &'static str, reason: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

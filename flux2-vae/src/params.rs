@@ -1,0 +1,80 @@
+//! Where model parameters come from while a [`crate::Vae`] is built.
+//!
+//! Modules ask for parameters by their diffusers name and the shape the config implies; a
+//! [`RawSource`] (a checkpoint, or deterministic random init) answers with host data already converted to
+//! the requested dtype, and [`Params`] uploads it to the device one tensor at a time.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::error::Result;
+
+/// What a parameter is, so random init can pick a sensible distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Conv kernel [out, in, kh, kw].
+    ConvWeight,
+    /// Linear weight in PyTorch layout [out, in].
+    LinearWeight,
+    /// Conv or Linear bias.
+    Bias,
+    /// GroupNorm scale.
+    NormWeight,
+    /// GroupNorm shift.
+    NormBias,
+    /// Latent batch-norm running mean.
+    BnMean,
+    /// Latent batch-norm running variance.
+    BnVar,
+}
+
+/// Host-side provider of parameters, addressed by diffusers name.
+pub trait RawSource {
+    /// Returns the parameter `name` with exactly `shape`, converted to `dtype` (F32, BF16 or F16).
+    fn fetch(&mut self, name: &str, shape: &[usize], kind: ParamKind, dtype: DType) -> Result<TensorData>;
+}
+
+/// Builds device tensors from a [`RawSource`] for one model dtype.
+pub(crate) struct Params<'a, B: Backend> {
+    source: &'a mut dyn RawSource,
+    device: B::Device,
+    dtype: DType,
+}
+
+impl<'a, B: Backend> Params<'a, B> {
+    pub(crate) fn new(source: &'a mut dyn RawSource, device: &B::Device, dtype: DType) -> Self {
+        Self { source, device: device.clone(), dtype }
+    }
+
+    /// The model (compute) dtype.
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A parameter in the model dtype.
+    pub(crate) fn get<const D: usize>(&mut self, name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>> {
+        let dtype = self.dtype;
+        self.get_as(name, shape, kind, dtype)
+    }
+
+    /// A parameter kept in f32 whatever the model dtype (norm affine, latent statistics).
+    pub(crate) fn get_f32<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        kind: ParamKind,
+    ) -> Result<Tensor<B, D>> {
+        self.get_as(name, shape, kind, DType::F32)
+    }
+
+    fn get_as<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        kind: ParamKind,
+        dtype: DType,
+    ) -> Result<Tensor<B, D>> {
+        let data = self.source.fetch(name, &shape, kind, dtype)?;
+        Ok(Tensor::from_data(data, (&self.device, dtype)))
+    }
+}

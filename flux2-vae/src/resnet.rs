@@ -1,0 +1,47 @@
+//! ResNet block: GN-SiLU-conv3-GN-SiLU-conv3 plus the input (through a 1x1 conv when channels change).
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::conv::{Conv2d, Padding};
+use crate::error::Result;
+use crate::group_norm::GroupNorm;
+use crate::params::Params;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ResnetBlock<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv2d<B>,
+    norm2: GroupNorm<B>,
+    conv2: Conv2d<B>,
+    shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock<B> {
+    /// `name` is the diffusers prefix, e.g. `encoder.down_blocks.1.resnets.0`.
+    pub(crate) fn load(p: &mut Params<'_, B>, name: &str, c_in: usize, c_out: usize, groups: usize) -> Result<Self> {
+        Ok(Self {
+            norm1: GroupNorm::load(p, &format!("{name}.norm1"), c_in, groups)?,
+            conv1: Conv2d::load(p, &format!("{name}.conv1"), c_in, c_out, 3, 1, Padding::Same(1))?,
+            norm2: GroupNorm::load(p, &format!("{name}.norm2"), c_out, groups)?,
+            conv2: Conv2d::load(p, &format!("{name}.conv2"), c_out, c_out, 3, 1, Padding::Same(1))?,
+            shortcut: if c_in != c_out {
+                Some(Conv2d::load(p, &format!("{name}.conv_shortcut"), c_in, c_out, 1, 1, Padding::Same(0))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        // Each intermediate is consumed by the next op, so at most the input, one activation and the
+        // convolution's own buffers are alive at a time.
+        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
+        let x = match &self.shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        x + h
+    }
+}
