@@ -1,1 +1,26 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod attention;
+pub mod config;
+pub mod decoder_layer;
+pub mod embeds;
+pub mod encoder;
+pub mod error;
+pub mod linear;
+pub mod loader;
+pub mod mask;
+pub mod mlp;
+pub mod model;
+pub mod prompt;
+pub mod rms_norm;
+pub mod rope;
+pub mod tokenizer;
+
+pub use config::MistralConfig;
+pub use embeds::PromptEmbeds;
+pub use encoder::{EncoderOptions, MistralEncoder};
+pub use error::{Error, Result};
+pub use loader::{LoadPlan, WeightStore};
+pub use model::MistralTextModel;
+pub use prompt::{format_prompt, TokenBatch, DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE};
+pub use tokenizer::PromptTokenizer;

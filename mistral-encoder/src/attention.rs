@@ -1,0 +1,67 @@
+//! Grouped-query self-attention of one Mistral decoder layer.
+//!
+//! q has `num_attention_heads` heads, k and v only `num_key_value_heads` (8 for 32 in Mistral Small);
+//! each KV head serves `heads / kv_heads` consecutive query heads (transformers' `repeat_kv`). RoPE is
+//! applied to q and k, the scale is `1/sqrt(head_dim)`, and the shared [`AttentionMask`] carries the causal
+//! and padding structure. Query rows with no visible key get a zero output, as transformers' SDPA path
+//! does (see `mask.rs`).
+
+use burn::module::Module;
+use burn::tensor::{backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
+
+use crate::linear::Linear;
+use crate::mask::AttentionMask;
+use crate::rope::RopeTables;
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// [heads * head_dim, hidden].
+    pub q_proj: Linear<B>,
+    /// [kv_heads * head_dim, hidden].
+    pub k_proj: Linear<B>,
+    /// [kv_heads * head_dim, hidden].
+    pub v_proj: Linear<B>,
+    /// [hidden, heads * head_dim].
+    pub o_proj: Linear<B>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// [B, L, hidden] -> [B, L, hidden].
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTables<B>, mask: &AttentionMask<B>) -> Tensor<B, 3> {
+        let [b, l, _] = x.dims();
+        let q = rope.apply(self.split_heads(self.q_proj.forward(x.clone()), self.num_heads));
+        let k = rope.apply(self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
+        let v = self.split_heads(self.v_proj.forward(x), self.num_kv_heads);
+        let k = self.repeat_kv(k);
+        let v = self.repeat_kv(v);
+
+        let shape = [b, self.num_heads, l, l];
+        let options = AttentionModuleOptions { scale: Some(1.0 / (self.head_dim as f64).sqrt()), ..Default::default() };
+        let mut out = attention(q, k, v, Some(mask.masked.clone().expand(shape)), None, options);
+        if mask.any_empty {
+            out = out.mask_fill(mask.empty_rows.clone().expand([b, self.num_heads, l, self.head_dim]), 0.0);
+        }
+        let out = out.swap_dims(1, 2).reshape([b, l, self.num_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+
+    /// [B, L, n * d] -> [B, n, L, d].
+    fn split_heads(&self, x: Tensor<B, 3>, n: usize) -> Tensor<B, 4> {
+        let [b, l, _] = x.dims();
+        x.reshape([b, l, n, self.head_dim]).swap_dims(1, 2)
+    }
+
+    /// [B, kv, L, d] -> [B, heads, L, d], query head `h` using KV head `h / (heads / kv)`.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let rep = self.num_heads / self.num_kv_heads;
+        if rep == 1 {
+            return x;
+        }
+        let [b, kv, l, d] = x.dims();
+        let x: Tensor<B, 5> = x.unsqueeze_dim(2);
+        x.expand([b, kv, rep, l, d]).reshape([b, kv * rep, l, d])
+    }
+}
