@@ -1,0 +1,46 @@
+//! The crate's single error type.
+//!
+//! Every message names the function argument or config field at fault, so a trainer can surface it
+//! to the user without extra context.
+
+/// Errors of the `flow-train` crate.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    /// A sigma schedule needs at least one step.
+    #[error("schedule: `steps` must be at least 1 (got {steps})")]
+    InvalidSteps { steps: usize },
+
+    /// A schedule or shift needs at least one image token.
+    #[error("schedule: `image_seq_len` must be at least 1 (got {image_seq_len})")]
+    InvalidImageSeqLen { image_seq_len: usize },
+
+    /// `min_denoising_steps` lies above `max_denoising_steps` (after clamping max to 999).
+    #[error(
+        "timesteps config: `min_denoising_steps` ({min}) is greater than `max_denoising_steps` ({max}, \
+         clamped to 0..=999); both index the 1000-entry timestep table, 0 = most noise"
+    )]
+    InvalidDenoisingRange { min: usize, max: usize },
+
+    /// A per-batch-item argument has the wrong length.
+    #[error("{what}: expected one value per batch item ({expected}), got {got}")]
+    BatchLengthMismatch { what: &'static str, expected: usize, got: usize },
+
+    /// Two tensors that must have the same shape do not.
+    #[error("{what}: shape {left:?} does not match {right:?}")]
+    ShapeMismatch { what: &'static str, left: Vec<usize>, right: Vec<usize> },
+
+    /// A scalar argument is out of its domain (non-finite, negative, ...).
+    #[error("{what}: {reason}")]
+    InvalidValue { what: &'static str, reason: String },
+
+    /// The loss (or part of it) is NaN or infinite. `items` lists `(batch index, per-sample loss)`
+    /// for every non-finite sample; it is empty when only the reduced total overflowed.
+    #[error(
+        "non-finite loss: total {total}, non-finite batch items (index, loss): {items:?}; \
+         check the learning rate, the inputs of these items, and the mixed-precision settings"
+    )]
+    NonFiniteLoss { total: f32, items: Vec<(usize, f32)> },
+}
+
+/// Result alias of the crate.
+pub type Result<T> = std::result::Result<T, Error>;
