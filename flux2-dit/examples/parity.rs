@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release -p flux2-dit --example parity -- <dir> [<dir>...]`
 //!
+//! A `lora.safetensors` in the folder (any layout `lora-adapters` reads) is applied at scale 1.
 //! Runs the forward in f32 on the CPU backend and prints `rel_err=<value>` (‖out−ref‖/‖ref‖) last; exits
 //! non-zero above 1e-4 or on any error.
 
@@ -52,10 +53,10 @@ pub fn relative_error(out: &TensorData, reference: &TensorData) -> Result<f64, S
 /// inputs and returns the relative error against `expected.safetensors`.
 pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<f64, String> {
     let checkpoint = Checkpoint::open(&dir.join("transformer")).map_err(|e| e.to_string())?;
-    let model = checkpoint.load::<B>(DType::F32, device).map_err(|e| e.to_string())?;
+    let mut model = checkpoint.load::<B>(DType::F32, device).map_err(|e| e.to_string())?;
     let lora = dir.join("lora.safetensors");
     if lora.is_file() {
-        return Err(format!("{}: LoRA fixtures are not supported yet", lora.display()));
+        lora_adapters::load_into(&mut model, &lora, "fixture", 1.0).map_err(|e| e.to_string())?;
     }
     let mut inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
     let hidden: Tensor<B, 3> = tensor(&mut inputs, "hidden_states", device)?;

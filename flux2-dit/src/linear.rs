@@ -17,8 +17,10 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// A frozen layer: base weights never get gradients (a trainer unfreezes them explicitly for full
+    /// fine-tuning), so autodiff keeps nothing weight-sized for them.
     pub fn new(weight: Tensor<B, 2>) -> Self {
-        Self { weight: Param::from_tensor(weight), adapters: Vec::new() }
+        Self { weight: Param::from_tensor(weight).set_require_grad(false), adapters: Vec::new() }
     }
 
     /// A zero-filled layer, used as the target the loader copies checkpoint tensors into.

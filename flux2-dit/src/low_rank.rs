@@ -1,4 +1,4 @@
-//! The inference side of a LoRA: `multiplier * scale * (x A^T) B^T`, computed in rank space so the
+//! The inference side of a LoRA: `multiplier * scale * (dropout(x) A^T) B^T`, computed in rank space so the
 //! dense [out, in] product A·B is never formed (for FLUX.2 that would be a weight-sized tensor per layer,
 //! and under autodiff one kept per layer). Creating, targeting, training and saving adapters is the
 //! `lora-adapters` crate's job; the model only needs to know how to apply one.
@@ -43,8 +43,12 @@ pub struct LowRankAdapter<B: Backend> {
     pub up: Param<Tensor<B, 2>>,
     /// `alpha / rank`.
     pub scale: f32,
-    /// Probability of zeroing rank-space activations while training (autodiff backends only).
+    /// PEFT `lora_dropout`: probability of zeroing the adapter branch's input while training (autodiff
+    /// backends only); the base path never sees dropout.
     pub dropout: f64,
+    /// True while the delta is folded into the base weight (`lora-adapters` merge): then it must not be
+    /// added again.
+    pub merged: bool,
     /// Adapter name and its shared on/off switch and multiplier.
     pub name: String,
     pub switch: Arc<AdapterSwitch>,
@@ -57,19 +61,20 @@ impl<B: Backend> LowRankAdapter<B> {
 
     /// The delta for a [rows, in] input, in f32; `None` when the adapter is switched off.
     pub fn forward(&self, x: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        if !self.switch.enabled() {
+        if self.merged || !self.switch.enabled() {
             return None;
         }
         let factor = self.scale * self.switch.multiplier();
         if factor == 0.0 {
             return None;
         }
-        let mut h = x.cast(DType::F32).matmul(self.down.val().transpose());
-        if self.dropout > 0.0 && B::ad_enabled(&h.device()) {
+        let mut x = x.cast(DType::F32);
+        if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
             let keep = 1.0 - self.dropout;
-            let mask = h.random_like(burn::tensor::Distribution::Bernoulli(keep));
-            h = h * mask / keep;
+            let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
+            x = x * mask / keep;
         }
-        Some(h.matmul(self.up.val().transpose()) * factor)
+        // (x A^T) B^T: two thin matmuls through rank space, never the dense B A.
+        Some(x.matmul(self.down.val().transpose()).matmul(self.up.val().transpose()) * factor)
     }
 }

@@ -56,7 +56,7 @@ impl<B: Backend, S: WeightSource> Builder<'_, B, S> {
 
     fn rms_norm(&mut self, module: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>> {
         let weight = self.tensor(&format!("{module}.scale"), [dim])?;
-        Ok(RmsNorm { weight: Param::from_tensor(weight), eps })
+        Ok(RmsNorm { weight: Param::from_tensor(weight).set_require_grad(false), eps })
     }
 
     fn qk_norm(&mut self, module: &str, c: &Flux2Config) -> Result<QkNorm<B>> {

@@ -121,6 +121,11 @@ impl RandomSource {
         z ^ (z >> 31)
     }
 
+    /// Uniform sample in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32) / (1u64 << 24) as f32
+    }
+
     /// Standard normal sample (Box-Muller).
     pub fn normal(&mut self) -> f32 {
         let u1 = ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;

@@ -19,7 +19,7 @@ fn all_committed_fixtures_match_diffusers() {
         .filter(|p| p.join("expected.safetensors").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 6, "expected at least 6 DiT fixtures, found {}", dirs.len());
+    assert!(dirs.len() >= 8, "expected at least 8 DiT fixtures, found {}", dirs.len());
     for dir in dirs {
         let err = parity::run_fixture::<Flex>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(err < parity::TOLERANCE, "{}: rel_err {err:e}", dir.display());

@@ -1,0 +1,27 @@
+//! Errors of this crate; messages name the file, key or module at fault.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] flux2_dit::Error),
+    #[error("{file}: `{key}` has no matching module in the model (is this a FLUX.2 LoRA for this model size?)")]
+    UnknownModule { file: PathBuf, key: String },
+    #[error("{file}: `{module}` has {which} but not its partner factor")]
+    MissingFactor { file: PathBuf, module: String, which: &'static str },
+    #[error("{file}: `{module}` factors have shapes A {down:?} / B {up:?}, the layer is [{out}, {input}]")]
+    FactorShape { file: PathBuf, module: String, down: Vec<usize>, up: Vec<usize>, out: usize, input: usize },
+    #[error("{file}: no LoRA tensors recognised (expected `diffusion_model.*.lora_A.weight`, `transformer.*.lora_A.weight` or `lora_unet_*.lora_down.weight` keys)")]
+    NotALora { file: PathBuf },
+    #[error("{file}: bad metadata `{key}`: {message}")]
+    Metadata { file: PathBuf, key: String, message: String },
+    #[error("no module matches the target selection {0}")]
+    NoTargets(String),
+    #[error("adapter `{0}` is already present in the model")]
+    DuplicateAdapter(String),
+    #[error("adapter `{0}` is not present in the model")]
+    UnknownAdapter(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,38 @@
+//! Folding an adapter into the base weights (faster inference, one less matmul pair per layer) and
+//! taking it back out. The dense delta exists only transiently, one layer at a time.
+
+use burn::tensor::{backend::Backend, DType};
+use flux2_dit::Flux2Transformer;
+
+use crate::error::{Error, Result};
+
+fn fold<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, merge: bool) -> Result<()> {
+    let mut found = false;
+    for (_, linear) in model.linears_mut() {
+        let Some(index) = linear.adapters.iter().position(|a| a.name == name) else { continue };
+        found = true;
+        if linear.adapters[index].merged == merge {
+            continue;
+        }
+        let a = &linear.adapters[index];
+        let factor = a.scale * a.switch.multiplier() * if merge { 1.0 } else { -1.0 };
+        let delta = a.up.val().matmul(a.down.val()) * factor;
+        let weight = linear.weight.clone();
+        linear.weight = weight.map(|w| {
+            let dtype = w.dtype();
+            (w.cast(DType::F32) + delta).cast(dtype)
+        });
+        linear.adapters[index].merged = merge;
+    }
+    if found { Ok(()) } else { Err(Error::UnknownAdapter(name.into())) }
+}
+
+/// `W += multiplier * scale * B A` for every layer of adapter `name`, at its current multiplier.
+pub fn merge<B: Backend>(model: &mut Flux2Transformer<B>, name: &str) -> Result<()> {
+    fold(model, name, true)
+}
+
+/// Inverse of [`merge`] (exact up to the base dtype's rounding).
+pub fn unmerge<B: Backend>(model: &mut Flux2Transformer<B>, name: &str) -> Result<()> {
+    fold(model, name, false)
+}
