@@ -10,6 +10,15 @@
 use std::process::ExitCode;
 
 use flow_train::Flux2Schedule;
+use serde::Serialize;
+
+/// The output line. Sigmas are the schedule's f32 values widened to f64, so they print exactly as
+/// Python prints diffusers' float32 sigmas (`scheduler.sigmas.tolist()`), digit for digit.
+#[derive(Serialize)]
+struct Line {
+    mu: f64,
+    sigmas: Vec<f64>,
+}
 
 fn parse(args: &[String]) -> Result<(usize, usize), String> {
     let mut seq_len = None;
@@ -54,7 +63,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serde_json::to_string(&schedule) {
+    let line = Line { mu: schedule.mu, sigmas: schedule.sigmas.iter().map(|&s| f64::from(s)).collect() };
+    match serde_json::to_string(&line) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS

@@ -109,12 +109,12 @@ pub fn flow_matching_loss<B: Backend, const D: usize>(
     let batch = dims[0];
     check_batch_values("loss: timestep_weights", timestep_weights, batch)?;
     check_batch_values("loss: loss_multipliers", loss_multipliers, batch)?;
-    let device = pred.device();
+    let options = (&pred.device(), pred.dtype());
     let elements = elementwise_loss(pred, target.detach(), loss_type)?;
     let per_item_elements = dims[1..].iter().product::<usize>();
     let mean = elements.reshape([batch, per_item_elements]).mean_dim(1).reshape([batch]);
     let factor: Vec<f32> = timestep_weights.iter().zip(loss_multipliers).map(|(w, m)| w * m).collect();
-    let per_sample = mean * Tensor::<B, 1>::from_data(TensorData::new(factor, [batch]), &device);
+    let per_sample = mean * Tensor::<B, 1>::from_data(TensorData::new(factor, [batch]), options);
     Ok(FlowLoss { total: per_sample.clone().mean(), per_sample })
 }
 

@@ -10,7 +10,7 @@
 //! [`TrainRng`] on the host, so it is reproducible and resumable like the timesteps (a backend's
 //! global generator is neither).
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorCreationOptions, TensorData, backend::Backend};
 
 use crate::error::{Error, Result};
 use crate::rng::TrainRng;
@@ -19,15 +19,16 @@ use crate::rng::TrainRng;
 /// no random numbers.
 pub const NOISE_OFFSET_EPSILON: f32 = 1e-6;
 
-/// Standard normal noise of `shape` from `rng` (f32 draws, converted to the backend's float type).
+/// Standard normal noise of `shape` from `rng`: f32 draws in row-major order, converted to the
+/// float type of `options` (`&device` for the device default, or `(&device, dtype)`).
 pub fn gaussian_noise<B: Backend, const D: usize>(
     rng: &mut TrainRng,
     shape: [usize; D],
-    device: &B::Device,
+    options: impl Into<TensorCreationOptions<B>>,
 ) -> Tensor<B, D> {
     let mut values = vec![0f32; shape.iter().product()];
     rng.fill_normal(&mut values);
-    Tensor::from_data(TensorData::new(values, shape), device)
+    Tensor::from_data(TensorData::new(values, shape), options)
 }
 
 /// Adds a noise offset: `noise + strength * z`, `z ~ N(0, 1)` drawn once per (batch item, channel)
@@ -59,15 +60,16 @@ pub fn apply_noise_offset<B: Backend, const D: usize>(
     let mut offset_shape = [1usize; D];
     offset_shape[0] = dims[0];
     offset_shape[channel_dim] = dims[channel_dim];
-    let offset = gaussian_noise::<B, D>(rng, offset_shape, &noise.device()) * strength;
+    let offset = gaussian_noise::<B, D>(rng, offset_shape, (&noise.device(), noise.dtype())) * strength;
     Ok(noise + offset.expand(dims))
 }
 
-/// Per-batch-item scalars as a rank-`D` tensor `[B, 1, ..., 1]` broadcast to `dims`.
-fn per_item<B: Backend, const D: usize>(values: &[f32], dims: [usize; D], device: &B::Device) -> Tensor<B, D> {
+/// Per-batch-item scalars as a rank-`D` tensor `[B, 1, ..., 1]` in `like`'s device and float type,
+/// broadcast to `like`'s shape.
+fn per_item<B: Backend, const D: usize>(values: &[f32], like: &Tensor<B, D>) -> Tensor<B, D> {
     let mut shape = [1usize; D];
     shape[0] = values.len();
-    Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), shape), device).expand(dims)
+    Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), shape), (&like.device(), like.dtype())).expand(like.dims())
 }
 
 fn check_pair<B: Backend, const D: usize>(what: &'static str, x0: &Tensor<B, D>, noise: &Tensor<B, D>) -> Result<()> {
@@ -88,9 +90,10 @@ pub fn noisy_latents<B: Backend, const D: usize>(x0: Tensor<B, D>, noise: Tensor
     if let Some(bad) = sigmas.iter().find(|s| !s.is_finite()) {
         return Err(Error::InvalidValue { what: "noisy_latents: sigmas", reason: format!("must be finite, got {bad}") });
     }
-    let device = x0.device();
     let keep: Vec<f32> = sigmas.iter().map(|s| 1.0 - s).collect();
-    Ok(x0 * per_item::<B, D>(&keep, dims, &device) + noise * per_item::<B, D>(sigmas, dims, &device))
+    let keep = per_item(&keep, &x0);
+    let scale = per_item(sigmas, &x0);
+    Ok(x0 * keep + noise * scale)
 }
 
 /// Training target of the velocity prediction: `eps - x0` (no gradient flows into it).
@@ -150,6 +153,20 @@ mod tests {
         let v = flow_target(x0, eps).unwrap();
         let diff = values(b - a - v * 0.5);
         assert!(diff.iter().all(|d| d.abs() < 1e-5), "{diff:?}");
+    }
+
+    #[test]
+    fn keeps_the_inputs_float_type() {
+        use burn::tensor::DType;
+        let device = Default::default();
+        let mut rng = TrainRng::new(2);
+        let x0: Tensor<B, 3> = gaussian_noise(&mut rng, [2, 3, 4], (&device, DType::BF16));
+        let eps: Tensor<B, 3> = gaussian_noise(&mut rng, [2, 3, 4], (&device, DType::BF16));
+        assert_eq!(x0.dtype(), DType::BF16);
+        let noisy = noisy_latents(x0, eps.clone(), &[0.5, 0.25]).unwrap();
+        assert_eq!(noisy.dtype(), DType::BF16);
+        let offset = apply_noise_offset(eps, 0.05, 2, &mut rng).unwrap();
+        assert_eq!(offset.dtype(), DType::BF16);
     }
 
     #[test]

@@ -20,9 +20,9 @@
 //! effective learning rate). `tools/reference/flow_train_reference.py` performs the fit; the
 //! committed reference JSON holds ai-toolkit's table, the knots and the fit error.
 //!
-//! Against ai-toolkit's table the curve's largest deviation is 0.024 (at t=987, inside the noisiest
-//! stretch of the measurement) and its RMS deviation is 0.002 — well below the measurement's own
-//! step-to-step jitter there, and irrelevant for a loss weight. The curve is continuous, so
+//! Against ai-toolkit's table the curve's largest deviation is 0.024, at t=987 where the measurement
+//! has a local spike (1.115 between neighbours 1.093 and 1.102), and its RMS deviation is 0.002:
+//! irrelevant for a loss weight. The curve is continuous, so
 //! [`weighted_loss_weight`] also answers for fractional timesteps (ai-toolkit only defines integers).
 
 use std::sync::OnceLock;
