@@ -52,6 +52,25 @@ fn rows(data: &TensorData, start: usize, count: usize) -> TensorData {
     TensorData::new(values, [count, cols])
 }
 
+/// Drops rank columns of B that are all zero (and the matching rows of A): they contribute nothing.
+/// Keeps at least one so the module stays present.
+fn trim_unused_rank(down: &TensorData, up: &TensorData) -> (TensorData, TensorData) {
+    let (out, r) = (up.shape[0], up.shape[1]);
+    let input = down.shape[1];
+    let b: Vec<f32> = up.iter::<f32>().collect();
+    let a: Vec<f32> = down.iter::<f32>().collect();
+    let mut keep: Vec<usize> = (0..r).filter(|&c| (0..out).any(|row| b[row * r + c] != 0.0)).collect();
+    if keep.is_empty() {
+        keep.push(0);
+    }
+    if keep.len() == r {
+        return (down.clone(), up.clone());
+    }
+    let new_a: Vec<f32> = keep.iter().flat_map(|&c| a[c * input..(c + 1) * input].iter().copied()).collect();
+    let new_b: Vec<f32> = (0..out).flat_map(|row| keep.iter().map(move |&c| (row, c))).map(|(row, c)| b[row * r + c]).collect();
+    (TensorData::new(new_a, [keep.len(), input]), TensorData::new(new_b, [out, keep.len()]))
+}
+
 fn pending(name: String, data: TensorData, dtype: DType) -> PendingTensor<'static> {
     PendingTensor { name, dtype, shape: data.shape.to_vec(), data: Box::new(move || data) }
 }
@@ -97,34 +116,48 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
             }
         }
         LoraLayout::Diffusers => {
-            // PEFT holds one (r, alpha) per file: use it when every module agrees, else fold scales into B.
-            let (r0, s0) = (factors[0].1.rank(), factors[0].1.scale);
-            let uniform = factors.iter().all(|(_, f)| f.rank() == r0 && f.scale == s0);
-            let mut targets = Vec::new();
+            // One entry per diffusers module: fused qkv split (A copied, B rows split, unused rank
+            // columns trimmed so a q/k/v LoRA that came from diffusers goes back to its own rank).
+            let mut entries: Vec<(String, TensorData, TensorData, f32)> = Vec::new();
             for (path, f) in factors {
-                let up = if uniform { f.up.clone() } else { scaled(&f.up, f.scale) };
-                let mut push = |module: String, down: TensorData, up: TensorData| {
-                    tensors.push(pending(format!("{DIFFUSERS_PREFIX}{module}.lora_A.weight"), down, dtype));
-                    tensors.push(pending(format!("{DIFFUSERS_PREFIX}{module}.lora_B.weight"), up, dtype));
-                    targets.push(module);
-                };
                 if let Some(parts) = diffusers_qkv_modules(&path) {
-                    let third = up.shape[0] / 3;
+                    let third = f.up.shape[0] / 3;
                     for (i, module) in parts.into_iter().enumerate() {
-                        push(module, f.down.clone(), rows(&up, i * third, third));
+                        let (down, up) = trim_unused_rank(&f.down, &rows(&f.up, i * third, third));
+                        entries.push((module, down, up, f.scale));
                     }
                 } else {
                     let module = diffusers_module(&path).ok_or_else(|| Error::NoTargets(path.clone()))?;
-                    let up = if path == FINAL_MODULATION { swap_halves(&up) } else { up };
-                    push(module, f.down, up);
+                    let up = if path == FINAL_MODULATION { swap_halves(&f.up) } else { f.up };
+                    entries.push((module, f.down, up, f.scale));
                 }
             }
-            let (r, alpha) = if uniform { (r0, s0 * r0 as f32) } else { (r0, r0 as f32) };
+            // PEFT applies lora_alpha / r from the header: exact when every module agrees; otherwise fold
+            // each scale into B (alpha = rank) and list differing ranks in rank/alpha patterns.
+            let (r0, s0) = (entries[0].1.shape[0], entries[0].3);
+            let uniform = entries.iter().all(|e| e.1.shape[0] == r0 && e.3 == s0);
+            let mut rank_pattern = serde_json::Map::new();
+            let mut targets = Vec::new();
+            for (module, down, up, scale) in entries {
+                let r = down.shape[0];
+                if r != r0 {
+                    rank_pattern.insert(module.clone(), r.into());
+                }
+                let up = if uniform { up } else { scaled(&up, scale) };
+                tensors.push(pending(format!("{DIFFUSERS_PREFIX}{module}.lora_A.weight"), down, dtype));
+                tensors.push(pending(format!("{DIFFUSERS_PREFIX}{module}.lora_B.weight"), up, dtype));
+                targets.push(module);
+            }
+            let alpha = if uniform { s0 * r0 as f32 } else { r0 as f32 };
+            let alpha_pattern: serde_json::Map<String, serde_json::Value> =
+                rank_pattern.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(1).into())).collect();
             let peft = serde_json::json!({
-                "transformer.r": r,
+                "transformer.r": r0,
                 "transformer.lora_alpha": alpha,
                 "transformer.lora_dropout": 0.0,
                 "transformer.target_modules": targets,
+                "transformer.rank_pattern": rank_pattern,
+                "transformer.alpha_pattern": alpha_pattern,
             });
             header.insert("lora_adapter_metadata".into(), serde_json::to_string_pretty(&peft).expect("json"));
         }
@@ -197,7 +230,7 @@ pub fn load_into<B: Backend>(model: &mut Flux2Transformer<B>, path: &Path, name:
 pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Result<Vec<(String, Factors)>> {
     let mut store = TensorStore::open(&[path.to_path_buf()])?;
     let file = path.to_path_buf();
-    let peft_alpha = peft_alpha(store.metadata(), path)?;
+    let (peft_alpha, alpha_pattern) = peft_alpha(store.metadata(), path)?;
     let index = module_index(model);
     let mut keys: Vec<String> = store.keys().cloned().collect();
     keys.sort();
@@ -230,7 +263,8 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
         if down.shape.len() != 2 || up.shape.len() != 2 || down.shape[1] != input || up.shape[0] != part_out || up.shape[1] != rank {
             return Err(Error::FactorShape { file: file.clone(), module, down: down.shape.to_vec(), up: up.shape.to_vec(), out: part_out, input });
         }
-        let alpha = parts.alpha.or(peft_alpha).unwrap_or(rank as f32);
+        let pattern = alpha_pattern.iter().find(|(k, _)| module == **k || module.ends_with(&format!(".{k}"))).map(|(_, v)| *v);
+        let alpha = parts.alpha.or(pattern).or(peft_alpha).unwrap_or(rank as f32);
         let up = if rows_of == Rows::SwappedHalves { swap_halves(&up) } else { up };
         let f = Factors { down, up, scale: alpha / rank as f32 };
         match rows_of {
@@ -245,16 +279,21 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
     Ok(whole)
 }
 
-/// `lora_alpha` from diffusers' `lora_adapter_metadata` header entry, if any.
-fn peft_alpha(metadata: &HashMap<String, String>, path: &Path) -> Result<Option<f32>> {
-    let Some(text) = metadata.get("lora_adapter_metadata") else { return Ok(None) };
+/// `lora_alpha` and `alpha_pattern` from diffusers' `lora_adapter_metadata` header entry, if any.
+fn peft_alpha(metadata: &HashMap<String, String>, path: &Path) -> Result<(Option<f32>, Vec<(String, f32)>)> {
+    let Some(text) = metadata.get("lora_adapter_metadata") else { return Ok((None, Vec::new())) };
     let bad = |message: String| Error::Metadata { file: path.to_path_buf(), key: "lora_adapter_metadata".into(), message };
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let alpha = json.get("transformer.lora_alpha").or_else(|| json.get("lora_alpha"));
-    match alpha {
-        None => Ok(None),
-        Some(v) => v.as_f64().map(|a| Some(a as f32)).ok_or_else(|| bad(format!("lora_alpha {v} is not a number"))),
-    }
+    let pattern: Vec<(String, f32)> = json
+        .get("transformer.alpha_pattern")
+        .and_then(|p| p.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()? as f32))).collect())
+        .unwrap_or_default();
+    let alpha = match json.get("transformer.lora_alpha").or_else(|| json.get("lora_alpha")) {
+        None => None,
+        Some(v) => Some(v.as_f64().ok_or_else(|| bad(format!("lora_alpha {v} is not a number")))? as f32),
+    };
+    Ok((alpha, pattern))
 }
 
 /// q/k/v adapters of a fused qkv Linear as one adapter with the identical output: shared A and equal
