@@ -1,9 +1,10 @@
 //! Architecture from tensor shapes, for checkpoints that come without a `config.json` (BFL's
 //! `ae.safetensors`, single-file diffusers weights).
 //!
-//! Everything except `norm_num_groups` and `batch_norm_eps` is visible in the shapes; those two take the
-//! FLUX.2 values (32 and 1e-4, hard-coded in BFL's code and the diffusers defaults). A model with other
-//! values needs its config.json (`LoadOptions::config` or a `config.json` next to the weights).
+//! Everything except `norm_num_groups` and `batch_norm_eps` is visible in the shapes. The loader passes
+//! the FLUX.2 group count (32, hard-coded in BFL's code and the diffusers default) and eps is 1e-4 (same
+//! sources). A model with other values needs its config.json (`LoadOptions::config` or a `config.json`
+//! next to the weights).
 
 use crate::checkpoint::Naming;
 use crate::config::VaeConfig;
@@ -11,8 +12,12 @@ use crate::error::{Error, Result};
 use crate::key_map::{Layout, stored_name};
 use crate::store::TensorStore;
 
-/// Infers a [`VaeConfig`] from the tensors of `store` named as `naming` says.
-pub fn infer_config(store: &TensorStore, naming: &Naming) -> Result<VaeConfig> {
+/// GroupNorm groups of every FLUX.2 autoencoder (not visible in any shape).
+pub const FLUX2_NORM_GROUPS: usize = 32;
+
+/// Infers a [`VaeConfig`] from the tensors of `store` named as `naming` says, with `norm_num_groups`
+/// given (use [`FLUX2_NORM_GROUPS`] unless you know better).
+pub fn infer_config(store: &TensorStore, naming: &Naming, norm_num_groups: usize) -> Result<VaeConfig> {
     let unknown = |reason: String| Error::UnknownLayout { path: store.path().into(), reason };
     let prefix = naming.prefix.as_str();
     let raw = |n: String| store.shape(&format!("{prefix}{n}")).map(<[usize]>::to_vec);
@@ -89,6 +94,7 @@ pub fn infer_config(store: &TensorStore, naming: &Naming) -> Result<VaeConfig> {
     cfg.use_quant_conv = shape("quant_conv.weight").is_some() || enc_levels == 0;
     cfg.use_post_quant_conv = shape("post_quant_conv.weight").is_some() || dec_levels == 0;
     cfg.mid_block_add_attention = mid_block_add_attention;
+    cfg.norm_num_groups = norm_num_groups;
     cfg.validate().map_err(|e| {
         unknown(format!("the architecture inferred from shapes is not usable ({e}); provide the model's config.json"))
     })?;

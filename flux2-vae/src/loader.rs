@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use crate::checkpoint::{CheckpointSource, Naming, detect_naming};
 use crate::config::VaeConfig;
 use crate::error::{Error, Result};
-use crate::infer_config::infer_config;
+use crate::infer_config::{FLUX2_NORM_GROUPS, infer_config};
 use crate::store::TensorStore;
 use crate::vae::{Parts, Vae};
 
@@ -63,7 +63,7 @@ const BFL_WEIGHTS: &str = "ae.safetensors";
 /// Finds the weights and config for `path`:
 /// - a folder with `diffusion_pytorch_model.safetensors[.index.json]`, `ae.safetensors` or exactly one
 ///   `*.safetensors` (plus `config.json` if present);
-/// - a model repository root with a `vae/` folder (e.g. FLUX.2-dev) — uses `vae/`;
+/// - a model repository root with a `vae/` folder and no `config.json` (e.g. FLUX.2-dev) — uses `vae/`;
 /// - a `.safetensors` file or `*.safetensors.index.json`; a sibling `config.json` is used only when its
 ///   `_class_name` is `AutoencoderKLFlux2` (so a transformer's config next to it is not picked up).
 pub fn resolve_checkpoint(path: impl AsRef<Path>) -> Result<ResolvedCheckpoint> {
@@ -80,7 +80,8 @@ pub fn resolve_checkpoint(path: impl AsRef<Path>) -> Result<ResolvedCheckpoint> 
     let has = |n: &str| entries.iter().any(|e| e == n);
     let safetensors: Vec<&String> = entries.iter().filter(|e| e.ends_with(".safetensors")).collect();
     let indexes: Vec<&String> = entries.iter().filter(|e| e.ends_with(".safetensors.index.json")).collect();
-    if safetensors.is_empty() && indexes.is_empty() && path.join("vae").is_dir() {
+    // A model repository root (FLUX.2-dev has `vae/` next to `ae.safetensors` and the transformer).
+    if !has("config.json") && !has(DIFFUSERS_WEIGHTS) && !has(DIFFUSERS_INDEX) && path.join("vae").is_dir() {
         return resolve_checkpoint(path.join("vae"));
     }
     let weights = if has(DIFFUSERS_INDEX) {
@@ -151,7 +152,7 @@ pub fn inspect_checkpoint(path: impl AsRef<Path>, config: Option<&VaeConfig>) ->
     let (config, config_inferred) = match (config, &resolved.config) {
         (Some(c), _) => (c.clone(), false),
         (None, Some(file)) => (VaeConfig::from_json_file(file)?, false),
-        (None, None) => (infer_config(&store, &naming)?, true),
+        (None, None) => (infer_config(&store, &naming, FLUX2_NORM_GROUPS)?, true),
     };
     config.validate()?;
     Ok((store, CheckpointInfo { resolved, naming, config, config_inferred }))
