@@ -65,3 +65,44 @@ impl<B: Backend> Attention<B> {
         x.expand([b, kv, rep, l, d]).reshape([b, kv * rep, l, d])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn check_empty_rows_are_zero<B: Backend>(seq_len: usize, pads: usize) {
+        let device = Default::default();
+        let (hidden, heads, kv, d) = (4, 2, 1, 2);
+        let lin = |out: usize, inp: usize, seed: usize| {
+            let v: Vec<f32> = (0..out * inp).map(|i| (((i + seed) * 7919) % 13) as f32 / 13.0 - 0.5).collect();
+            Linear::<B>::new(Tensor::from_data(TensorData::new(v, [out, inp]), &device))
+        };
+        let attn = Attention {
+            q_proj: lin(heads * d, hidden, 1),
+            k_proj: lin(kv * d, hidden, 2),
+            v_proj: lin(kv * d, hidden, 3),
+            o_proj: lin(hidden, heads * d, 4),
+            num_heads: heads,
+            num_kv_heads: kv,
+            head_dim: d,
+        };
+        let x: Vec<f32> = (0..seq_len * hidden).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [1, seq_len, hidden]), &device);
+        let padding: Vec<i64> = (0..seq_len).map(|i| (i >= pads) as i64).collect();
+        let mask = AttentionMask::new(&padding, 1, seq_len, None, &device);
+        let rope = RopeTables::new(1e9, d, seq_len, burn::tensor::DType::F32, &device);
+        let out = attn.forward(x, &rope, &mask).into_data().to_vec::<f32>().unwrap();
+        assert!(out[..pads * hidden].iter().all(|v| *v == 0.0), "pad rows must be exactly zero");
+        assert!(out[pads * hidden..].iter().all(|v| v.is_finite()) && out[pads * hidden..].iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn fully_masked_rows_give_zero_output() {
+        // 520^2 scores exceed Flex's naive-attention budget: covers its tiled (flash) path too.
+        for (len, pads) in [(6, 2), (520, 9)] {
+            check_empty_rows_are_zero::<burn::backend::Flex>(len, pads);
+            check_empty_rows_are_zero::<burn::backend::NdArray>(len, pads);
+        }
+    }
+}
