@@ -59,7 +59,7 @@ pub enum StoreDtype {
 }
 
 /// Where and how caches are stored.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CacheOptions {
     /// One folder for all caches; `None`: next to the images.
@@ -67,6 +67,12 @@ pub struct CacheOptions {
     pub dtype: StoreDtype,
     /// Progress bars while building (hidden when stderr is not a terminal).
     pub show_progress: bool,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions { folder: None, dtype: StoreDtype::F32, show_progress: true }
+    }
 }
 
 /// What a build did.
@@ -294,12 +300,16 @@ impl Caches {
             }
             match entry_status(&w.entry.path, &w.entry.key) {
                 EntryStatus::Valid => {
-                    summary.reused += 1;
-                    if w.memory && self.memory_get(&w.entry.key).is_none() {
-                        let t = read_entry(&w.entry)?;
-                        self.memory_put(&w.entry.key, Arc::new(t));
+                    if !w.memory || self.memory_get(&w.entry.key).is_some() {
+                        summary.reused += 1;
+                        continue;
                     }
-                    continue;
+                    if let Some(t) = read_if_valid(&w.entry) {
+                        self.memory_put(&w.entry.key, Arc::new(t));
+                        summary.reused += 1;
+                        continue;
+                    }
+                    summary.rebuilt_damaged += 1;
                 }
                 EntryStatus::Missing => summary.built += 1,
                 EntryStatus::Stale => summary.rebuilt_stale += 1,
@@ -413,15 +423,17 @@ impl Caches {
         {
             return Ok(t);
         }
-        let tensor = if config.cache_latents_to_disk && entry_status(&entry.path, &entry.key) == EntryStatus::Valid {
-            read_entry(entry)?
-        } else {
-            let image = prepare_job(set, job)?;
-            let t = encode_latent(encoder, identity, &image, &entry.source)?;
-            if config.cache_latents_to_disk {
-                write_entry(entry, &t, identity, self.options.dtype)?;
+        let from_disk = if config.cache_latents_to_disk { read_if_valid(entry) } else { None };
+        let tensor = match from_disk {
+            Some(t) => t,
+            None => {
+                let image = prepare_job(set, job)?;
+                let t = encode_latent(encoder, identity, &image, &entry.source)?;
+                if config.cache_latents_to_disk {
+                    write_entry(entry, &t, identity, self.options.dtype)?;
+                }
+                t
             }
-            t
         };
         let tensor = Arc::new(tensor);
         if config.cache_latents {
@@ -442,8 +454,8 @@ impl Caches {
         if !dataset.config().cache_text_embeddings {
             return Ok(Arc::new(encode_text(encoder, &identity, &caption, &entry.source)?));
         }
-        if entry_status(&entry.path, &entry.key) == EntryStatus::Valid {
-            return Ok(Arc::new(read_entry(&entry)?));
+        if let Some(t) = read_if_valid(&entry) {
+            return Ok(Arc::new(t));
         }
         let t = encode_text(encoder, &identity, &caption, &entry.source)?;
         write_entry(&entry, &t, &identity, self.options.dtype)?;
@@ -459,6 +471,15 @@ impl Caches {
             m.insert(key.to_string(), t);
         }
     }
+}
+
+/// The entry's tensor when the file is valid for its key. A file that changes between the check and
+/// the read (another process rebuilding it) counts as absent: the caller rebuilds it.
+fn read_if_valid(entry: &Entry) -> Option<CachedTensor> {
+    if entry_status(&entry.path, &entry.key) != EntryStatus::Valid {
+        return None;
+    }
+    read_entry(entry).ok()
 }
 
 fn prepare_job(set: &DatasetSet, job: LatentJob) -> Result<PreparedImage> {

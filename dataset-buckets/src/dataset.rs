@@ -367,13 +367,16 @@ fn check_target(
     Err(problems)
 }
 
+/// Per candidate its controls (`None`: missing, ambiguous or bad), and the problems found.
+type ControlMatch = (Vec<Option<Vec<ControlImage>>>, Vec<Problem>);
+
 /// Pairs each candidate with one control image per control folder. Returns, per candidate, its
 /// controls (`None` when a control is missing, ambiguous or bad) and the problems found.
 fn match_controls(
     candidates: &[Candidate],
     folders: &[PathBuf],
     options: &LoadOptions,
-) -> Result<(Vec<Option<Vec<ControlImage>>>, Vec<Problem>)> {
+) -> Result<ControlMatch> {
     if folders.is_empty() {
         return Ok((candidates.iter().map(|_| Some(Vec::new())).collect(), Vec::new()));
     }

@@ -58,20 +58,6 @@ pub enum Error {
         source: EncodeError,
     },
 
-    /// An encoder returned a tensor whose data length does not match its shape.
-    #[error("{stage} encoder `{identity}` returned {len} values for shape {shape:?} ({path})")]
-    BadTensor {
-        stage: &'static str,
-        identity: String,
-        path: PathBuf,
-        shape: Vec<usize>,
-        len: usize,
-    },
-
-    /// A cached tensor was requested for a dataset that does not cache it.
-    #[error("{what} of {path} is not cached: set `{key}` on its dataset or encode it live")]
-    NotCached { what: &'static str, key: &'static str, path: PathBuf },
-
     /// A sample reference does not point into this dataset set.
     #[error("sample reference {0} is out of range")]
     BadSampleRef(String),

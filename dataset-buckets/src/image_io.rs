@@ -76,7 +76,7 @@ pub(crate) struct ImageInfo {
 pub(crate) fn inspect_file(path: &Path, full_decode: bool) -> std::result::Result<ImageInfo, Problem> {
     let bytes = std::fs::read(path).map_err(|e| Problem::new(path, ProblemKind::Unreadable, e.to_string()))?;
     if bytes.is_empty() {
-        return Err(Problem::new(path, ProblemKind::EmptyFile, "0 bytes"));
+        return Err(Problem::new(path, ProblemKind::EmptyFile, ""));
     }
     let content_hash = blake3::hash(&bytes).to_hex().to_string();
     let size = if full_decode {
@@ -90,7 +90,9 @@ pub(crate) fn inspect_file(path: &Path, full_decode: bool) -> std::result::Resul
 
 type DecodeFailure = (ProblemKind, String);
 
-fn reader(bytes: &[u8]) -> std::result::Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), DecodeFailure> {
+type Reader<'a> = ImageReader<Cursor<&'a [u8]>>;
+
+fn reader(bytes: &[u8]) -> std::result::Result<(Reader<'_>, ImageFormat), DecodeFailure> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| (ProblemKind::Unreadable, e.to_string()))?;
@@ -226,9 +228,8 @@ fn composite(img: &DynamicImage, background: [u8; 3]) -> RgbImage {
     let mut out = RgbImage::new(rgba.width(), rgba.height());
     for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
         let a = u32::from(src.0[3]);
-        for c in 0..3 {
-            let v = u32::from(src.0[c]) * a + u32::from(background[c]) * (255 - a);
-            dst.0[c] = ((v + 127) / 255) as u8;
+        for ((d, s), b) in dst.0.iter_mut().zip(src.0).zip(background) {
+            *d = ((u32::from(s) * a + u32::from(b) * (255 - a) + 127) / 255) as u8;
         }
     }
     out

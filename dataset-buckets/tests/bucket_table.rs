@@ -8,7 +8,9 @@
 use dataset_buckets::{CropPlacement, Size, bucket_for_size, plan_geometry};
 
 /// (width, height, resolution, bucket_w, bucket_h, resize_w, resize_h, crop_x, crop_y)
-const TABLE: &[(u32, u32, u32, u32, u32, u32, u32, u32, u32)] = &[
+type Row = (u32, u32, u32, u32, u32, u32, u32, u32, u32);
+
+const TABLE: &[Row] = &[
     (1024, 1024, 1024, 1024, 1024, 1024, 1024, 0, 0),
     (1024, 1024, 512, 512, 512, 512, 512, 0, 0),
     (1024, 1024, 768, 768, 768, 768, 768, 0, 0),

@@ -77,7 +77,7 @@ fn edited_image_is_stale_and_rebuilt() {
     solid(&p(root, "b.png"), [0, 200, 0]);
     let c = caching_config(root);
     let vae = FakeVae::new("fake-vae v1");
-    let set = DatasetSet::load(&[c.clone()], &quiet()).expect("load");
+    let set = DatasetSet::load(std::slice::from_ref(&c), &quiet()).expect("load");
     Caches::new(CacheOptions::default()).build_latents(&set, &vae).expect("build");
 
     solid(&p(root, "a.png"), [0, 0, 200]); // same size, new content

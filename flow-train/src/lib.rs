@@ -15,9 +15,12 @@
 //! * [`flow_matching_loss`] (MSE / MAE / pseudo-Huber, per-sample timestep weights and loss
 //!   multipliers, non-finite detection), [`differential_guidance_target`], and
 //!   [`dop_preservation_loss`].
+//! * [`sample`]: the FLUX.2 sampler (diffusers' `Flux2Pipeline` denoising loop: schedule, embedded
+//!   guidance, Euler steps with diffusers' dtype handling, reference-image tokens via
+//!   [`ReferenceTokens`]), seeded through [`TrainRng`] so a seed gives the same latents on every backend.
 //!
 //! Semantics follow ai-toolkit (the trainer users compare against) except where the docs say
-//! otherwise. The sampler that runs the transformer, the trainer, its config and CLI live
+//! otherwise. The trainer, its config and CLI live
 //! elsewhere.
 //!
 //! Tensor code is generic over `burn::tensor::backend::Backend`; gradients are blocked with
@@ -29,7 +32,9 @@ mod error;
 mod loss;
 mod noise;
 mod preservation;
+mod reference_images;
 mod rng;
+mod sampler;
 mod schedule;
 mod timestep_table;
 mod timesteps;
@@ -43,7 +48,12 @@ pub use error::{Error, Result};
 pub use loss::{FlowLoss, LossType, LossValues, PSEUDO_HUBER_C, elementwise_loss, flow_matching_loss};
 pub use noise::{NOISE_OFFSET_EPSILON, apply_noise_offset, flow_target, gaussian_noise, noisy_latents};
 pub use preservation::{DEFAULT_DOP_MULTIPLIER, dop_preservation_loss};
+pub use reference_images::ReferenceTokens;
 pub use rng::TrainRng;
+pub use sampler::{
+    DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, InitialLatents, SampleOptions, euler_step, initial_noise, sample,
+    transformer_timestep,
+};
 pub use schedule::{
     EMPIRICAL_MU_A1, EMPIRICAL_MU_A2, EMPIRICAL_MU_B1, EMPIRICAL_MU_B2, EMPIRICAL_MU_SEQ_LEN_CUTOFF, Flux2Schedule,
     compute_empirical_mu, time_shift_exponential,

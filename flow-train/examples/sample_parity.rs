@@ -1,0 +1,143 @@
+//! Parity of `flow_train::sample` with diffusers' `Flux2Pipeline` on fixture folders written by
+//! `tools/fixtures/gen_sampler.py`:
+//!
+//! `cargo run --release -p flow-train --example sample_parity -- <dir> [<dir>...]`
+//!
+//! A folder holds `transformer/` (diffusers save_pretrained), `inputs.safetensors` (`prompt_embeds`
+//! [B,L,J], `latents` [B,C,h,w], `ref_latents_<k>` [1,C,h_k,w_k]), `sampler.json` (`steps`, `guidance`,
+//! `height`, `width`, `num_references`) and `expected.safetensors` (`latents` [B,C,h,w], `sigmas`,
+//! `model_timesteps` [steps,B], `model_guidance` [B]). Runs in f32 on the CPU backend (`Flex`), checks
+//! the schedule and the transformer's timesteps bit for bit, and prints `rel_err=<value>`
+//! (‖out−ref‖/‖ref‖ of the final latents, worst folder) last; exits non-zero above 1e-4 or on any error.
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use flow_train::{Flux2Schedule, SampleOptions, sample, transformer_timestep};
+use flux2_dit::{Checkpoint, TensorStore};
+
+pub const TOLERANCE: f64 = 1e-4;
+
+/// What one fixture folder gave.
+#[derive(Debug, Clone)]
+pub struct FixtureReport {
+    /// ‖out−ref‖/‖ref‖ of the final latents.
+    pub rel_err: f64,
+    pub steps: usize,
+    pub references: usize,
+}
+
+fn read<B: Backend, const D: usize>(store: &mut TensorStore, key: &str, device: &B::Device) -> Result<Tensor<B, D>, String> {
+    let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
+    if data.shape.len() != D {
+        return Err(format!("`{key}` has shape {:?}, expected rank {D}", data.shape));
+    }
+    Ok(Tensor::from_data(data, (device, DType::F32)))
+}
+
+fn floats(store: &mut TensorStore, key: &str) -> Result<Vec<f32>, String> {
+    let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
+    data.to_vec().map_err(|e| format!("{key}: {e:?}"))
+}
+
+pub fn relative_error(out: &TensorData, reference: &TensorData) -> Result<f64, String> {
+    if out.shape != reference.shape {
+        return Err(format!("output shape {:?} != expected {:?}", out.shape, reference.shape));
+    }
+    let a: Vec<f32> = out.to_vec().map_err(|e| format!("{e:?}"))?;
+    let b: Vec<f32> = reference.to_vec().map_err(|e| format!("{e:?}"))?;
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(&b) {
+        diff += ((x - y) as f64).powi(2);
+        norm += (*y as f64).powi(2);
+    }
+    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
+}
+
+/// Runs the sampler on one fixture folder; errors on any mismatch of schedule or timesteps.
+pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<FixtureReport, String> {
+    let settings_path = dir.join("sampler.json");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&settings_path).map_err(|e| format!("{}: {e}", settings_path.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", settings_path.display()))?;
+    let field = |key: &str| settings.get(key).ok_or_else(|| format!("{}: missing `{key}`", settings_path.display()));
+    let steps = field("steps")?.as_u64().ok_or("sampler.json: `steps` is not an integer")? as usize;
+    let guidance = field("guidance")?.as_f64().ok_or("sampler.json: `guidance` is not a number")? as f32;
+    let height = field("height")?.as_u64().ok_or("sampler.json: `height` is not an integer")? as usize;
+    let width = field("width")?.as_u64().ok_or("sampler.json: `width` is not an integer")? as usize;
+    let num_refs = field("num_references")?.as_u64().ok_or("sampler.json: `num_references` is not an integer")? as usize;
+
+    let model = Checkpoint::open(&dir.join("transformer"))
+        .and_then(|c| c.load::<B>(DType::F32, device))
+        .map_err(|e| e.to_string())?;
+    let mut inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
+    let prompt_embeds: Tensor<B, 3> = read(&mut inputs, "prompt_embeds", device)?;
+    let latents: Tensor<B, 4> = read(&mut inputs, "latents", device)?;
+    let batch = latents.dims()[0];
+    if latents.dims()[2..] != [height, width] {
+        return Err(format!("latents {:?} do not match sampler.json's {height}x{width}", latents.dims()));
+    }
+    let references = (0..num_refs)
+        .map(|k| read::<B, 4>(&mut inputs, &format!("ref_latents_{k}"), device))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;
+    // The schedule and what the transformer is fed, bit for bit.
+    let schedule = Flux2Schedule::new(height * width, steps).map_err(|e| e.to_string())?;
+    let sigmas = floats(&mut expected, "sigmas")?;
+    if schedule.sigmas != sigmas {
+        return Err(format!("sigmas {:?} != diffusers {sigmas:?}", schedule.sigmas));
+    }
+    let fed = floats(&mut expected, "model_timesteps")?;
+    for (i, &t) in schedule.timesteps().iter().enumerate() {
+        let ours: Vec<f32> = transformer_timestep::<B>(t, batch, DType::F32, device).into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+        if ours != fed[i * batch..(i + 1) * batch] {
+            return Err(format!("step {i}: transformer timestep {ours:?} != diffusers {:?}", &fed[i * batch..(i + 1) * batch]));
+        }
+    }
+    let fed_guidance = floats(&mut expected, "model_guidance")?;
+    if fed_guidance != vec![guidance; batch] {
+        return Err(format!("guidance {guidance} != diffusers {fed_guidance:?}"));
+    }
+
+    let mut calls = Vec::new();
+    let mut progress = |i: usize, n: usize| calls.push((i, n));
+    let options = SampleOptions::from_latents(latents).steps(steps).guidance(guidance).references(references);
+    let out = sample(&model, prompt_embeds, options, Some(&mut progress)).map_err(|e| e.to_string())?;
+    if calls != (0..steps).map(|i| (i, steps)).collect::<Vec<_>>() {
+        return Err(format!("progress callback calls {calls:?}"));
+    }
+    let reference = expected.read("latents", DType::F32).map_err(|e| e.to_string())?;
+    let rel_err = relative_error(&out.cast(DType::F32).into_data(), &reference)?;
+    Ok(FixtureReport { rel_err, steps, references: num_refs })
+}
+
+#[allow(dead_code)]
+fn main() {
+    let dirs: Vec<String> = std::env::args().skip(1).collect();
+    if dirs.is_empty() {
+        eprintln!("usage: sample_parity <fixture dir> [<fixture dir>...]");
+        std::process::exit(2);
+    }
+    let device = Default::default();
+    let mut worst = 0f64;
+    for dir in &dirs {
+        match run_fixture::<Flex>(Path::new(dir), &device) {
+            Ok(report) => {
+                println!("{dir}: steps={} references={} rel_err={:.3e}", report.steps, report.references, report.rel_err);
+                worst = worst.max(report.rel_err);
+            }
+            Err(e) => {
+                eprintln!("{dir}: error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("rel_err={worst:.6e}");
+    if worst.is_nan() || worst > TOLERANCE {
+        eprintln!("FAIL: rel_err above {TOLERANCE}");
+        std::process::exit(1);
+    }
+}
