@@ -157,12 +157,12 @@ fn main() -> ExitCode {
         }
         println!();
     }
-    let stream = if set.datasets().iter().all(|d| d.config().is_reg) { Stream::Reg } else { Stream::Main };
-    println!(
-        "batches per epoch at batch size {}: {}",
-        args.batch,
-        set.sampler(stream, args.batch).batches_per_epoch()
-    );
+    for (name, stream) in [("training", Stream::Main), ("regularization", Stream::Reg)] {
+        let sampler = set.sampler(stream, args.batch);
+        if !sampler.is_empty() {
+            println!("{name} batches per epoch at batch size {}: {}", args.batch, sampler.batches_per_epoch());
+        }
+    }
     let used: usize = set.datasets().iter().map(|d| d.records().len()).sum();
     println!("image files found: {}, used: {used}", set.files_found());
     if set.problems().is_empty() {

@@ -131,6 +131,10 @@ impl Dataset {
     }
 
     /// The record behind a sample.
+    ///
+    /// # Panics
+    /// If `sample` was taken from another dataset (use [`crate::DatasetSet::record`] with a
+    /// [`crate::SampleRef`] for checked access).
     pub fn record_of(&self, sample: &Sample) -> &ImageRecord {
         &self.records[sample.record]
     }

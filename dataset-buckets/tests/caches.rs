@@ -196,6 +196,12 @@ fn storage_dtypes_round_trip() {
             assert!((a - b).abs() <= tol, "{dtype:?}: {a} vs {b}");
         }
     }
+    // An empty tensor (e.g. an encoder's output for an empty caption) is a valid entry too.
+    let entry = Entry { path: dir.path().join("empty.safetensors"), key: "e".into(), source: PathBuf::new() };
+    write_entry(&entry, &CachedTensor::new(vec![0, 4], Vec::new()).expect("tensor"), "id", StoreDtype::F32)
+        .expect("write");
+    assert_eq!(entry_status(&entry.path, "e"), EntryStatus::Valid);
+    assert_eq!(read_entry(&entry).expect("read").shape(), [0, 4]);
 }
 
 #[test]
