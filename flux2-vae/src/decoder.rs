@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::config::VaeConfig;
+use crate::bands::norm_silu_conv;
 use crate::conv::{Conv2d, Padding};
 use crate::error::Result;
 use crate::group_norm::GroupNorm;
@@ -79,6 +80,6 @@ impl<B: Backend> Decoder<B> {
                 x = up.forward(x);
             }
         }
-        self.conv_out.forward(self.norm_out.forward_silu(x))
+        norm_silu_conv(&self.norm_out, &self.conv_out, &x)
     }
 }

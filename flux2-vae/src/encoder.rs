@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::config::VaeConfig;
+use crate::bands::norm_silu_conv;
 use crate::conv::{Conv2d, Padding};
 use crate::error::Result;
 use crate::group_norm::GroupNorm;
@@ -75,7 +76,7 @@ impl<B: Backend> Encoder<B> {
             }
         }
         let x = self.mid.forward(x);
-        let x = self.conv_out.forward(self.norm_out.forward_silu(x));
+        let x = norm_silu_conv(&self.norm_out, &self.conv_out, &x);
         match &self.quant_conv {
             Some(q) => q.forward(x),
             None => x,

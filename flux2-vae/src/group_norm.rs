@@ -1,11 +1,15 @@
-//! GroupNorm with affine parameters, statistics and affine computed in f32 whatever the model dtype.
+//! GroupNorm with affine parameters; statistics, normalization and affine in f32 whatever the model
+//! dtype (the result is cast back to the input's dtype).
 //!
-//! Matches `torch.nn.GroupNorm` (biased variance, eps inside the square root). The input is centred in
-//! place when the backend allows it, so the peak is about two activations of f32 (one for a f32 model).
+//! Matches `torch.nn.GroupNorm`: biased variance, eps inside the square root, two-pass (mean, then mean of
+//! squared deviations). Statistics are gathered in row bands and the normalization can be applied to any
+//! band of rows ([`GroupNorm::apply`]), so callers never need a normalized copy of a whole large
+//! activation (see [`crate::bands`]).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::bands::{bands, rows_per_band};
 use crate::error::Result;
 use crate::params::{ParamKind, Params};
 
@@ -14,12 +18,19 @@ pub(crate) const GROUP_NORM_EPS: f64 = 1e-6;
 
 #[derive(Debug, Clone)]
 pub(crate) struct GroupNorm<B: Backend> {
-    /// [1, C, 1] f32
-    weight: Tensor<B, 3>,
-    /// [1, C, 1] f32
-    bias: Tensor<B, 3>,
+    /// [1, C, 1, 1] f32
+    weight: Tensor<B, 4>,
+    /// [1, C, 1, 1] f32
+    bias: Tensor<B, 4>,
     groups: usize,
     eps: f64,
+}
+
+/// Per-(batch, group) statistics of one activation, f32, shaped [B, G, 1, 1, 1].
+#[derive(Debug, Clone)]
+pub(crate) struct GroupStats<B: Backend> {
+    mean: Tensor<B, 5>,
+    inv_std: Tensor<B, 5>,
 }
 
 impl<B: Backend> GroupNorm<B> {
@@ -27,30 +38,54 @@ impl<B: Backend> GroupNorm<B> {
         let weight = p.get_f32(&format!("{name}.weight"), [channels], ParamKind::NormWeight)?;
         let bias = p.get_f32(&format!("{name}.bias"), [channels], ParamKind::NormBias)?;
         Ok(Self {
-            weight: weight.reshape([1, channels, 1]),
-            bias: bias.reshape([1, channels, 1]),
+            weight: weight.reshape([1, channels, 1, 1]),
+            bias: bias.reshape([1, channels, 1, 1]),
             groups,
             eps: GROUP_NORM_EPS,
         })
     }
 
-    /// Normalizes `x` [B, C, H, W]; the result has the input's dtype.
-    pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let dtype = x.dtype();
-        let [b, c, h, w] = x.dims();
-        let x = if dtype == DType::F32 { x } else { x.cast(DType::F32) };
-        let x = x.reshape([b, self.groups, (c / self.groups) * h * w]);
-        let mean = x.clone().mean_dim(2);
-        let centred = x - mean;
-        let var = centred.clone().square().mean_dim(2);
-        let inv_std = var.add_scalar(self.eps).sqrt().recip();
-        let normed = (centred * inv_std).reshape([b, c, h * w]);
-        let out = (normed * self.weight.clone() + self.bias.clone()).reshape([b, c, h, w]);
-        if dtype == DType::F32 { out } else { out.cast(dtype) }
+    /// Rows `[lo, hi)` of `x` as f32 in group layout [B, G, C/G, rows, W].
+    fn grouped_rows(&self, x: &Tensor<B, 4>, lo: usize, hi: usize) -> Tensor<B, 5> {
+        let [b, c, _, w] = x.dims();
+        x.clone().narrow(2, lo, hi - lo).cast(DType::F32).reshape([b, self.groups, c / self.groups, hi - lo, w])
     }
 
-    /// `silu(group_norm(x))`, the pattern used everywhere in the VAE.
-    pub(crate) fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        burn::tensor::activation::silu(self.forward(x))
+    /// Group statistics of `x` [B, C, H, W], gathered band by band.
+    pub(crate) fn stats(&self, x: &Tensor<B, 4>) -> GroupStats<B> {
+        let [_, c, h, w] = x.dims();
+        let n = (c / self.groups * h * w) as f64;
+        let rows = rows_per_band(c * w);
+        let sum_bands = |f: &dyn Fn(Tensor<B, 5>) -> Tensor<B, 5>| {
+            bands(h, rows)
+                .map(|(lo, hi)| f(self.grouped_rows(x, lo, hi)).sum_dims(&[2, 3, 4]))
+                .reduce(|a, b| a + b)
+                .expect("an activation has at least one row")
+        };
+        let mean = sum_bands(&|g| g).div_scalar(n);
+        let var = sum_bands(&|g| (g - mean.clone()).square()).div_scalar(n);
+        GroupStats { mean, inv_std: var.add_scalar(self.eps).sqrt().recip() }
+    }
+
+    /// Normalizes rows of an activation (`x_rows` = [B, C, rows, W]) with `stats` of the whole
+    /// activation; the result has the input's dtype.
+    pub(crate) fn apply(&self, x_rows: Tensor<B, 4>, stats: &GroupStats<B>) -> Tensor<B, 4> {
+        let dtype = x_rows.dtype();
+        let [b, c, rows, w] = x_rows.dims();
+        let g = self.grouped_rows(&x_rows, 0, rows);
+        drop(x_rows);
+        let normed = ((g - stats.mean.clone()) * stats.inv_std.clone()).reshape([b, c, rows, w]);
+        (normed * self.weight.clone() + self.bias.clone()).cast(dtype)
+    }
+
+    /// `silu(apply(x_rows))`, the pattern in front of every 3x3 convolution.
+    pub(crate) fn apply_silu(&self, x_rows: Tensor<B, 4>, stats: &GroupStats<B>) -> Tensor<B, 4> {
+        burn::tensor::activation::silu(self.apply(x_rows, stats))
+    }
+
+    /// Whole-tensor GroupNorm.
+    pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let stats = self.stats(&x);
+        self.apply(x, &stats)
     }
 }

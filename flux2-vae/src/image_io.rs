@@ -54,10 +54,15 @@ impl ImageF32 {
 
 /// Decodes an image file (orientation applied) and converts it to [-1, 1] RGB.
 pub fn load_image(path: impl AsRef<Path>, options: &ImageLoadOptions) -> Result<ImageF32> {
+    Ok(dynamic_to_f32(&open_image(path, options)?, options))
+}
+
+/// Decodes an image file with the EXIF orientation applied (when `options` say so), without converting
+/// it: for callers that resize or crop before [`dynamic_to_f32`].
+pub fn open_image(path: impl AsRef<Path>, options: &ImageLoadOptions) -> Result<DynamicImage> {
     let path = path.as_ref();
     let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    let img = decode_reader(reader, options).map_err(|source| Error::ImageDecode { path: path.into(), source })?;
-    Ok(dynamic_to_f32(&img, options))
+    decode_reader(reader, options).map_err(|source| Error::ImageDecode { path: path.into(), source })
 }
 
 /// Same as [`load_image`] for bytes in memory (`origin` only names the source in errors).

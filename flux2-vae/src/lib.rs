@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod attention;
+pub mod bands;
 pub mod checkpoint;
 pub mod config;
 mod conv;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod tiling;
 mod vae;
 
+pub use bands::set_band_elements;
 pub use config::VaeConfig;
 pub use error::{Error, Result};
 pub use image_io::{ImageF32, ImageLoadOptions, load_image, load_image_tensor, save_png, tensor_to_rgb8};

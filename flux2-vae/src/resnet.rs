@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::bands::norm_silu_conv;
 use crate::conv::{Conv2d, Padding};
 use crate::error::Result;
 use crate::group_norm::GroupNorm;
@@ -34,10 +35,10 @@ impl<B: Backend> ResnetBlock<B> {
     }
 
     pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        // Each intermediate is consumed by the next op, so at most the input, one activation and the
-        // convolution's own buffers are alive at a time.
-        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
-        let h = self.conv2.forward(self.norm2.forward_silu(h));
+        // Banded: besides the input and the two conv outputs only one band of normalized rows and the
+        // convolution's buffers for that band are alive at a time.
+        let h = norm_silu_conv(&self.norm1, &self.conv1, &x);
+        let h = norm_silu_conv(&self.norm2, &self.conv2, &h);
         let x = match &self.shortcut {
             Some(conv) => conv.forward(x),
             None => x,
