@@ -61,7 +61,6 @@ impl WeightSource for StoreSource {
                 for piece in &pieces {
                     let data = self.store.read(piece.key(), dtype)?;
                     let file = self.store.file_of(piece.key());
-                    let rows = data.shape.first().copied().unwrap_or(0);
                     let expected_rows = match piece {
                         Rows::Whole(_) => rows_total / pieces.len(),
                         Rows::Half(..) => rows_total,
@@ -77,7 +76,6 @@ impl WeightSource for StoreSource {
                             bytes[half * n..(half + 1) * n].to_vec()
                         }
                     };
-                    let _ = rows;
                     parts.push(piece_bytes);
                 }
                 let bytes = if parts.len() == 1 { parts.pop().unwrap_or_default() } else { parts.concat() };
