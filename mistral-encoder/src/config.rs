@@ -60,13 +60,28 @@ impl MistralConfig {
 
     /// Parses config JSON; `path` is only used in error messages.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let root: Value = serde_json::from_str(text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-        let root = root.as_object().ok_or_else(|| Error::config(path, "<root>", "expected a JSON object"))?;
+        let root: Value = serde_json::from_str(text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let root = root
+            .as_object()
+            .ok_or_else(|| Error::config(path, "<root>", "expected a JSON object"))?;
         let model_type = root.get("model_type").and_then(Value::as_str).unwrap_or("");
         match root.get("text_config") {
-            Some(Value::Object(text_config)) => Fields { map: text_config, prefix: "text_config.", path }.parse(),
+            Some(Value::Object(text_config)) => Fields {
+                map: text_config,
+                prefix: "text_config.",
+                path,
+            }
+            .parse(),
             Some(Value::Null) | None if model_type == "mistral3" => Ok(Self::mistral_small_3()),
-            Some(Value::Null) | None => Fields { map: root, prefix: "", path }.parse(),
+            Some(Value::Null) | None => Fields {
+                map: root,
+                prefix: "",
+                path,
+            }
+            .parse(),
             Some(_) => Err(Error::config(path, "text_config", "expected an object")),
         }
     }
@@ -96,18 +111,35 @@ impl MistralConfig {
                 return Err(Error::config(path, field, "must be positive"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(Error::config(
                 path,
                 "num_key_value_heads",
-                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
             ));
         }
-        if self.head_dim % 2 != 0 {
-            return Err(Error::config(path, "head_dim", format!("{} is odd; rotate-half RoPE needs an even width", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(Error::config(
+                path,
+                "head_dim",
+                format!(
+                    "{} is odd; rotate-half RoPE needs an even width",
+                    self.head_dim
+                ),
+            ));
         }
-        if !(self.rope_theta > 0.0) {
-            return Err(Error::config(path, "rope_theta", format!("{} must be positive", self.rope_theta)));
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
+            return Err(Error::config(
+                path,
+                "rope_theta",
+                format!("{} must be positive", self.rope_theta),
+            ));
         }
         Ok(())
     }
@@ -129,10 +161,9 @@ impl Fields<'_> {
     fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}"))),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                self.err(field, format!("expected a non-negative integer, got {v}"))
+            }),
         }
     }
 
@@ -143,7 +174,10 @@ impl Fields<'_> {
     fn f64_opt(&self, field: &str) -> Result<Option<f64>> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
         }
     }
 
@@ -155,12 +189,17 @@ impl Fields<'_> {
             return Err(self.err("num_attention_heads", "must be positive"));
         }
         let num_key_value_heads = self.usize_or("num_key_value_heads", 8)?;
-        let head_dim = self.usize_opt("head_dim")?.unwrap_or(hidden_size / num_attention_heads);
+        let head_dim = self
+            .usize_opt("head_dim")?
+            .unwrap_or(hidden_size / num_attention_heads);
 
-        if let Some(act) = self.map.get("hidden_act") {
-            if act.as_str() != Some("silu") {
-                return Err(self.err("hidden_act", format!("{act} is not supported (Mistral uses \"silu\")")));
-            }
+        if let Some(act) = self.map.get("hidden_act")
+            && act.as_str() != Some("silu")
+        {
+            return Err(self.err(
+                "hidden_act",
+                format!("{act} is not supported (Mistral uses \"silu\")"),
+            ));
         }
 
         // Absent -> MistralConfig's default window 4096; explicit null -> full attention.
@@ -194,13 +233,25 @@ impl Fields<'_> {
             match self.map.get(field) {
                 None | Some(Value::Null) => continue,
                 Some(Value::Object(params)) => {
-                    let kind = params.get("rope_type").or_else(|| params.get("type")).and_then(Value::as_str).unwrap_or("default");
+                    let kind = params
+                        .get("rope_type")
+                        .or_else(|| params.get("type"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("default");
                     if kind != "default" {
-                        return Err(self.err(&format!("{field}.rope_type"), format!("\"{kind}\" is not supported (only \"default\")")));
+                        return Err(self.err(
+                            &format!("{field}.rope_type"),
+                            format!("\"{kind}\" is not supported (only \"default\")"),
+                        ));
                     }
                     return match params.get("rope_theta") {
                         None | Some(Value::Null) => Ok(top.unwrap_or(10_000.0)),
-                        Some(v) => v.as_f64().ok_or_else(|| self.err(&format!("{field}.rope_theta"), format!("expected a number, got {v}"))),
+                        Some(v) => v.as_f64().ok_or_else(|| {
+                            self.err(
+                                &format!("{field}.rope_theta"),
+                                format!("expected a number, got {v}"),
+                            )
+                        }),
                     };
                 }
                 Some(v) => return Err(self.err(field, format!("expected an object, got {v}"))),
@@ -248,20 +299,38 @@ mod tests {
 
     #[test]
     fn mistral3_without_text_config_is_mistral_small() {
-        assert_eq!(parse(r#"{"model_type":"mistral3"}"#).unwrap(), MistralConfig::mistral_small_3());
+        assert_eq!(
+            parse(r#"{"model_type":"mistral3"}"#).unwrap(),
+            MistralConfig::mistral_small_3()
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(r#"{"text_config":{"hidden_size":"big"}}"#).unwrap_err().to_string();
+        let e = parse(r#"{"text_config":{"hidden_size":"big"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("text_config.hidden_size"), "{e}");
-        let e = parse(r#"{"text_config":{"rope_parameters":{"rope_type":"yarn","factor":4}}}"#).unwrap_err().to_string();
-        assert!(e.contains("text_config.rope_parameters.rope_type") && e.contains("yarn"), "{e}");
+        let e = parse(r#"{"text_config":{"rope_parameters":{"rope_type":"yarn","factor":4}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("text_config.rope_parameters.rope_type") && e.contains("yarn"),
+            "{e}"
+        );
         let e = parse(r#"{"hidden_act":"gelu"}"#).unwrap_err().to_string();
         assert!(e.contains("hidden_act"), "{e}");
         let e = parse("{").unwrap_err().to_string();
-        assert!(e.contains("config.json") && e.contains("invalid JSON"), "{e}");
-        let e = MistralConfig { num_key_value_heads: 3, ..MistralConfig::mistral_small_3() }.validate(Path::new("c.json")).unwrap_err();
+        assert!(
+            e.contains("config.json") && e.contains("invalid JSON"),
+            "{e}"
+        );
+        let e = MistralConfig {
+            num_key_value_heads: 3,
+            ..MistralConfig::mistral_small_3()
+        }
+        .validate(Path::new("c.json"))
+        .unwrap_err();
         assert!(e.to_string().contains("num_key_value_heads"), "{e}");
     }
 }

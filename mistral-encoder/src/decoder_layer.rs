@@ -2,7 +2,7 @@
 //! `h = x + attn(norm1(x)); out = h + mlp(norm2(h))`.
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::attention::Attention;
 use crate::mask::AttentionMask;
@@ -19,8 +19,16 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTables<B>, mask: &AttentionMask<B>) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask);
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, mask);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::config::MistralConfig;
 use crate::embeds::PromptEmbeds;
 use crate::error::{Error, Result};
-use crate::loader::{detect_prefix, load_text_model, LoadPlan, WeightStore};
+use crate::loader::{LoadPlan, WeightStore, detect_prefix, load_text_model};
 use crate::model::MistralTextModel;
-use crate::prompt::{TokenBatch, DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE};
+use crate::prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch};
 use crate::tokenizer::PromptTokenizer;
 
 /// How prompts are encoded. The defaults are FLUX.2-dev's.
@@ -49,21 +49,41 @@ pub struct MistralEncoder<B: Backend> {
 impl<B: Backend> MistralEncoder<B> {
     /// Loads from a FLUX.2 diffusers folder: `<root>/text_encoder/` (config.json + safetensors) and
     /// `<root>/tokenizer/tokenizer.json`.
-    pub fn from_flux2_dir(root: &Path, options: EncoderOptions, device: &B::Device) -> Result<Self> {
-        Self::from_parts(&root.join("text_encoder"), &root.join("tokenizer").join("tokenizer.json"), options, device)
+    pub fn from_flux2_dir(
+        root: &Path,
+        options: EncoderOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::from_parts(
+            &root.join("text_encoder"),
+            &root.join("tokenizer").join("tokenizer.json"),
+            options,
+            device,
+        )
     }
 
     /// Loads from a text-encoder folder and a `tokenizer.json` given separately.
-    pub fn from_parts(text_encoder_dir: &Path, tokenizer_json: &Path, options: EncoderOptions, device: &B::Device) -> Result<Self> {
+    pub fn from_parts(
+        text_encoder_dir: &Path,
+        tokenizer_json: &Path,
+        options: EncoderOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
         let tokenizer = PromptTokenizer::from_file(tokenizer_json)?;
         let config_path = text_encoder_dir.join("config.json");
         let config = MistralConfig::from_file(&config_path)?;
         config.validate(&config_path)?;
         let layers = &options.hidden_states_layers;
-        let deepest = layers.iter().copied().max().ok_or_else(|| Error::Layers { message: "no layer requested".into() })?;
+        let deepest = layers.iter().copied().max().ok_or_else(|| Error::Layers {
+            message: "no layer requested".into(),
+        })?;
         if deepest > config.num_hidden_layers {
             return Err(Error::Layers {
-                message: format!("hidden state {deepest} requested, {} has num_hidden_layers = {}", config_path.display(), config.num_hidden_layers),
+                message: format!(
+                    "hidden state {deepest} requested, {} has num_hidden_layers = {}",
+                    config_path.display(),
+                    config.num_hidden_layers
+                ),
             });
         }
         let mut store = WeightStore::open_dir(text_encoder_dir)?;
@@ -74,19 +94,38 @@ impl<B: Backend> MistralEncoder<B> {
                 store.dtype(&format!("{prefix}embed_tokens.weight"))?
             }
         };
-        let plan = LoadPlan { layers: deepest, final_norm: layers.contains(&config.num_hidden_layers), dtype };
+        let plan = LoadPlan {
+            layers: deepest,
+            final_norm: layers.contains(&config.num_hidden_layers),
+            dtype,
+        };
         let model = load_text_model(&mut store, &config, plan, device)?;
-        Ok(MistralEncoder { model, tokenizer, config, options })
+        Ok(MistralEncoder {
+            model,
+            tokenizer,
+            config,
+            options,
+        })
     }
 
     /// FLUX.2 token layout of the prompts (see `prompt.rs`).
     pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<TokenBatch> {
-        self.tokenizer.tokenize_prompts(prompts, &self.options.system_message, self.options.max_sequence_length)
+        self.tokenizer.tokenize_prompts(
+            prompts,
+            &self.options.system_message,
+            self.options.max_sequence_length,
+        )
     }
 
     /// Stacked hidden states [B, L, n_layers * hidden] of already tokenized prompts.
     pub fn encode_tokens(&self, tokens: &TokenBatch) -> Result<Tensor<B, 3>> {
-        self.model.stacked_hidden_states(&tokens.input_ids, &tokens.attention_mask, tokens.batch, tokens.seq_len, &self.options.hidden_states_layers)
+        self.model.stacked_hidden_states(
+            &tokens.input_ids,
+            &tokens.attention_mask,
+            tokens.batch,
+            tokens.seq_len,
+            &self.options.hidden_states_layers,
+        )
     }
 
     /// Prompt embeddings exactly as diffusers' `Flux2Pipeline.encode_prompt` computes them (before its

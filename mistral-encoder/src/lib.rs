@@ -22,5 +22,5 @@ pub use encoder::{EncoderOptions, MistralEncoder};
 pub use error::{Error, Result};
 pub use loader::{LoadPlan, WeightStore};
 pub use model::MistralTextModel;
-pub use prompt::{format_prompt, TokenBatch, DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE};
+pub use prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch, format_prompt};
 pub use tokenizer::PromptTokenizer;

@@ -5,7 +5,7 @@
 //! [in, out].) No Linear in the Mistral language model has a bias.
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -15,7 +15,9 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     pub fn new(weight: Tensor<B, 2>) -> Self {
-        Self { weight: Param::from_tensor(weight) }
+        Self {
+            weight: Param::from_tensor(weight),
+        }
     }
 
     pub fn out_features(&self) -> usize {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
@@ -29,7 +29,12 @@ use crate::model::MistralTextModel;
 use crate::rms_norm::RmsNorm;
 
 /// Key prefixes of the language model, tried in this order.
-pub const KEY_PREFIXES: [&str; 4] = ["language_model.model.", "model.language_model.", "model.", ""];
+pub const KEY_PREFIXES: [&str; 4] = [
+    "language_model.model.",
+    "model.language_model.",
+    "model.",
+    "",
+];
 
 struct MappedFile {
     path: PathBuf,
@@ -59,7 +64,10 @@ pub struct WeightStore {
 
 impl std::fmt::Debug for WeightStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WeightStore").field("dir", &self.dir).field("keys", &self.key_file.len()).finish()
+        f.debug_struct("WeightStore")
+            .field("dir", &self.dir)
+            .field("keys", &self.key_file.len())
+            .finish()
     }
 }
 
@@ -73,16 +81,27 @@ impl WeightStore {
             .filter_map(|entry| entry.file_name().into_string().ok())
             .collect();
         names.sort();
-        let mut store =
-            WeightStore { dir: dir.to_path_buf(), key_file: BTreeMap::new(), open: HashMap::new(), used: BTreeSet::new() };
-        if let Some(index) = names.iter().find(|n| n.ends_with(".safetensors.index.json")) {
+        let mut store = WeightStore {
+            dir: dir.to_path_buf(),
+            key_file: BTreeMap::new(),
+            open: HashMap::new(),
+            used: BTreeSet::new(),
+        };
+        if let Some(index) = names
+            .iter()
+            .find(|n| n.ends_with(".safetensors.index.json"))
+        {
             store.read_index(&dir.join(index))?;
         } else {
-            let files: Vec<&String> = names.iter().filter(|n| n.ends_with(".safetensors")).collect();
+            let files: Vec<&String> = names
+                .iter()
+                .filter(|n| n.ends_with(".safetensors"))
+                .collect();
             if files.is_empty() {
                 return Err(Error::Safetensors {
                     path: dir.to_path_buf(),
-                    message: "no *.safetensors file and no *.safetensors.index.json in this folder".into(),
+                    message: "no *.safetensors file and no *.safetensors.index.json in this folder"
+                        .into(),
                 });
             }
             for name in files {
@@ -99,11 +118,17 @@ impl WeightStore {
     fn read_index(&mut self, index: &Path) -> Result<()> {
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json { path: index.to_path_buf(), source })?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Safetensors {
-            path: index.to_path_buf(),
-            message: "no `weight_map` object".into(),
-        })?;
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: index.to_path_buf(),
+                source,
+            })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Safetensors {
+                path: index.to_path_buf(),
+                message: "no `weight_map` object".into(),
+            })?;
         for (key, file) in map {
             let file = file.as_str().ok_or_else(|| Error::Safetensors {
                 path: index.to_path_buf(),
@@ -123,17 +148,36 @@ impl WeightStore {
         // SAFETY: read-only mapping; a checkpoint rewritten by another process while we read it is outside
         // what any loader can guard against.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&mmap)
-            .map_err(|e| Error::Safetensors { path: path.clone(), message: format!("not a safetensors file: {e}") })?;
+        let (header_len, meta) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
+                path: path.clone(),
+                message: format!("not a safetensors file: {e}"),
+            })?;
         let entries = meta
             .tensors()
             .into_iter()
             .map(|(key, info)| {
                 let (begin, end) = info.data_offsets;
-                (key, Entry { dtype: info.dtype, shape: info.shape.clone(), begin, end })
+                (
+                    key,
+                    Entry {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        begin,
+                        end,
+                    },
+                )
             })
             .collect();
-        self.open.insert(name.to_string(), MappedFile { path, mmap, data_start: 8 + header_len, entries });
+        self.open.insert(
+            name.to_string(),
+            MappedFile {
+                path,
+                mmap,
+                data_start: 8 + header_len,
+                entries,
+            },
+        );
         Ok(())
     }
 
@@ -156,20 +200,31 @@ impl WeightStore {
 
     /// The file a key lives in (for messages).
     pub fn file_of(&self, key: &str) -> PathBuf {
-        self.key_file.get(key).map(|f| self.dir.join(f)).unwrap_or_else(|| self.dir.clone())
+        self.key_file
+            .get(key)
+            .map(|f| self.dir.join(f))
+            .unwrap_or_else(|| self.dir.clone())
     }
 
     fn entry(&mut self, key: &str) -> Result<(String, Entry)> {
-        let name = self.key_file.get(key).cloned().ok_or_else(|| Error::MissingKey {
-            key: key.to_string(),
-            files: format!("the safetensors files of {}", self.dir.display()),
-        })?;
+        let name = self
+            .key_file
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::MissingKey {
+                key: key.to_string(),
+                files: format!("the safetensors files of {}", self.dir.display()),
+            })?;
         self.open_file(&name)?;
         let file = &self.open[&name];
-        let entry = file.entries.get(key).cloned().ok_or_else(|| Error::MissingKey {
-            key: key.to_string(),
-            files: format!("{} (listed there by the index)", file.path.display()),
-        })?;
+        let entry = file
+            .entries
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::MissingKey {
+                key: key.to_string(),
+                files: format!("{} (listed there by the index)", file.path.display()),
+            })?;
         Ok((name, entry))
     }
 
@@ -189,7 +244,13 @@ impl WeightStore {
     }
 
     /// Reads `key`, checks its shape (`why` explains the expectation in errors) and converts it to `dtype`.
-    pub fn read(&mut self, key: &str, expected: &[usize], why: &str, dtype: DType) -> Result<TensorData> {
+    pub fn read(
+        &mut self,
+        key: &str,
+        expected: &[usize],
+        why: &str,
+        dtype: DType,
+    ) -> Result<TensorData> {
         let (name, entry) = self.entry(key)?;
         let file = &self.open[&name];
         if entry.shape != expected {
@@ -206,18 +267,29 @@ impl WeightStore {
             key: key.to_string(),
             dtype: format!("{:?}", entry.dtype),
         })?;
-        let bytes = file.mmap.get(file.data_start + entry.begin..file.data_start + entry.end).ok_or_else(|| {
-            Error::Safetensors { path: file.path.clone(), message: format!("tensor `{key}` lies outside the file (truncated?)") }
-        })?;
+        let bytes = file
+            .mmap
+            .get(file.data_start + entry.begin..file.data_start + entry.end)
+            .ok_or_else(|| Error::Safetensors {
+                path: file.path.clone(),
+                message: format!("tensor `{key}` lies outside the file (truncated?)"),
+            })?;
         let count: usize = entry.shape.iter().product();
         if bytes.len() != count * stored.size() {
             return Err(Error::Safetensors {
                 path: file.path.clone(),
-                message: format!("tensor `{key}`: {} bytes for shape {:?} of {:?}", bytes.len(), entry.shape, stored),
+                message: format!(
+                    "tensor `{key}`: {} bytes for shape {:?} of {:?}",
+                    bytes.len(),
+                    entry.shape,
+                    stored
+                ),
             });
         }
         let data = convert(bytes, stored, dtype, entry.shape.clone()).ok_or_else(|| {
-            Error::Invalid(format!("cannot convert `{key}` from {stored:?} to {dtype:?}; use F32, BF16 or F16"))
+            Error::Invalid(format!(
+                "cannot convert `{key}` from {stored:?} to {dtype:?}; use F32, BF16 or F16"
+            ))
         })?;
         self.used.insert(key.to_string());
         Ok(data)
@@ -253,20 +325,39 @@ fn convert(bytes: &[u8], from: DType, to: DType, shape: Vec<usize>) -> Option<Te
     let halves = || bytes.chunks_exact(2).map(|c| [c[0], c[1]]);
     // Same dtype: keep the bits.
     match (from, to) {
-        (DType::BF16, DType::BF16) => return Some(TensorData::new(halves().map(bf16::from_le_bytes).collect::<Vec<_>>(), shape)),
-        (DType::F16, DType::F16) => return Some(TensorData::new(halves().map(f16::from_le_bytes).collect::<Vec<_>>(), shape)),
+        (DType::BF16, DType::BF16) => {
+            return Some(TensorData::new(
+                halves().map(bf16::from_le_bytes).collect::<Vec<_>>(),
+                shape,
+            ));
+        }
+        (DType::F16, DType::F16) => {
+            return Some(TensorData::new(
+                halves().map(f16::from_le_bytes).collect::<Vec<_>>(),
+                shape,
+            ));
+        }
         _ => {}
     }
     let values: Vec<f32> = match from {
-        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         DType::BF16 => halves().map(|b| bf16::from_le_bytes(b).to_f32()).collect(),
         DType::F16 => halves().map(|b| f16::from_le_bytes(b).to_f32()).collect(),
         _ => return None,
     };
     Some(match to {
         DType::F32 => TensorData::new(values, shape),
-        DType::BF16 => TensorData::new(values.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
-        DType::F16 => TensorData::new(values.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
+        DType::BF16 => TensorData::new(
+            values.into_iter().map(bf16::from_f32).collect::<Vec<_>>(),
+            shape,
+        ),
+        DType::F16 => TensorData::new(
+            values.into_iter().map(f16::from_f32).collect::<Vec<_>>(),
+            shape,
+        ),
         _ => return None,
     })
 }
@@ -276,7 +367,10 @@ pub fn detect_prefix(store: &WeightStore) -> Result<&'static str> {
     KEY_PREFIXES
         .into_iter()
         .find(|prefix| store.contains(&format!("{prefix}embed_tokens.weight")))
-        .ok_or_else(|| Error::UnknownLayout { dir: store.dir().to_path_buf(), tried: KEY_PREFIXES.iter().map(|p| p.to_string()).collect() })
+        .ok_or_else(|| Error::UnknownLayout {
+            dir: store.dir().to_path_buf(),
+            tried: KEY_PREFIXES.iter().map(|p| p.to_string()).collect(),
+        })
 }
 
 /// What to load: the first `layers` decoder layers, and the final norm only if it is used.
@@ -298,12 +392,20 @@ pub fn load_text_model<B: Backend>(
     config.validate(&store.dir().join("config.json"))?;
     if plan.layers > config.num_hidden_layers {
         return Err(Error::Layers {
-            message: format!("{} layers requested, the checkpoint has num_hidden_layers = {}", plan.layers, config.num_hidden_layers),
+            message: format!(
+                "{} layers requested, the checkpoint has num_hidden_layers = {}",
+                plan.layers, config.num_hidden_layers
+            ),
         });
     }
     let prefix = detect_prefix(store)?;
     let dtype = plan.dtype;
-    let (h, i, q, kv) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
+    let (h, i, q, kv) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.q_dim(),
+        config.kv_dim(),
+    );
 
     let embed_tokens = store.tensor::<B, 2>(
         &format!("{prefix}embed_tokens.weight"),
@@ -317,13 +419,35 @@ pub fn load_text_model<B: Backend>(
     for n in 0..plan.layers {
         let p = format!("{prefix}layers.{n}.");
         let mut linear = |name: &str, shape: [usize; 2], why: &str| -> Result<Linear<B>> {
-            Ok(Linear::new(store.tensor::<B, 2>(&format!("{p}{name}.weight"), shape, why, dtype, device)?))
+            Ok(Linear::new(store.tensor::<B, 2>(
+                &format!("{p}{name}.weight"),
+                shape,
+                why,
+                dtype,
+                device,
+            )?))
         };
         let self_attn = Attention {
-            q_proj: linear("self_attn.q_proj", [q, h], "num_attention_heads*head_dim x hidden_size")?,
-            k_proj: linear("self_attn.k_proj", [kv, h], "num_key_value_heads*head_dim x hidden_size")?,
-            v_proj: linear("self_attn.v_proj", [kv, h], "num_key_value_heads*head_dim x hidden_size")?,
-            o_proj: linear("self_attn.o_proj", [h, q], "hidden_size x num_attention_heads*head_dim")?,
+            q_proj: linear(
+                "self_attn.q_proj",
+                [q, h],
+                "num_attention_heads*head_dim x hidden_size",
+            )?,
+            k_proj: linear(
+                "self_attn.k_proj",
+                [kv, h],
+                "num_key_value_heads*head_dim x hidden_size",
+            )?,
+            v_proj: linear(
+                "self_attn.v_proj",
+                [kv, h],
+                "num_key_value_heads*head_dim x hidden_size",
+            )?,
+            o_proj: linear(
+                "self_attn.o_proj",
+                [h, q],
+                "hidden_size x num_attention_heads*head_dim",
+            )?,
             num_heads: config.num_attention_heads,
             num_kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim,
@@ -334,16 +458,33 @@ pub fn load_text_model<B: Backend>(
             down_proj: linear("mlp.down_proj", [h, i], "hidden_size x intermediate_size")?,
         };
         let mut norm = |name: &str| -> Result<RmsNorm<B>> {
-            let w = store.tensor::<B, 1>(&format!("{p}{name}.weight"), [h], "hidden_size", dtype, device)?;
+            let w = store.tensor::<B, 1>(
+                &format!("{p}{name}.weight"),
+                [h],
+                "hidden_size",
+                dtype,
+                device,
+            )?;
             Ok(RmsNorm::new(w, config.rms_norm_eps))
         };
         let input_layernorm = norm("input_layernorm")?;
         let post_attention_layernorm = norm("post_attention_layernorm")?;
-        layers.push(DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, mlp });
+        layers.push(DecoderLayer {
+            input_layernorm,
+            self_attn,
+            post_attention_layernorm,
+            mlp,
+        });
     }
 
     let norm = if plan.final_norm {
-        let w = store.tensor::<B, 1>(&format!("{prefix}norm.weight"), [h], "hidden_size", dtype, device)?;
+        let w = store.tensor::<B, 1>(
+            &format!("{prefix}norm.weight"),
+            [h],
+            "hidden_size",
+            dtype,
+            device,
+        )?;
         Some(RmsNorm::new(w, config.rms_norm_eps))
     } else {
         None

@@ -10,7 +10,7 @@
 //! all-masked softmax row (Burn's fallback gives zeros, other kernels may give NaN or a uniform average).
 //! The mask is built on the host from the small [B, L] padding mask and uploaded once per forward.
 
-use burn::tensor::{backend::Backend, Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 /// Mask tensors for one batch, shared by all layers.
 #[derive(Debug, Clone)]
@@ -24,8 +24,17 @@ pub struct AttentionMask<B: Backend> {
 }
 
 /// Host form of the mask: `masked[b][i][j]`, flattened, and the empty-row flags `[b][i]`.
-pub fn host_mask(padding_mask: &[i64], batch: usize, seq_len: usize, sliding_window: Option<usize>) -> (Vec<bool>, Vec<bool>) {
-    assert_eq!(padding_mask.len(), batch * seq_len, "padding mask must be [batch, seq_len]");
+pub fn host_mask(
+    padding_mask: &[i64],
+    batch: usize,
+    seq_len: usize,
+    sliding_window: Option<usize>,
+) -> (Vec<bool>, Vec<bool>) {
+    assert_eq!(
+        padding_mask.len(),
+        batch * seq_len,
+        "padding mask must be [batch, seq_len]"
+    );
     let mut masked = vec![true; batch * seq_len * seq_len];
     let mut empty = vec![true; batch * seq_len];
     for b in 0..batch {
@@ -50,11 +59,20 @@ pub fn host_mask(padding_mask: &[i64], batch: usize, seq_len: usize, sliding_win
 
 impl<B: Backend> AttentionMask<B> {
     /// From a [B, L] padding mask (1 = real token, 0 = pad).
-    pub fn new(padding_mask: &[i64], batch: usize, seq_len: usize, sliding_window: Option<usize>, device: &B::Device) -> Self {
+    pub fn new(
+        padding_mask: &[i64],
+        batch: usize,
+        seq_len: usize,
+        sliding_window: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
         let (masked, empty) = host_mask(padding_mask, batch, seq_len, sliding_window);
         let any_empty = empty.iter().any(|e| *e);
         Self {
-            masked: Tensor::from_data(TensorData::new(masked, [batch, 1, seq_len, seq_len]), device),
+            masked: Tensor::from_data(
+                TensorData::new(masked, [batch, 1, seq_len, seq_len]),
+                device,
+            ),
             empty_rows: Tensor::from_data(TensorData::new(empty, [batch, 1, seq_len, 1]), device),
             any_empty,
         }

@@ -1,7 +1,7 @@
 //! SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`, three bias-free projections.
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
 use crate::linear::Linear;
 

@@ -7,7 +7,7 @@
 //! 40 layers, so layers 31..40 and the final norm are never loaded or run.
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, module::embedding, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend, module::embedding};
 
 use crate::decoder_layer::DecoderLayer;
 use crate::error::{Error, Result};
@@ -40,20 +40,32 @@ impl<B: Backend> MistralTextModel<B> {
     /// Checks that every requested hidden state can be produced by what was loaded.
     pub fn check_layers(&self, requested: &[usize]) -> Result<()> {
         if requested.is_empty() {
-            return Err(Error::Layers { message: "no layer requested".into() });
+            return Err(Error::Layers {
+                message: "no layer requested".into(),
+            });
         }
         for &k in requested {
             if k > self.num_hidden_layers {
                 return Err(Error::Layers {
-                    message: format!("hidden state {k} requested, the model has {} layers (valid: 0..={})", self.num_hidden_layers, self.num_hidden_layers),
+                    message: format!(
+                        "hidden state {k} requested, the model has {} layers (valid: 0..={})",
+                        self.num_hidden_layers, self.num_hidden_layers
+                    ),
                 });
             }
             if k > self.layers.len() {
-                return Err(Error::Layers { message: format!("hidden state {k} requested, only {} layers were loaded", self.layers.len()) });
+                return Err(Error::Layers {
+                    message: format!(
+                        "hidden state {k} requested, only {} layers were loaded",
+                        self.layers.len()
+                    ),
+                });
             }
             if k == self.num_hidden_layers && self.norm.is_none() {
                 return Err(Error::Layers {
-                    message: format!("hidden state {k} is the final normed output, but the final norm was not loaded"),
+                    message: format!(
+                        "hidden state {k} is the final normed output, but the final norm was not loaded"
+                    ),
                 });
             }
         }
@@ -62,7 +74,14 @@ impl<B: Backend> MistralTextModel<B> {
 
     /// Runs the model on [B, L] token ids with a [B, L] padding mask (1 = token, 0 = pad; row-major host
     /// data) and returns the requested hidden states, in request order, each [B, L, hidden].
-    pub fn hidden_states(&self, input_ids: &[i64], padding_mask: &[i64], batch: usize, seq_len: usize, requested: &[usize]) -> Result<Vec<Tensor<B, 3>>> {
+    pub fn hidden_states(
+        &self,
+        input_ids: &[i64],
+        padding_mask: &[i64],
+        batch: usize,
+        seq_len: usize,
+        requested: &[usize],
+    ) -> Result<Vec<Tensor<B, 3>>> {
         self.check_layers(requested)?;
         if input_ids.len() != batch * seq_len || padding_mask.len() != batch * seq_len {
             return Err(Error::Invalid(format!(
@@ -74,10 +93,15 @@ impl<B: Backend> MistralTextModel<B> {
         }
         let vocab = self.embed_tokens.dims()[0];
         if let Some(bad) = input_ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {bad} outside the embedding table (vocab_size {vocab})")));
+            return Err(Error::Invalid(format!(
+                "token id {bad} outside the embedding table (vocab_size {vocab})"
+            )));
         }
         let device = self.embed_tokens.device();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input_ids.to_vec(), [batch, seq_len]), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(input_ids.to_vec(), [batch, seq_len]),
+            &device,
+        );
         let mut x = embedding(self.embed_tokens.val(), ids);
         let dtype = x.dtype();
 
@@ -108,14 +132,25 @@ impl<B: Backend> MistralTextModel<B> {
         outputs
             .into_iter()
             .zip(requested)
-            .map(|(t, k)| t.ok_or_else(|| Error::Layers { message: format!("hidden state {k} was not produced") }))
+            .map(|(t, k)| {
+                t.ok_or_else(|| Error::Layers {
+                    message: format!("hidden state {k} was not produced"),
+                })
+            })
             .collect()
     }
 
     /// FLUX.2's text conditioning: the requested hidden states concatenated per token,
     /// [B, L, n * hidden] with each token laid out [layer a | layer b | ...] (diffusers stacks on dim 1,
     /// permutes to [B, L, n, H] and flattens the last two).
-    pub fn stacked_hidden_states(&self, input_ids: &[i64], padding_mask: &[i64], batch: usize, seq_len: usize, requested: &[usize]) -> Result<Tensor<B, 3>> {
+    pub fn stacked_hidden_states(
+        &self,
+        input_ids: &[i64],
+        padding_mask: &[i64],
+        batch: usize,
+        seq_len: usize,
+        requested: &[usize],
+    ) -> Result<Tensor<B, 3>> {
         let states = self.hidden_states(input_ids, padding_mask, batch, seq_len, requested)?;
         Ok(Tensor::cat(states, 2))
     }

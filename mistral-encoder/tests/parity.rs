@@ -12,11 +12,17 @@ type B = burn::backend::Flex;
 #[test]
 fn committed_fixtures_match_diffusers_in_f32() {
     let cases = common::case_names();
-    assert!(cases.len() >= 2, "expected the committed cases, found {cases:?}");
+    assert!(
+        cases.len() >= 2,
+        "expected the committed cases, found {cases:?}"
+    );
     for case in cases {
         let dir = common::materialize(&case);
         let report = parity_check::check::<B>(dir.path(), DType::F32, &Default::default()).unwrap();
-        println!("{case}: rel_err={:.3e} max_abs={:.3e} per prompt {:?}", report.rel_err, report.max_abs_err, report.per_prompt);
+        println!(
+            "{case}: rel_err={:.3e} max_abs={:.3e} per prompt {:?}",
+            report.rel_err, report.max_abs_err, report.per_prompt
+        );
         assert_eq!(report.token_mismatch, None, "{case}");
         assert!(report.rel_err < 1e-4, "{case}: rel_err {}", report.rel_err);
     }
