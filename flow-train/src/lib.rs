@@ -29,6 +29,7 @@
 
 mod differential_guidance;
 mod error;
+pub mod job;
 mod loss;
 mod noise;
 mod preservation;

@@ -1,0 +1,493 @@
+//! Job files: ai-toolkit FLUX.2 jobs parse unchanged, unknown keys become warnings, recognised but
+//! unsupported keys stop with their path, bad values name their path, and the resolved plan maps to
+//! the workspace's types.
+
+use std::path::PathBuf;
+
+use flow_train::job::{
+    DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, OptimizerKind, Precision, Severity, TextEncoderPlan,
+    check_job, check_job_str, load_job, load_job_str, substitute_env,
+};
+use flow_train::{LossType, TimestepBias, TimestepType};
+use lora_adapters::{LoraLayout, Targets};
+use serde_yaml::Value;
+
+fn jobs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs")
+}
+
+/// A minimal valid job.
+const BASE: &str = r#"
+job: extension
+config:
+  name: unit
+  process:
+    - type: diffusion_trainer
+      network: {type: lora, linear: 8}
+      datasets:
+        - folder_path: data/a
+      model: {name_or_path: black-forest-labs/FLUX.2-dev, arch: flux2}
+      sample:
+        samples:
+          - prompt: first
+          - prompt: second
+"#;
+
+/// `BASE` with the given `(path, yaml value)` pairs set (paths like `config.process[0].train.lr`;
+/// missing mappings are created).
+fn job_with(edits: &[(&str, &str)]) -> String {
+    let mut root: Value = serde_yaml::from_str(BASE).unwrap();
+    for (path, value) in edits {
+        let value: Value = serde_yaml::from_str(value).unwrap();
+        set(&mut root, path, value);
+    }
+    serde_yaml::to_string(&root).unwrap()
+}
+
+fn set(root: &mut Value, path: &str, value: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (n, part) in parts.iter().enumerate() {
+        let (key, index) = match part.find('[') {
+            Some(i) => (&part[..i], Some(part[i + 1..part.len() - 1].parse::<usize>().unwrap())),
+            None => (*part, None),
+        };
+        let last = n + 1 == parts.len();
+        let map = cur.as_mapping_mut().unwrap();
+        let key_v = Value::String(key.to_string());
+        if last && index.is_none() {
+            map.insert(key_v, value);
+            return;
+        }
+        if !map.contains_key(&key_v) {
+            map.insert(key_v.clone(), if index.is_some() { Value::Sequence(vec![]) } else { Value::Mapping(Default::default()) });
+        }
+        cur = map.get_mut(&key_v).unwrap();
+        if let Some(i) = index {
+            let seq = cur.as_sequence_mut().unwrap();
+            while seq.len() <= i {
+                seq.push(Value::Mapping(Default::default()));
+            }
+            if last {
+                seq[i] = value;
+                return;
+            }
+            cur = &mut seq[i];
+        }
+    }
+}
+
+fn check(text: &str) -> JobReport {
+    check_job_str(text, JobFormat::Yaml, "test.yaml").unwrap()
+}
+
+fn paths(report: &JobReport, severity: Severity) -> Vec<String> {
+    report.of(severity).map(|d| d.path.clone()).collect()
+}
+
+fn error_at<'a>(report: &'a JobReport, path: &str) -> &'a str {
+    report
+        .of(Severity::Error)
+        .find(|d| d.path == path)
+        .map(|d| d.message.as_str())
+        .unwrap_or_else(|| panic!("no error at {path}; got {:#?}", report.diagnostics))
+}
+
+#[test]
+fn base_job_is_valid() {
+    let report = check(BASE);
+    assert!(!report.has_errors(), "{:#?}", report.diagnostics);
+    assert_eq!(paths(&report, Severity::Warning), Vec::<String>::new());
+    let plan = report.plan.unwrap();
+    assert_eq!(plan.lora.rank, 8);
+    assert_eq!(plan.lora.alpha, 8.0, "linear_alpha defaults to linear (scale 1)");
+    assert_eq!(plan.lora.targets, Targets::Blocks);
+    assert_eq!(plan.train.steps, 1000);
+    assert_eq!(plan.train.optimizer.lr, 1e-6, "ai-toolkit's default lr");
+    assert_eq!(plan.train.timesteps.timestep_type, TimestepType::Sigmoid);
+    assert_eq!(plan.device, DeviceSpec::Auto);
+    assert_eq!(plan.output_dir, PathBuf::from("output/unit"));
+    assert_eq!(plan.sample.prompts.len(), 2);
+    assert_eq!((plan.sample.prompts[0].width, plan.sample.prompts[0].steps), (512, 20));
+}
+
+/// The job as ai-toolkit's UI saves it for FLUX.2 (our copy in its schema) parses unchanged: every key
+/// is known, every value has the right type; what stops it is exactly the three memory options that
+/// are not implemented yet. With those off it resolves to the UI's settings.
+#[test]
+fn ai_toolkit_ui_flux2_job_parses_unchanged() {
+    let path = jobs_dir().join("ai_toolkit_flux2_ui.yaml");
+    let report = check_job(&path).unwrap();
+    assert_eq!(paths(&report, Severity::Warning), Vec::<String>::new(), "{:#?}", report.diagnostics);
+    assert_eq!(
+        paths(&report, Severity::Error),
+        ["config.process[0].model.quantize", "config.process[0].model.quantize_te", "config.process[0].model.low_vram"]
+    );
+    assert_eq!(
+        error_at(&report, "config.process[0].model.quantize"),
+        "true is not supported yet (the base weights load unquantized in train.dtype; see docs/user-guide.md)"
+    );
+    let shown = report.of(Severity::Error).next().unwrap().to_string();
+    assert!(shown.starts_with("error: config.process[0].model.quantize: true is not supported yet"), "{shown}");
+    // Recognised keys without effect are notes with reasons, not warnings.
+    let notes = paths(&report, Severity::Note);
+    for key in ["sqlite_db_path", "network.conv", "train.bypass_guidance_embedding", "save.save_format"] {
+        assert!(notes.contains(&format!("config.process[0].{key}")), "{key} not noted: {notes:?}");
+    }
+    // The file itself is read completely.
+    let p = &report.file.config.process[0];
+    assert_eq!(p.network.linear, 32);
+    assert_eq!(p.train.optimizer, "adamw8bit");
+    assert_eq!(p.sample.samples.len(), 4);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("quantize: true", "quantize: false")
+        .replace("quantize_te: true", "quantize_te: false")
+        .replace("low_vram: true", "low_vram: false");
+    let job = load_job_str(&text, JobFormat::Yaml, "ui-unquantized").unwrap();
+    let plan = &job.plan;
+    assert_eq!((plan.lora.rank, plan.lora.alpha), (32, 32.0));
+    assert_eq!(plan.device, DeviceSpec::Cuda { index: 0 });
+    assert_eq!(plan.model.name_or_path, "black-forest-labs/FLUX.2-dev");
+    assert_eq!(plan.model.dtype, Precision::Bf16);
+    assert_eq!((plan.save.every, plan.save.keep, plan.save.dtype), (250, 4, Precision::Bf16));
+    assert_eq!(plan.save.layout, LoraLayout::AiToolkit);
+    assert_eq!(plan.train.steps, 3000);
+    assert_eq!(plan.train.optimizer.kind, OptimizerKind::AdamW8bitAsAdamW);
+    assert_eq!(plan.train.optimizer.lr, 1e-4);
+    assert_eq!(plan.train.optimizer.weight_decay, 1e-4);
+    assert_eq!(plan.train.optimizer.eps, 1e-6);
+    assert_eq!(plan.train.timesteps.timestep_type, TimestepType::Weighted);
+    assert_eq!(plan.train.timesteps.bias, TimestepBias::Balanced);
+    assert_eq!(plan.train.loss, LossType::Mse);
+    assert_eq!(plan.train.ema_decay, None);
+    assert_eq!(plan.train.dop, None);
+    assert_eq!(plan.train.text_encoder, TextEncoderPlan::Live);
+    assert_eq!(plan.datasets[0].resolution, vec![512, 768, 1024]);
+    assert_eq!(plan.datasets[0].caption_dropout_rate, 0.05);
+    let seeds: Vec<u64> = plan.sample.prompts.iter().map(|s| s.seed).collect();
+    assert_eq!(seeds, [42, 43, 44, 45], "walk_seed");
+    assert!(plan.sample.prompts.iter().all(|s| s.width == 1024 && s.guidance_scale == 4.0 && s.steps == 25));
+    assert_eq!(plan.meta["name"], "flux2_ui_job_v1", "[name] replaced");
+    // adamw8bit is accepted with a warning saying what it runs as.
+    assert_eq!(job.warnings().map(|d| d.path.as_str()).collect::<Vec<_>>(), ["config.process[0].train.optimizer"]);
+}
+
+/// A hand-written job in ai-toolkit's classic example style: legacy keys, inline prompt flags.
+#[test]
+fn classic_style_job_reads_legacy_keys() {
+    let report = check_job(&jobs_dir().join("ai_toolkit_flux2_classic.yaml")).unwrap();
+    assert_eq!(paths(&report, Severity::Error), ["config.process[0].model.quantize"]);
+    assert_eq!(paths(&report, Severity::Warning), Vec::<String>::new());
+    let p = &report.file.config.process[0];
+    assert_eq!(p.train.lr, 1e-4, "1e-4 is a number");
+    assert_eq!(p.train.gradient_accumulation_steps, 1);
+    assert_eq!(p.model.quantize_te, Some(true), "quantize_te defaults to quantize, as in ai-toolkit");
+    assert_eq!(p.save.dtype, Precision::Fp16, "float16");
+    let s = &p.sample.samples;
+    assert_eq!(s.len(), 3, "prompts: became samples");
+    assert_eq!(s[1].prompt, "[trigger] as an oil painting, portrait, dramatic lighting");
+    assert_eq!((s[1].width, s[1].height), (Some(768), Some(1024)), "--w / --h flags");
+    assert_eq!((s[0].width, s[0].height), (Some(1024), Some(1024)));
+
+    let text = std::fs::read_to_string(jobs_dir().join("ai_toolkit_flux2_classic.yaml")).unwrap();
+    let job = load_job_str(&text.replace("quantize: true", "quantize: false"), JobFormat::Yaml, "classic").unwrap();
+    assert_eq!(job.plan.train.ema_decay, Some(0.99));
+    assert_eq!(job.plan.trigger_word.as_deref(), Some("p3r5on"));
+    assert_eq!(job.plan.dataset_options.trigger_word.as_deref(), Some("p3r5on"));
+    assert_eq!(job.plan.device, DeviceSpec::Cuda { index: 0 });
+}
+
+#[test]
+fn repository_job_loads_clean_and_toml_matches_yaml() {
+    let yaml = load_job(&jobs_dir().join("flux2_lora.yaml")).unwrap();
+    assert_eq!(yaml.diagnostics, vec![], "no warnings or notes");
+    let toml = load_job(&jobs_dir().join("flux2_lora.toml")).unwrap();
+    assert_eq!(toml.diagnostics, vec![]);
+    assert_eq!(yaml.file, toml.file);
+    assert_eq!(yaml.plan, toml.plan);
+    assert_eq!(yaml.plan.lora.seed, 42);
+    assert_eq!(yaml.plan.sample.prompts[1].width, 768);
+}
+
+/// Printing the resolved file gives a job that reads back to the same file, with no unknown key:
+/// every typed field is in the key table.
+#[test]
+fn resolved_file_round_trips_and_every_field_is_a_known_key() {
+    let edits = [
+        ("config.process[0].datasets[1]", "{folder_path: data/reg, is_reg: true, control_path: [c1]}"),
+        ("config.process[0].sample.samples[0]", "{prompt: p, seed: 3, ctrl_img: a.png, neg: x}"),
+        ("config.process[0].train.lr_scheduler_params", "{num_warmup_steps: 10, eta_min: 0.0, start_factor: 0.5, end_factor: 1.0, total_iters: 5}"),
+        ("config.process[0].network.dropout", "0.1"),
+        ("config.process[0].model.vae_path", "vae.safetensors"),
+        ("config.process[0].train.unet_lr", "0.0002"),
+        ("config.process[0].trigger_word", "tok"),
+    ];
+    let first = check(&job_with(&edits));
+    assert!(!first.has_errors(), "{:#?}", first.diagnostics);
+    let printed = serde_yaml::to_string(&first.file).unwrap();
+    let second = check(&printed);
+    assert_eq!(paths(&second, Severity::Warning), Vec::<String>::new(), "{printed}");
+    assert!(!second.has_errors(), "{:#?}", second.diagnostics);
+    assert_eq!(first.file, second.file);
+    assert_eq!(first.plan, second.plan);
+}
+
+#[test]
+fn unknown_keys_become_warnings_with_full_paths() {
+    let text = job_with(&[
+        ("colour", "blue"),
+        ("config.process[0].train.gradiant_checkpointing", "true"),
+        ("config.process[0].datasets[0].flipx", "true"),
+        ("config.process[0].network.network_kwargs.algo", "lokr"),
+        ("config.process[0].sample.samples[1].promt", "oops"),
+    ]);
+    let report = check(&text);
+    assert!(!report.has_errors(), "{:#?}", report.diagnostics);
+    let mut warned = paths(&report, Severity::Warning);
+    warned.sort();
+    assert_eq!(
+        warned,
+        [
+            "colour",
+            "config.process[0].datasets[0].flipx",
+            "config.process[0].network.network_kwargs.algo",
+            "config.process[0].sample.samples[1].promt",
+            "config.process[0].train.gradiant_checkpointing",
+        ]
+    );
+    let typo = report.of(Severity::Warning).find(|d| d.path.ends_with("gradiant_checkpointing")).unwrap();
+    assert!(typo.message.contains("did you mean `gradient_checkpointing`?"), "{}", typo.message);
+    let flip = report.of(Severity::Warning).find(|d| d.path.ends_with("flipx")).unwrap();
+    assert!(flip.message.contains("`flip_x`"), "{}", flip.message);
+    // Still loads; the warnings travel with the job.
+    let job = load_job_str(&text, JobFormat::Yaml, "t").unwrap();
+    assert_eq!(job.warnings().count(), 5);
+}
+
+#[test]
+fn unsupported_keys_error_with_their_path_only_when_set() {
+    // At their ai-toolkit defaults they are accepted silently.
+    let quiet = check(&job_with(&[
+        ("config.process[0].model.quantize", "false"),
+        ("config.process[0].datasets[0].mask_path", "null"),
+        ("config.process[0].datasets[0].controls", "[]"),
+        ("config.process[0].datasets[0].num_frames", "1"),
+        ("config.process[0].train.noise_multiplier", "1.0"),
+        ("config.process[0].train.loss_target", "noise"),
+        ("config.process[0].save.push_to_hub", "false"),
+    ]));
+    assert!(!quiet.has_errors(), "{:#?}", quiet.diagnostics);
+    assert_eq!(paths(&quiet, Severity::Warning), Vec::<String>::new());
+
+    let loud = check(&job_with(&[
+        ("config.process[0].model.quantize", "true"),
+        ("config.process[0].datasets[0].mask_path", "masks/"),
+        ("config.process[0].datasets[0].num_frames", "16"),
+        ("config.process[0].train.noise_multiplier", "1.1"),
+        ("config.process[0].save.push_to_hub", "true"),
+        ("config.process[0].train.loss_type", "wavelet"),
+        ("config.process[0].network.type", "lokr"),
+        ("config.process[0].train.gradient_accumulation_steps", "-1"),
+        ("config.process[0].logging.use_wandb", "true"),
+    ]));
+    assert!(loud.plan.is_none());
+    assert_eq!(
+        error_at(&loud, "config.process[0].model.quantize"),
+        "true is not supported yet (the base weights load unquantized in train.dtype; see docs/user-guide.md)"
+    );
+    assert!(error_at(&loud, "config.process[0].datasets[0].mask_path").starts_with("masks/ is not supported yet (loss masks"));
+    assert!(error_at(&loud, "config.process[0].datasets[0].num_frames").starts_with("16 is not supported yet"));
+    assert!(error_at(&loud, "config.process[0].train.noise_multiplier").starts_with("1.1 is not supported yet"));
+    assert!(error_at(&loud, "config.process[0].save.push_to_hub").starts_with("true is not supported yet"));
+    assert!(error_at(&loud, "config.process[0].train.loss_type").starts_with("wavelet is not supported yet"));
+    assert!(error_at(&loud, "config.process[0].network.type").starts_with("lokr is not supported yet"));
+    assert!(error_at(&loud, "config.process[0].train.gradient_accumulation_steps").starts_with("-1 is not supported yet"));
+    assert!(error_at(&loud, "config.process[0].logging.use_wandb").starts_with("true is not supported yet"));
+    // One error per key: the value rule and the typed read do not both report `wavelet`.
+    assert_eq!(paths(&loud, Severity::Error).iter().filter(|p| p.ends_with("loss_type")).count(), 1);
+    assert_eq!(loud.of(Severity::Error).count(), 9, "{:#?}", loud.diagnostics);
+}
+
+#[test]
+fn bad_values_name_the_key_path_and_the_value() {
+    let report = check(&job_with(&[
+        ("config.process[0].train.lr", "fast"),
+        ("config.process[0].train.steps", "-5"),
+        ("config.process[0].train.timestep_type", "cubic"),
+        ("config.process[0].datasets[0].resolution", "[512, big]"),
+        ("config.process[0].datasets[1]", "{folder_path: data/b, caption_dropout_rate: 1.5}"),
+        ("config.process[0].datasets[2]", "{folder_path: data/c, flip_x: yes}"),
+        ("config.process[0].sample.samples[1].width", "10"),
+        ("config.process[0].network.linear", "0"),
+        ("config.process[0].network.network_kwargs.only_if_contains", "[img_attn, '']"),
+        ("config.process[0].train.optimizer", "prodigy"),
+        ("config.process[0].device", "tpu"),
+    ]));
+    let lr = error_at(&report, "config.process[0].train.lr");
+    assert!(lr.contains("invalid type: string \"fast\""), "{lr}");
+    assert!(error_at(&report, "config.process[0].train.steps").contains("-5"));
+    let tt = error_at(&report, "config.process[0].train.timestep_type");
+    assert!(tt.contains("cubic") && tt.contains("weighted"), "{tt}");
+    let res = error_at(&report, "config.process[0].datasets[0].resolution");
+    assert!(res.contains("big"), "{res}");
+    let rate = error_at(&report, "config.process[0].datasets[1].caption_dropout_rate");
+    assert!(rate.contains("1.5"), "{rate}");
+    let yes = error_at(&report, "config.process[0].datasets[2].flip_x");
+    assert!(yes.contains("write true or false"), "{yes}");
+    assert!(error_at(&report, "config.process[0].sample.samples[1].width").contains("10 is too small"));
+    assert!(error_at(&report, "config.process[0].network.linear").contains("at least 1"));
+    assert!(error_at(&report, "config.process[0].network.network_kwargs.only_if_contains[1]").contains("empty pattern"));
+    // Every problem is reported in one go.
+    assert!(report.of(Severity::Error).count() >= 9, "{:#?}", report.diagnostics);
+
+    // The error type lists them all, one per line, with paths.
+    let err = load_job_str(
+        &job_with(&[("config.process[0].train.lr", "fast"), ("config.process[0].train.optimizer", "prodigy")]),
+        JobFormat::Yaml,
+        "bad.yaml",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("job file bad.yaml: 1 error"), "{text}");
+    assert!(text.contains("error: config.process[0].train.lr: invalid type"), "{text}");
+    // Mapping errors (optimizer names) come after range checks pass:
+    let err = load_job_str(&job_with(&[("config.process[0].train.optimizer", "prodigy")]), JobFormat::Yaml, "o.yaml")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("config.process[0].train.optimizer: prodigy is not supported yet (implemented: adamw"),
+        "{err}"
+    );
+    let err = load_job_str(&job_with(&[("config.process[0].device", "tpu")]), JobFormat::Yaml, "d.yaml").unwrap_err();
+    assert!(err.to_string().contains("config.process[0].device: tpu is not a device"), "{err}");
+}
+
+#[test]
+fn required_keys_and_model_family() {
+    let mut root: Value = serde_yaml::from_str(BASE).unwrap();
+    root["config"]["process"][0].as_mapping_mut().unwrap().remove("network");
+    let report = check(&serde_yaml::to_string(&root).unwrap());
+    assert!(error_at(&report, "config.process[0].network").contains("fine-tunes the whole model"));
+
+    let report = check(&job_with(&[("config.process[0].model", "{name_or_path: x}")]));
+    assert!(error_at(&report, "config.process[0].model.arch").contains("arch: flux2"));
+    let report = check(&job_with(&[("config.process[0].model.arch", "flux")]));
+    assert!(error_at(&report, "config.process[0].model.arch").starts_with("flux is not supported"));
+    let report = check(&job_with(&[("config.process[0].model.arch", "flux2:dev")]));
+    assert!(!report.has_errors(), "arch tags are dropped as ai-toolkit does: {:#?}", report.diagnostics);
+    let report = check(&job_with(&[("job", "train"), ("config.process[1]", "{type: diffusion_trainer}")]));
+    assert!(error_at(&report, "job").contains("extension"));
+    assert!(error_at(&report, "config.process[1]").contains("only one process"));
+    let report = check(&job_with(&[("config.process[0].train.noise_scheduler", "ddpm")]));
+    assert!(error_at(&report, "config.process[0].train.noise_scheduler").contains("flowmatch"));
+}
+
+#[test]
+fn network_settings_map_to_lora_adapters() {
+    let job = load_job_str(
+        &job_with(&[
+            ("config.process[0].network", "{type: LoRA, rank: 16, alpha: 4, network_kwargs: {only_if_contains: [double_blocks], ignore_if_contains: [img_mlp]}}"),
+            ("config.process[0].training_seed", "7"),
+            ("config.process[0].save.lora_layout", "kohya"),
+        ]),
+        JobFormat::Yaml,
+        "n",
+    )
+    .unwrap();
+    let lora = &job.plan.lora;
+    assert_eq!((lora.rank, lora.alpha, lora.seed), (16, 4.0, 7), "legacy rank / alpha");
+    assert_eq!(
+        lora.targets,
+        Targets::Filtered { only_if_contains: vec!["double_blocks".into()], ignore_if_contains: vec!["img_mlp".into()] }
+    );
+    assert!(lora.targets.selects("double_blocks.0.img_attn.qkv"));
+    assert!(!lora.targets.selects("double_blocks.0.img_mlp.0"));
+    assert!(!lora.targets.selects("single_blocks.3.linear1"));
+    assert_eq!(job.plan.save.layout, LoraLayout::Kohya);
+    // The resolved file shows the filled values under their current names.
+    let net = &job.file.config.process[0].network;
+    assert_eq!((net.linear, net.linear_alpha, net.rank, net.alpha), (16, Some(4.0), None, None));
+}
+
+#[test]
+fn training_features_resolve() {
+    let job = load_job_str(
+        &job_with(&[
+            ("config.process[0].trigger_word", "sks"),
+            ("config.process[0].train", r#"{
+                diff_output_preservation: true, diff_output_preservation_class: dog,
+                diff_output_preservation_multiplier: 0.5, do_differential_guidance: true,
+                content_or_style: content, loss_type: pseudo_huber, cache_text_embeddings: true,
+                lr_scheduler: cosine, lr_scheduler_params: {eta_min: 1.0e-6}, steps: 400, lr: 2.0e-4,
+                gradient_accumulation: 4, ema_config: {use_ema: true}, max_denoising_steps: 900,
+                timestep_type: shift, dtype: bf16}"#),
+        ]),
+        JobFormat::Yaml,
+        "t",
+    )
+    .unwrap();
+    let t = &job.plan.train;
+    let dop = t.dop.as_ref().unwrap();
+    assert_eq!((dop.multiplier, dop.class.as_str()), (0.5, "dog"));
+    assert_eq!(t.differential_guidance, Some(3.0));
+    assert_eq!(t.timesteps.bias, TimestepBias::HighNoise);
+    assert_eq!(t.timesteps.timestep_type, TimestepType::Shift);
+    assert_eq!(t.timesteps.max_denoising_steps, 900);
+    assert_eq!(t.loss, LossType::PseudoHuber);
+    assert_eq!(t.text_encoder, TextEncoderPlan::CachedEmbeddings);
+    assert!(job.plan.datasets.iter().all(|d| d.cache_text_embeddings), "train.cache_text_embeddings reaches every dataset");
+    assert_eq!(t.lr_schedule, LrSchedule::Cosine { total_steps: 400, eta_min: 1e-6 });
+    assert_eq!(t.accumulation.batches_per_step, 4);
+    assert_eq!(t.ema_decay, Some(0.999));
+    // The printed file keeps ai-toolkit's bias names.
+    let printed = serde_yaml::to_string(&job.file).unwrap();
+    assert!(printed.contains("content_or_style: content"), "{printed}");
+
+    let report = check(&job_with(&[("config.process[0].train.diff_output_preservation", "true")]));
+    assert!(error_at(&report, "config.process[0].train.diff_output_preservation_class").contains("class"));
+    assert!(error_at(&report, "config.process[0].train.diff_output_preservation").contains("trigger word"));
+
+    let report = check(&job_with(&[
+        ("config.process[0].train.gradient_accumulation", "2"),
+        ("config.process[0].train.gradient_accumulation_steps", "4"),
+    ]));
+    assert!(error_at(&report, "config.process[0].train.gradient_accumulation_steps").contains("mutually exclusive"));
+
+    let report = check(&job_with(&[("config.process[0].train.lr_scheduler", "constant_with_warmup")]));
+    assert_eq!(report.plan.as_ref().unwrap().train.lr_schedule, LrSchedule::ConstantWithWarmup { warmup_steps: 1000 });
+    assert!(paths(&report, Severity::Warning).contains(&"config.process[0].train.lr_scheduler_params.num_warmup_steps".into()));
+    let report = check(&job_with(&[("config.process[0].train.lr_scheduler", "cosine_with_restarts")]));
+    assert!(error_at(&report, "config.process[0].train.lr_scheduler").contains("not supported yet"));
+}
+
+#[test]
+fn env_vars_name_replacement_and_formats() {
+    let text = "a: ${HOME_DIR}/x\nb: ${STEPS}\n";
+    let out = substitute_env(text, "t", |k| match k {
+        "HOME_DIR" => Some("/h".into()),
+        "STEPS" => Some("10".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(out, "a: /h/x\nb: 10\n");
+    let err = substitute_env("a: 1\nb: ${MISSING}\n", "t.yaml", |_| None).unwrap_err();
+    assert!(matches!(err, JobError::Syntax { .. }));
+    assert_eq!(err.to_string(), "job file t.yaml: line 2: environment variable MISSING is not set (the file uses ${MISSING})");
+
+    let report = check(&job_with(&[
+        ("config.process[0].training_folder", "runs/[name]"),
+        ("config.process[0].sample.samples[0].prompt", "'[name] style'"),
+    ]));
+    let plan = report.plan.unwrap();
+    assert_eq!(plan.output_dir, PathBuf::from("runs/unit/unit"));
+    assert_eq!(plan.sample.prompts[0].prompt, "unit style");
+
+    // JSON is read too, and syntax errors name the file and position.
+    let json = serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(BASE).unwrap()).unwrap();
+    assert!(!check_job_str(&json, JobFormat::Json, "j.json").unwrap().has_errors());
+    let err = check_job_str("job: [", JobFormat::Yaml, "broken.yaml").unwrap_err().to_string();
+    assert!(err.starts_with("job file broken.yaml: not valid YAML:") && err.contains("line"), "{err}");
+    let err = check_job(&jobs_dir().join("does_not_exist.yaml")).unwrap_err();
+    assert!(matches!(err, JobError::Io { .. }));
+}
