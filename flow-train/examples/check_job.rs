@@ -80,6 +80,10 @@ fn print_report(report: &JobReport, plan_only: bool) {
     if errors == 0 {
         println!("# OK: {} can run ({warnings} warning{})", report.origin, if warnings == 1 { "" } else { "s" });
     } else {
-        println!("# {} cannot run: {errors} error{} (see docs/user-guide.md)", report.origin, if errors == 1 { "" } else { "s" });
+        println!(
+            "# {} cannot run: {errors} error{} (see docs/user-guide.md)",
+            report.origin,
+            if errors == 1 { "" } else { "s" }
+        );
     }
 }

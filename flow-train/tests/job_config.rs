@@ -60,7 +60,10 @@ fn set(root: &mut Value, path: &str, value: Value) {
             return;
         }
         if !map.contains_key(&key_v) {
-            map.insert(key_v.clone(), if index.is_some() { Value::Sequence(vec![]) } else { Value::Mapping(Default::default()) });
+            map.insert(
+                key_v.clone(),
+                if index.is_some() { Value::Sequence(vec![]) } else { Value::Mapping(Default::default()) },
+            );
         }
         cur = map.get_mut(&key_v).unwrap();
         if let Some(i) = index {
@@ -218,7 +221,10 @@ fn resolved_file_round_trips_and_every_field_is_a_known_key() {
     let edits = [
         ("config.process[0].datasets[1]", "{folder_path: data/reg, is_reg: true, control_path: [c1]}"),
         ("config.process[0].sample.samples[0]", "{prompt: p, seed: 3, ctrl_img: a.png, neg: x}"),
-        ("config.process[0].train.lr_scheduler_params", "{num_warmup_steps: 10, eta_min: 0.0, start_factor: 0.5, end_factor: 1.0, total_iters: 5}"),
+        (
+            "config.process[0].train.lr_scheduler_params",
+            "{num_warmup_steps: 10, eta_min: 0.0, start_factor: 0.5, end_factor: 1.0, total_iters: 5}",
+        ),
         ("config.process[0].network.dropout", "0.1"),
         ("config.process[0].model.vae_path", "vae.safetensors"),
         ("config.process[0].train.unet_lr", "0.0002"),
@@ -297,13 +303,18 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
         error_at(&loud, "config.process[0].model.quantize"),
         "true is not supported yet (the base weights load unquantized in train.dtype; see docs/user-guide.md)"
     );
-    assert!(error_at(&loud, "config.process[0].datasets[0].mask_path").starts_with("masks/ is not supported yet (loss masks"));
+    assert!(
+        error_at(&loud, "config.process[0].datasets[0].mask_path")
+            .starts_with("masks/ is not supported yet (loss masks")
+    );
     assert!(error_at(&loud, "config.process[0].datasets[0].num_frames").starts_with("16 is not supported yet"));
     assert!(error_at(&loud, "config.process[0].train.noise_multiplier").starts_with("1.1 is not supported yet"));
     assert!(error_at(&loud, "config.process[0].save.push_to_hub").starts_with("true is not supported yet"));
     assert!(error_at(&loud, "config.process[0].train.loss_type").starts_with("wavelet is not supported yet"));
     assert!(error_at(&loud, "config.process[0].network.type").starts_with("lokr is not supported yet"));
-    assert!(error_at(&loud, "config.process[0].train.gradient_accumulation_steps").starts_with("-1 is not supported yet"));
+    assert!(
+        error_at(&loud, "config.process[0].train.gradient_accumulation_steps").starts_with("-1 is not supported yet")
+    );
     assert!(error_at(&loud, "config.process[0].logging.use_wandb").starts_with("true is not supported yet"));
     // One error per key: the value rule and the typed read do not both report `wavelet`.
     assert_eq!(paths(&loud, Severity::Error).iter().filter(|p| p.ends_with("loss_type")).count(), 1);
@@ -338,7 +349,9 @@ fn bad_values_name_the_key_path_and_the_value() {
     assert!(yes.contains("write true or false"), "{yes}");
     assert!(error_at(&report, "config.process[0].sample.samples[1].width").contains("10 is too small"));
     assert!(error_at(&report, "config.process[0].network.linear").contains("at least 1"));
-    assert!(error_at(&report, "config.process[0].network.network_kwargs.only_if_contains[1]").contains("empty pattern"));
+    assert!(
+        error_at(&report, "config.process[0].network.network_kwargs.only_if_contains[1]").contains("empty pattern")
+    );
     // Every problem is reported in one go.
     assert!(report.of(Severity::Error).count() >= 9, "{:#?}", report.diagnostics);
 
@@ -399,7 +412,10 @@ fn network_settings_map_to_lora_adapters() {
     assert_eq!((lora.rank, lora.alpha, lora.seed), (16, 4.0, 7), "legacy rank / alpha");
     assert_eq!(
         lora.targets,
-        Targets::Filtered { only_if_contains: vec!["double_blocks".into()], ignore_if_contains: vec!["img_mlp".into()] }
+        Targets::Filtered {
+            only_if_contains: vec!["double_blocks".into()],
+            ignore_if_contains: vec!["img_mlp".into()]
+        }
     );
     assert!(lora.targets.selects("double_blocks.0.img_attn.qkv"));
     assert!(!lora.targets.selects("double_blocks.0.img_mlp.0"));
@@ -415,13 +431,16 @@ fn training_features_resolve() {
     let job = load_job_str(
         &job_with(&[
             ("config.process[0].trigger_word", "sks"),
-            ("config.process[0].train", r#"{
+            (
+                "config.process[0].train",
+                r#"{
                 diff_output_preservation: true, diff_output_preservation_class: dog,
                 diff_output_preservation_multiplier: 0.5, do_differential_guidance: true,
                 content_or_style: content, loss_type: pseudo_huber, cache_text_embeddings: true,
                 lr_scheduler: cosine, lr_scheduler_params: {eta_min: 1.0e-6}, steps: 400, lr: 2.0e-4,
                 gradient_accumulation: 4, ema_config: {use_ema: true}, max_denoising_steps: 900,
-                timestep_type: shift, dtype: bf16}"#),
+                timestep_type: shift, dtype: bf16}"#,
+            ),
         ]),
         JobFormat::Yaml,
         "t",
@@ -436,7 +455,10 @@ fn training_features_resolve() {
     assert_eq!(t.timesteps.max_denoising_steps, 900);
     assert_eq!(t.loss, LossType::PseudoHuber);
     assert_eq!(t.text_encoder, TextEncoderPlan::CachedEmbeddings);
-    assert!(job.plan.datasets.iter().all(|d| d.cache_text_embeddings), "train.cache_text_embeddings reaches every dataset");
+    assert!(
+        job.plan.datasets.iter().all(|d| d.cache_text_embeddings),
+        "train.cache_text_embeddings reaches every dataset"
+    );
     assert_eq!(t.lr_schedule, LrSchedule::Cosine { total_steps: 400, eta_min: 1e-6 });
     assert_eq!(t.accumulation.batches_per_step, 4);
     assert_eq!(t.ema_decay, Some(0.999));
@@ -456,7 +478,10 @@ fn training_features_resolve() {
 
     let report = check(&job_with(&[("config.process[0].train.lr_scheduler", "constant_with_warmup")]));
     assert_eq!(report.plan.as_ref().unwrap().train.lr_schedule, LrSchedule::ConstantWithWarmup { warmup_steps: 1000 });
-    assert!(paths(&report, Severity::Warning).contains(&"config.process[0].train.lr_scheduler_params.num_warmup_steps".into()));
+    assert!(
+        paths(&report, Severity::Warning)
+            .contains(&"config.process[0].train.lr_scheduler_params.num_warmup_steps".into())
+    );
     let report = check(&job_with(&[("config.process[0].train.lr_scheduler", "cosine_with_restarts")]));
     assert!(error_at(&report, "config.process[0].train.lr_scheduler").contains("not supported yet"));
 }
@@ -473,7 +498,10 @@ fn env_vars_name_replacement_and_formats() {
     assert_eq!(out, "a: /h/x\nb: 10\n");
     let err = substitute_env("a: 1\nb: ${MISSING}\n", "t.yaml", |_| None).unwrap_err();
     assert!(matches!(err, JobError::Syntax { .. }));
-    assert_eq!(err.to_string(), "job file t.yaml: line 2: environment variable MISSING is not set (the file uses ${MISSING})");
+    assert_eq!(
+        err.to_string(),
+        "job file t.yaml: line 2: environment variable MISSING is not set (the file uses ${MISSING})"
+    );
 
     let report = check(&job_with(&[
         ("config.process[0].training_folder", "runs/[name]"),

@@ -94,7 +94,8 @@ impl JobError {
 
 fn invalid_message(origin: &str, diagnostics: &[Diagnostic]) -> String {
     let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
-    let mut out = format!("job file {origin}: {errors} error{} (see docs/user-guide.md)", if errors == 1 { "" } else { "s" });
+    let mut out =
+        format!("job file {origin}: {errors} error{} (see docs/user-guide.md)", if errors == 1 { "" } else { "s" });
     for d in diagnostics.iter().filter(|d| d.severity != Severity::Note) {
         out.push_str("\n  ");
         out.push_str(&d.to_string());

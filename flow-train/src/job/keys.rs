@@ -98,7 +98,6 @@ const fn uns(path: &'static str, inert: Inert, why: &'static str) -> KeySpec {
 
 use Inert::{Empty, False, Num, Str};
 
-
 /// Why-texts used by several keys.
 const NOT_FLUX2: &str = "it is for other model families; this trainer trains FLUX.2 [dev] only";
 const VIDEO: &str = "video/audio only";
@@ -134,7 +133,11 @@ pub static KEYS: &[KeySpec] = &[
     sec("config.process[].logging"),
     sup("config.process[].logging.log_every"),
     sup("config.process[].logging.verbose"),
-    uns("config.process[].logging.use_wandb", False, "Weights & Biases logging is not implemented; the loss log is a local file"),
+    uns(
+        "config.process[].logging.use_wandb",
+        False,
+        "Weights & Biases logging is not implemented; the loss log is a local file",
+    ),
     ign("config.process[].logging.use_ui_logger", UI),
     ign("config.process[].logging.project_name", "only used with use_wandb"),
     ign("config.process[].logging.run_name", "only used with use_wandb"),
@@ -161,10 +164,18 @@ pub static KEYS: &[KeySpec] = &[
     ign("config.process[].model.compile_dynamic", "torch.compile switch"),
     ign("config.process[].model.cache_size_limit", "torch.compile switch"),
     sec("config.process[].model.model_kwargs"),
-    uns("config.process[].model.model_kwargs.match_target_res", False, "control images are capped at 1024x1024 pixels as in the FLUX.2 pipeline"),
+    uns(
+        "config.process[].model.model_kwargs.match_target_res",
+        False,
+        "control images are capped at 1024x1024 pixels as in the FLUX.2 pipeline",
+    ),
     ign("config.process[].model.dtype", "ai-toolkit overwrites it with train.dtype"),
     uns("config.process[].model.te_name_or_path", Empty, "the text encoder is read from name_or_path"),
-    uns("config.process[].model.extras_name_or_path", Empty, "the text encoder and VAE are read from name_or_path (or vae_path)"),
+    uns(
+        "config.process[].model.extras_name_or_path",
+        Empty,
+        "the text encoder and VAE are read from name_or_path (or vae_path)",
+    ),
     uns("config.process[].model.model_paths", Empty, "per-component paths are not implemented"),
     uns("config.process[].model.lora_path", Empty, "merging a LoRA into the base before training is not implemented"),
     uns("config.process[].model.assistant_lora_path", Empty, "assistant LoRAs are not implemented"),
@@ -181,8 +192,14 @@ pub static KEYS: &[KeySpec] = &[
     ign("config.process[].model.refiner_start_at", NOT_FLUX2),
     uns("config.process[].model.use_flux_cfg", False, NOT_FLUX2),
     uns("config.process[].model.attn_masking", False, NOT_FLUX2),
-    ign("config.process[].model.only_if_contains", "full fine-tune parameter filter; LoRA targets are network.network_kwargs"),
-    ign("config.process[].model.ignore_if_contains", "full fine-tune parameter filter; LoRA targets are network.network_kwargs"),
+    ign(
+        "config.process[].model.only_if_contains",
+        "full fine-tune parameter filter; LoRA targets are network.network_kwargs",
+    ),
+    ign(
+        "config.process[].model.ignore_if_contains",
+        "full fine-tune parameter filter; LoRA targets are network.network_kwargs",
+    ),
     ign("config.process[].model.is_flux", "arch decides the model"),
     ign("config.process[].model.is_v2", "arch decides the model"),
     ign("config.process[].model.is_v3", "arch decides the model"),
@@ -221,7 +238,11 @@ pub static KEYS: &[KeySpec] = &[
     ign("config.process[].network.split_multistage_loras", "multi-stage models only"),
     uns("config.process[].network.lorm", Empty, "LoRM is not implemented"),
     uns("config.process[].network.layer_offloading", False, "layer offloading is not implemented"),
-    uns("config.process[].network.pretrained_lora_path", Empty, "starting from an existing LoRA is not implemented yet"),
+    uns(
+        "config.process[].network.pretrained_lora_path",
+        Empty,
+        "starting from an existing LoRA is not implemented yet",
+    ),
     uns("config.process[].network.all_layers", False, "only Linear layers get adapters"),
     // ---- save ----
     sec("config.process[].save"),
@@ -269,7 +290,11 @@ pub static KEYS: &[KeySpec] = &[
     sup("config.process[].train.ema_config.use_ema"),
     sup("config.process[].train.ema_config.ema_decay"),
     uns("config.process[].train.ema_config.use_feedback", False, "EMA feedback is not implemented"),
-    uns("config.process[].train.ema_config.param_multiplier", Num(1.0), "EMA parameter multipliers are not implemented"),
+    uns(
+        "config.process[].train.ema_config.param_multiplier",
+        Num(1.0),
+        "EMA parameter multipliers are not implemented",
+    ),
     sup("config.process[].train.skip_first_sample"),
     sup("config.process[].train.force_first_sample"),
     sup("config.process[].train.disable_sampling"),
@@ -281,7 +306,10 @@ pub static KEYS: &[KeySpec] = &[
     sup("config.process[].train.unload_text_encoder"),
     sup("config.process[].train.cache_text_embeddings"),
     sup("config.process[].train.reg_weight"),
-    ign("config.process[].train.bypass_guidance_embedding", "ai-toolkit's FLUX.2 model does not read it; training feeds guidance 1.0"),
+    ign(
+        "config.process[].train.bypass_guidance_embedding",
+        "ai-toolkit's FLUX.2 model does not read it; training feeds guidance 1.0",
+    ),
     ign("config.process[].train.switch_boundary_every", "multi-stage (two-transformer) models only"),
     ign("config.process[].train.xformers", "PyTorch attention kernel choice"),
     ign("config.process[].train.sdp", "PyTorch attention kernel choice"),
@@ -333,8 +361,16 @@ pub static KEYS: &[KeySpec] = &[
     uns("config.process[].train.do_fft_velocity_equiv_weight", False, LOSS_EXTRA),
     uns("config.process[].train.do_prior_divergence", False, LOSS_EXTRA),
     uns("config.process[].train.do_blank_stabilization", False, LOSS_EXTRA),
-    uns("config.process[].train.max_loss", Empty, "loss clipping is not implemented; a non-finite loss stops with the batch items named"),
-    uns("config.process[].train.loss_target", Str("noise"), "only the flow-matching target (noise - latents) is implemented"),
+    uns(
+        "config.process[].train.max_loss",
+        Empty,
+        "loss clipping is not implemented; a non-finite loss stops with the batch items named",
+    ),
+    uns(
+        "config.process[].train.loss_target",
+        Str("noise"),
+        "only the flow-matching target (noise - latents) is implemented",
+    ),
     uns("config.process[].train.num_train_timesteps", Num(1000.0), "FLUX.2 trains on 1000 timesteps"),
     uns("config.process[].train.linear_timesteps", False, "use timestep_type: weighted or linear"),
     uns("config.process[].train.linear_timesteps2", False, "use timestep_type: weighted or linear"),
@@ -349,12 +385,24 @@ pub static KEYS: &[KeySpec] = &[
     uns("config.process[].train.single_item_batching", False, "use gradient_accumulation"),
     uns("config.process[].train.inverted_mask_prior", False, "mask datasets are not supported"),
     ign("config.process[].train.inverted_mask_prior_multiplier", "only used with inverted_mask_prior"),
-    uns("config.process[].train.blank_prompt_preservation", False, "blank-prompt preservation is not implemented; diff_output_preservation is"),
+    uns(
+        "config.process[].train.blank_prompt_preservation",
+        False,
+        "blank-prompt preservation is not implemented; diff_output_preservation is",
+    ),
     ign("config.process[].train.blank_prompt_preservation_multiplier", "only used with blank_prompt_preservation"),
     uns("config.process[].train.negative_prompt", Empty, "negative-prompt training is not implemented"),
     ign("config.process[].train.max_negative_prompts", "only used with negative_prompt"),
-    uns("config.process[].train.do_cfg", False, "CFG during training is not implemented (FLUX.2 [dev] is guidance-distilled)"),
-    uns("config.process[].train.do_random_cfg", False, "CFG during training is not implemented (FLUX.2 [dev] is guidance-distilled)"),
+    uns(
+        "config.process[].train.do_cfg",
+        False,
+        "CFG during training is not implemented (FLUX.2 [dev] is guidance-distilled)",
+    ),
+    uns(
+        "config.process[].train.do_random_cfg",
+        False,
+        "CFG during training is not implemented (FLUX.2 [dev] is guidance-distilled)",
+    ),
     ign("config.process[].train.cfg_scale", "only used with do_cfg"),
     ign("config.process[].train.max_cfg_scale", "only used with do_random_cfg"),
     ign("config.process[].train.cfg_rescale", "only used with do_cfg"),
@@ -362,7 +410,11 @@ pub static KEYS: &[KeySpec] = &[
     ign("config.process[].train.paramiter_swapping_factor", "only used with do_paramiter_swapping"),
     uns("config.process[].train.latent_feature_extractor_path", Empty, "feature-extractor losses are not implemented"),
     ign("config.process[].train.latent_feature_loss_weight", "only used with latent_feature_extractor_path"),
-    uns("config.process[].train.diffusion_feature_extractor_path", Empty, "feature-extractor losses are not implemented"),
+    uns(
+        "config.process[].train.diffusion_feature_extractor_path",
+        Empty,
+        "feature-extractor losses are not implemented",
+    ),
     ign("config.process[].train.diffusion_feature_extractor_weight", "only used with diffusion_feature_extractor_path"),
     uns("config.process[].train.optimal_noise_pairing_samples", Num(1.0), "optimal noise pairing is not implemented"),
     uns("config.process[].train.force_consistent_noise", False, "consistent per-image noise is not implemented"),
@@ -412,7 +464,10 @@ pub static KEYS: &[KeySpec] = &[
     ign("config.process[].datasets[].fast_image_size", "image headers are always read exactly"),
     ign("config.process[].datasets[].debug", "debug printout of ai-toolkit"),
     ign("config.process[].datasets[].load_image_when_caching_latents", "loader detail of ai-toolkit"),
-    ign("config.process[].datasets[].full_size_control_images", "control images follow the FLUX.2 reference-image rules"),
+    ign(
+        "config.process[].datasets[].full_size_control_images",
+        "control images follow the FLUX.2 reference-image rules",
+    ),
     ign("config.process[].datasets[].standardize_images", "has no effect on datasets in ai-toolkit either"),
     ign("config.process[].datasets[].diff_output_preservation", "set from train.diff_output_preservation"),
     ign("config.process[].datasets[].diff_output_preservation_class", "set from train.diff_output_preservation_class"),
@@ -423,8 +478,16 @@ pub static KEYS: &[KeySpec] = &[
     ign("config.process[].datasets[].invert_mask", "only used with mask_path / alpha_mask"),
     uns("config.process[].datasets[].unconditional_path", Empty, "unconditional image pairs are not implemented"),
     uns("config.process[].datasets[].inpaint_path", Empty, "inpainting datasets are not implemented"),
-    uns("config.process[].datasets[].controls", Empty, "automatic controls (depth, pose, ...) are not implemented; use control_path"),
-    uns("config.process[].datasets[].control_from_same_folder", False, "random controls from the same folder are not implemented"),
+    uns(
+        "config.process[].datasets[].controls",
+        Empty,
+        "automatic controls (depth, pose, ...) are not implemented; use control_path",
+    ),
+    uns(
+        "config.process[].datasets[].control_from_same_folder",
+        False,
+        "random controls from the same folder are not implemented",
+    ),
     ign("config.process[].datasets[].num_controls_from_same_folder", "only used with control_from_same_folder"),
     uns("config.process[].datasets[].clip_image_path", Empty, "CLIP-vision inputs are not used by FLUX.2"),
     uns("config.process[].datasets[].clip_image_from_same_folder", False, "CLIP-vision inputs are not used by FLUX.2"),
@@ -622,9 +685,9 @@ pub(crate) fn show(value: &Value) -> String {
         Value::Sequence(_) | Value::Mapping(_) => {
             serde_json::to_string(value).unwrap_or_else(|_| format!("{value:?}")).replace(',', ", ")
         }
-        other => serde_yaml::to_string(other)
-            .map(|s| s.trim().replace('\n', " "))
-            .unwrap_or_else(|_| format!("{other:?}")),
+        other => {
+            serde_yaml::to_string(other).map(|s| s.trim().replace('\n', " ")).unwrap_or_else(|_| format!("{other:?}"))
+        }
     }
 }
 
@@ -672,7 +735,7 @@ mod tests {
         assert_eq!(pattern_of("config.process[0].datasets[12].flip_x"), "config.process[].datasets[].flip_x");
         assert_eq!(edit_distance("gradient_checkpoint", "gradient_checkpointing"), 3);
         assert_eq!(edit_distance("lr", "lr"), 0);
-        assert!(unknown_message("config.process[].train.learning_rat").contains("`lr`") == false);
+        assert!(!unknown_message("config.process[].train.learning_rat").contains("`lr`"));
         assert!(unknown_message("config.process[].train.gradiant_checkpointing").contains("gradient_checkpointing"));
     }
 

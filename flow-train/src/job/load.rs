@@ -194,7 +194,8 @@ fn push_unique(out: &mut Vec<Diagnostic>, d: Diagnostic) {
 
 /// Reads a parsed tree into a [`JobFile`] with every default filled, appending diagnostics.
 pub fn read_tree(mut root: Value, out: &mut Vec<Diagnostic>) -> JobFile {
-    let name: Option<String> = get(&root, "config").and_then(|c| get(c, "name")).and_then(|n| n.as_str().map(String::from));
+    let name: Option<String> =
+        get(&root, "config").and_then(|c| get(c, "name")).and_then(|n| n.as_str().map(String::from));
     if let Some(name) = &name {
         replace_name(&mut root, name);
     }
@@ -227,7 +228,9 @@ pub fn read_tree(mut root: Value, out: &mut Vec<Diagnostic>) -> JobFile {
             "config.process",
             format!("expected a list of processes (`- type: diffusion_trainer ...`), got {}", keys::show(other)),
         )),
-        None => out.push(Diagnostic::error("config.process", "missing: the training settings live in `config.process[0]`")),
+        None => {
+            out.push(Diagnostic::error("config.process", "missing: the training settings live in `config.process[0]`"))
+        }
     }
     file.config = job_config;
     file
@@ -265,7 +268,10 @@ fn read_process(value: &Value, path: &str, out: &mut Vec<Diagnostic>) -> Process
         ));
     }
     if get(value, "type").is_none() {
-        out.push(Diagnostic::error(join(path, "type"), "missing: ai-toolkit requires it; write `type: diffusion_trainer`"));
+        out.push(Diagnostic::error(
+            join(path, "type"),
+            "missing: ai-toolkit requires it; write `type: diffusion_trainer`",
+        ));
     }
     match get(value, "datasets") {
         Some(Value::Sequence(items)) => {
@@ -295,10 +301,10 @@ fn normalize(p: &mut ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
 
     let model = &mut p.model;
     model.quantize_te = Some(model.quantize_te.unwrap_or(model.quantize));
-    if let Some(arch) = &mut model.arch {
-        if let Some(i) = arch.find(':') {
-            arch.truncate(i);
-        }
+    if let Some(arch) = &mut model.arch
+        && let Some(i) = arch.find(':')
+    {
+        arch.truncate(i);
     }
 
     if p.train.cache_text_embeddings {
@@ -375,7 +381,10 @@ fn apply_prompt_flags(item: &mut SampleItem, path: &str, out: &mut Vec<Diagnosti
                 Err(_) => out.push(bad("a LoRA multiplier")),
             },
             "n" => item.neg = Some(content.to_string()),
-            _ => out.push(Diagnostic::warning(path, format!("prompt flag --{flag} is not used for FLUX.2 samples, ignored"))),
+            _ => out.push(Diagnostic::warning(
+                path,
+                format!("prompt flag --{flag} is not used for FLUX.2 samples, ignored"),
+            )),
         }
     }
 }

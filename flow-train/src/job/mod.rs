@@ -36,9 +36,9 @@ pub use resolve::{
     SavePlan, TextEncoderPlan, TrainJob, TrainPlan,
 };
 pub use schema::{
-    EmaConfig, ImageFormat, JobConfig, JobFile, LoggingConfig, LrSchedulerParams, ModelConfig, ModelKwargs, NetworkConfig,
-    NetworkKwargs, OptimizerParams, Precision, ProcessConfig, SampleConfig, SampleItem, SaveConfig, SaveFormat,
-    TrainConfig,
+    EmaConfig, ImageFormat, JobConfig, JobFile, LoggingConfig, LrSchedulerParams, ModelConfig, ModelKwargs,
+    NetworkConfig, NetworkKwargs, OptimizerParams, Precision, ProcessConfig, SampleConfig, SampleItem, SaveConfig,
+    SaveFormat, TrainConfig,
 };
 
 /// Everything checking a job file found, whether or not it has errors.

@@ -54,7 +54,9 @@ pub enum DeviceSpec {
     Auto,
     Cpu,
     /// A GPU by index (`cuda` = `cuda:0`).
-    Cuda { index: usize },
+    Cuda {
+        index: usize,
+    },
 }
 
 impl std::fmt::Display for DeviceSpec {
@@ -83,10 +85,10 @@ impl DeviceSpec {
             "cuda" | "gpu" => return Ok(DeviceSpec::Cuda { index: 0 }),
             _ => {}
         }
-        if let Some(idx) = t.strip_prefix("cuda:").or_else(|| t.strip_prefix("gpu:")) {
-            if let Ok(index) = idx.parse() {
-                return Ok(DeviceSpec::Cuda { index });
-            }
+        if let Some(idx) = t.strip_prefix("cuda:").or_else(|| t.strip_prefix("gpu:"))
+            && let Ok(index) = idx.parse()
+        {
+            return Ok(DeviceSpec::Cuda { index });
         }
         if t == "mps" {
             return Err("mps (Apple GPU) is not supported; use cpu, cuda or cuda:N".into());
@@ -156,12 +158,21 @@ pub struct OptimizerPlan {
 pub enum LrSchedule {
     Constant,
     /// Linear ramp from 0 over `warmup_steps`, then constant.
-    ConstantWithWarmup { warmup_steps: u32 },
+    ConstantWithWarmup {
+        warmup_steps: u32,
+    },
     /// Half cosine from the base rate to `eta_min` over `total_steps` (torch `CosineAnnealingLR`).
-    Cosine { total_steps: u32, eta_min: f64 },
+    Cosine {
+        total_steps: u32,
+        eta_min: f64,
+    },
     /// Factor moving linearly from `start_factor` to `end_factor` over `total_steps` (torch
     /// `LinearLR`; its default 1/3 -> 1 is a warmup, not a decay).
-    Linear { start_factor: f64, end_factor: f64, total_steps: u32 },
+    Linear {
+        start_factor: f64,
+        end_factor: f64,
+        total_steps: u32,
+    },
 }
 
 impl LrSchedule {
@@ -170,7 +181,11 @@ impl LrSchedule {
         match *self {
             LrSchedule::Constant => base,
             LrSchedule::ConstantWithWarmup { warmup_steps } => {
-                if step < warmup_steps { base * f64::from(step) / f64::from(warmup_steps.max(1)) } else { base }
+                if step < warmup_steps {
+                    base * f64::from(step) / f64::from(warmup_steps.max(1))
+                } else {
+                    base
+                }
             }
             LrSchedule::Cosine { total_steps, eta_min } => {
                 let t = f64::from(step.min(total_steps)) / f64::from(total_steps.max(1));
@@ -291,7 +306,10 @@ fn schedule(p: &ProcessConfig, out: &mut Vec<Diagnostic>, path: &str) -> Option<
             if warmup_steps > t.steps {
                 out.push(Diagnostic::warning(
                     format!("{ppath}.num_warmup_steps"),
-                    format!("{warmup_steps} is more than train.steps ({}): the full learning rate is never reached", t.steps),
+                    format!(
+                        "{warmup_steps} is more than train.steps ({}): the full learning rate is never reached",
+                        t.steps
+                    ),
                 ));
             }
             LrSchedule::ConstantWithWarmup { warmup_steps }
@@ -309,7 +327,10 @@ fn schedule(p: &ProcessConfig, out: &mut Vec<Diagnostic>, path: &str) -> Option<
             let end_factor = params.end_factor.unwrap_or(1.0);
             let mut ok = true;
             if !(start_factor > 0.0 && start_factor <= 1.0) {
-                out.push(Diagnostic::error(format!("{ppath}.start_factor"), format!("{start_factor} must be in (0, 1]")));
+                out.push(Diagnostic::error(
+                    format!("{ppath}.start_factor"),
+                    format!("{start_factor} must be in (0, 1]"),
+                ));
                 ok = false;
             }
             if !(0.0..=1.0).contains(&end_factor) {
@@ -375,7 +396,10 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
     let targets = if kw.only_if_contains.is_empty() && kw.ignore_if_contains.is_empty() {
         Targets::Blocks
     } else {
-        Targets::Filtered { only_if_contains: kw.only_if_contains.clone(), ignore_if_contains: kw.ignore_if_contains.clone() }
+        Targets::Filtered {
+            only_if_contains: kw.only_if_contains.clone(),
+            ignore_if_contains: kw.ignore_if_contains.clone(),
+        }
     };
     let lora = LoraConfig {
         rank: net.linear,

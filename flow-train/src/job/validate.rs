@@ -29,7 +29,10 @@ pub fn validate(file: &JobFile, out: &mut Vec<Diagnostic>) {
     for (i, p) in file.config.process.iter().enumerate() {
         let path = format!("config.process[{i}]");
         if i > 0 {
-            out.push(Diagnostic::error(&path, "only one process per job is supported; run the others as separate jobs"));
+            out.push(Diagnostic::error(
+                &path,
+                "only one process per job is supported; run the others as separate jobs",
+            ));
             continue;
         }
         process(p, &path, out);
@@ -91,11 +94,17 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
         Some("flux2") => {}
         Some(other) => push_once(
             out,
-            Diagnostic::error(k("model.arch"), format!("{other} is not supported: this trainer trains FLUX.2 [dev] (`arch: flux2`)")),
+            Diagnostic::error(
+                k("model.arch"),
+                format!("{other} is not supported: this trainer trains FLUX.2 [dev] (`arch: flux2`)"),
+            ),
         ),
         None => push_once(
             out,
-            Diagnostic::error(k("model.arch"), "missing: write `arch: flux2` (without it ai-toolkit assumes Stable Diffusion 1)"),
+            Diagnostic::error(
+                k("model.arch"),
+                "missing: write `arch: flux2` (without it ai-toolkit assumes Stable Diffusion 1)",
+            ),
         ),
     }
 
@@ -104,19 +113,25 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     if !matches!(net.kind.to_ascii_lowercase().as_str(), "lora" | "locon") {
         push_once(
             out,
-            Diagnostic::error(k("network.type"), format!("{} is not supported yet (implemented: lora; see docs/user-guide.md)", net.kind)),
+            Diagnostic::error(
+                k("network.type"),
+                format!("{} is not supported yet (implemented: lora; see docs/user-guide.md)", net.kind),
+            ),
         );
     }
     at_least_one(out, k("network.linear"), net.linear as u64);
     if let Some(a) = net.linear_alpha.filter(|_| net.linear > 0) {
         finite_positive(out, k("network.linear_alpha"), a);
     }
-    if let Some(d) = net.dropout {
-        if !(0.0..1.0).contains(&d) {
-            out.push(Diagnostic::error(k("network.dropout"), format!("{d} must be in [0, 1)")));
-        }
+    if let Some(d) = net.dropout
+        && !(0.0..1.0).contains(&d)
+    {
+        out.push(Diagnostic::error(k("network.dropout"), format!("{d} must be in [0, 1)")));
     }
-    for (key, list) in [("only_if_contains", &net.network_kwargs.only_if_contains), ("ignore_if_contains", &net.network_kwargs.ignore_if_contains)] {
+    for (key, list) in [
+        ("only_if_contains", &net.network_kwargs.only_if_contains),
+        ("ignore_if_contains", &net.network_kwargs.ignore_if_contains),
+    ] {
         if let Some(i) = list.iter().position(|s| s.trim().is_empty()) {
             out.push(Diagnostic::error(
                 format!("{path}.network.network_kwargs.{key}[{i}]"),
@@ -139,14 +154,22 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
 
     // ---- datasets ----
     if p.datasets.is_empty() {
-        out.push(Diagnostic::error(k("datasets"), "missing or empty: at least one dataset (`- folder_path: ...`) is needed"));
+        out.push(Diagnostic::error(
+            k("datasets"),
+            "missing or empty: at least one dataset (`- folder_path: ...`) is needed",
+        ));
     } else if p.datasets.iter().all(|d| d.is_reg) {
-        out.push(Diagnostic::error(k("datasets"), "every dataset has is_reg: true; at least one training dataset is needed"));
+        out.push(Diagnostic::error(
+            k("datasets"),
+            "every dataset has is_reg: true; at least one training dataset is needed",
+        ));
     }
     for (i, d) in p.datasets.iter().enumerate() {
         if let Err(e) = d.validate(i) {
             let (key, message) = match &e {
-                dataset_buckets::Error::Config { key, message, .. } => (format!("{path}.datasets[{i}].{key}"), message.clone()),
+                dataset_buckets::Error::Config { key, message, .. } => {
+                    (format!("{path}.datasets[{i}].{key}"), message.clone())
+                }
                 other => (format!("{path}.datasets[{i}]"), other.to_string()),
             };
             push_once(out, Diagnostic::error(key, message));
@@ -179,7 +202,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
         _ => {}
     }
     if !t.train_unet {
-        out.push(Diagnostic::error(k("train.train_unet"), "false leaves nothing to train: the LoRA sits on the transformer"));
+        out.push(Diagnostic::error(
+            k("train.train_unet"),
+            "false leaves nothing to train: the LoRA sits on the transformer",
+        ));
     }
     if t.train_text_encoder {
         out.push(Diagnostic::error(
@@ -200,7 +226,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     finite_non_negative(out, k("train.optimizer_params.weight_decay"), t.optimizer_params.weight_decay);
     for (j, b) in t.optimizer_params.betas.iter().enumerate() {
         if !(0.0..1.0).contains(b) {
-            out.push(Diagnostic::error(format!("{path}.train.optimizer_params.betas[{j}]"), format!("{b} must be in [0, 1)")));
+            out.push(Diagnostic::error(
+                format!("{path}.train.optimizer_params.betas[{j}]"),
+                format!("{b} must be in [0, 1)"),
+            ));
         }
     }
     finite_non_negative(out, k("train.max_grad_norm"), t.max_grad_norm);
@@ -215,11 +244,17 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     }
     finite_non_negative(out, k("train.noise_offset"), t.noise_offset);
     if !(t.ema_config.ema_decay > 0.0 && t.ema_config.ema_decay < 1.0) {
-        out.push(Diagnostic::error(k("train.ema_config.ema_decay"), format!("{} must be in (0, 1)", t.ema_config.ema_decay)));
+        out.push(Diagnostic::error(
+            k("train.ema_config.ema_decay"),
+            format!("{} must be in (0, 1)", t.ema_config.ema_decay),
+        ));
     }
     finite_non_negative(out, k("train.diff_output_preservation_multiplier"), t.diff_output_preservation_multiplier);
     if !t.differential_guidance_scale.is_finite() {
-        out.push(Diagnostic::error(k("train.differential_guidance_scale"), format!("{} must be a finite number", t.differential_guidance_scale)));
+        out.push(Diagnostic::error(
+            k("train.differential_guidance_scale"),
+            format!("{} must be a finite number", t.differential_guidance_scale),
+        ));
     }
     finite_non_negative(out, k("train.reg_weight"), t.reg_weight);
     if t.diff_output_preservation {
@@ -230,7 +265,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
             ));
         }
         let has_trigger = p.trigger_word.as_deref().is_some_and(|w| !w.trim().is_empty())
-            || p.datasets.iter().filter(|d| !d.is_reg).all(|d| d.trigger_word.as_deref().is_some_and(|w| !w.trim().is_empty()));
+            || p.datasets
+                .iter()
+                .filter(|d| !d.is_reg)
+                .all(|d| d.trigger_word.as_deref().is_some_and(|w| !w.trim().is_empty()));
         if !has_trigger {
             out.push(Diagnostic::error(
                 k("train.diff_output_preservation"),
@@ -245,7 +283,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
         ));
     }
     if t.do_differential_guidance && t.differential_guidance_scale == 1.0 {
-        out.push(Diagnostic::warning(k("train.differential_guidance_scale"), "1.0 makes differential guidance a no-op"));
+        out.push(Diagnostic::warning(
+            k("train.differential_guidance_scale"),
+            "1.0 makes differential guidance a no-op",
+        ));
     }
 
     // ---- sample ----
@@ -262,7 +303,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     at_least_one(out, k("sample.sample_steps"), u64::from(s.sample_steps));
     finite_non_negative(out, k("sample.guidance_scale"), s.guidance_scale);
     if !s.network_multiplier.is_finite() {
-        out.push(Diagnostic::error(k("sample.network_multiplier"), format!("{} must be a finite number", s.network_multiplier)));
+        out.push(Diagnostic::error(
+            k("sample.network_multiplier"),
+            format!("{} must be a finite number", s.network_multiplier),
+        ));
     }
     for (i, item) in s.samples.iter().enumerate() {
         let ip = format!("{path}.sample.samples[{i}]");
@@ -294,7 +338,7 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
 fn size(out: &mut Vec<Diagnostic>, path: &str, v: u32) {
     if v < 16 {
         push_once(out, Diagnostic::error(path, format!("{v} is too small (at least 16 pixels)")));
-    } else if v % 16 != 0 {
+    } else if !v.is_multiple_of(16) {
         out.push(Diagnostic::warning(path, format!("{v} is not a multiple of 16: samples use {}", v / 16 * 16)));
     }
 }
