@@ -13,7 +13,9 @@
 //! * **Latent dtype.** The pipeline creates the latents in the *prompt embeddings'* float type
 //!   (`prepare_latents(dtype=prompt_embeds.dtype)`). Its Euler step returns the *velocity's* float type (the
 //!   model's), so with f32 prompt embeddings and a bf16 model the latents are f32 for the first step and bf16
-//!   from then on. [`sample`] follows that exactly.
+//!   from then on. [`sample`] follows that exactly. (diffusers itself only runs with prompt embeddings in the
+//!   model's dtype — its `context_embedder` gets them uncast — so there the latents have the model dtype
+//!   throughout; the transformer here casts them, so f32 embeddings with a bf16 model also work.)
 //! * **Timestep.** The scheduler's timesteps are `t = f32(sigma * 1000)`; the pipeline passes
 //!   `t.to(latents.dtype) / 1000`, computed in the latents' dtype (see [`transformer_timestep`]); the model then
 //!   casts that to its own dtype and multiplies by 1000. In f32 this is `f32(t / 1000)`, which is not always
