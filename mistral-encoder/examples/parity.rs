@@ -1,10 +1,11 @@
 //! Parity against a fixture folder written by `tools/fixtures/gen_text_encoder.py`:
 //!
-//! `cargo run --release -p mistral-encoder --example parity -- <dir> [--dtype f32|bf16]`
+//! `cargo run --release -p mistral-encoder --example parity -- <dir> [--dtype f32|bf16] [--device cpu|cuda:N]`
 //!
 //! Requires identical input ids and attention mask, prints per-prompt errors and `rel_err=<value>` as the
 //! last line (||ours - expected|| / ||expected|| over all embeddings), and exits non-zero when the tokens
-//! differ or rel_err exceeds 1e-4. Runs on the CPU (`burn::backend::Flex`).
+//! differ or rel_err exceeds 1e-4 (bf16 compute is not expected to pass that bound). `--device cpu` (default)
+//! runs `burn::backend::Flex`; `--device cuda:N` needs `--features cuda`.
 
 #[path = "support/parity_check.rs"]
 mod parity_check;
@@ -19,6 +20,7 @@ const TOLERANCE: f64 = 1e-4;
 fn main() -> ExitCode {
     let mut dir = None;
     let mut dtype = DType::F32;
+    let mut device = "cpu".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -26,6 +28,10 @@ fn main() -> ExitCode {
                 Some("f32") => dtype = DType::F32,
                 Some("bf16") => dtype = DType::BF16,
                 other => return usage(&format!("--dtype takes f32 or bf16, got {other:?}")),
+            },
+            "--device" => match args.next() {
+                Some(d) => device = d,
+                None => return usage("--device takes cpu or cuda:N"),
             },
             "-h" | "--help" => return usage(""),
             _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
@@ -36,9 +42,13 @@ fn main() -> ExitCode {
         return usage("missing fixture folder");
     };
 
-    let device = Default::default();
     let started = std::time::Instant::now();
-    let report = match parity_check::check::<burn::backend::Flex>(&dir, dtype, &device) {
+    let result = if device == "cpu" {
+        parity_check::check::<burn::backend::Flex>(&dir, dtype, &Default::default())
+    } else {
+        run_cuda(&dir, dtype, &device)
+    };
+    let report = match result {
         Ok(report) => report,
         Err(e) => {
             eprintln!("error: {e}");
@@ -67,10 +77,40 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "cuda")]
+fn run_cuda(
+    dir: &std::path::Path,
+    dtype: DType,
+    device: &str,
+) -> Result<parity_check::ParityReport, String> {
+    match device
+        .strip_prefix("cuda:")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(index) => parity_check::check::<burn::backend::Cuda>(
+            dir,
+            dtype,
+            &burn::backend::cuda::CudaDevice::new(index),
+        ),
+        None => Err(format!("--device {device}: expected cpu or cuda:N")),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(
+    _dir: &std::path::Path,
+    _dtype: DType,
+    device: &str,
+) -> Result<parity_check::ParityReport, String> {
+    Err(format!(
+        "--device {device}: expected cpu (rebuild with --features cuda for cuda:N)"
+    ))
+}
+
 fn usage(problem: &str) -> ExitCode {
     if !problem.is_empty() {
         eprintln!("error: {problem}");
     }
-    eprintln!("usage: parity <fixture-dir> [--dtype f32|bf16]");
+    eprintln!("usage: parity <fixture-dir> [--dtype f32|bf16] [--device cpu|cuda:N]");
     ExitCode::from(2)
 }

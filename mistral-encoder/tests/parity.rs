@@ -37,3 +37,12 @@ fn bf16_compute_stays_close() {
     assert_eq!(report.token_mismatch, None);
     assert!(report.rel_err < 5e-2, "rel_err {}", report.rel_err);
 }
+
+#[test]
+fn backend_generic_ndarray_matches_too() {
+    let dir = common::materialize("f32_new_layout");
+    let report = parity_check::check::<burn::backend::NdArray>(dir.path(), DType::F32, &Default::default()).unwrap();
+    println!("ndarray: rel_err={:.3e}", report.rel_err);
+    assert_eq!(report.token_mismatch, None);
+    assert!(report.rel_err < 1e-4, "rel_err {}", report.rel_err);
+}
