@@ -38,25 +38,21 @@ pub(crate) fn bands(height: usize, rows: usize) -> impl Iterator<Item = (usize, 
     (0..height).step_by(rows.max(1)).map(move |r0| (r0, (r0 + rows).min(height)))
 }
 
-/// Builds a `[b, c, h, w]` tensor from row bands produced by `band(r0, r1)` (each `[b, c, r1-r0, w]`).
-/// With a single band the band itself is returned; otherwise bands are written into a preallocated
-/// output (in place on backends that reuse uniquely owned buffers).
+/// Builds a `[b, c, h, w]` tensor from row bands produced by `band(r0, r1)` (each `[b, c, r1-r0, w]`),
+/// concatenated once at the end (so the output exists twice for a moment).
+///
+/// Not a preallocated output filled with `slice_assign`: burn-flex 0.21's `slice_assign` copies the
+/// whole destination on every call (it clones the tensor handle before the copy-on-write check), which
+/// costs the same peak memory and one full copy per band (measured).
 pub(crate) fn assemble<B: Backend>(
-    out_dims: [usize; 4],
+    out_height: usize,
     rows: usize,
-    device: &B::Device,
-    dtype: burn::tensor::DType,
     mut band: impl FnMut(usize, usize) -> Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let [b, c, h, w] = out_dims;
-    if rows >= h {
-        return band(0, h);
+    if rows >= out_height {
+        return band(0, out_height);
     }
-    let mut out = Tensor::<B, 4>::zeros(out_dims, (device, dtype));
-    for (r0, r1) in bands(h, rows) {
-        out = out.slice_assign([0..b, 0..c, r0..r1, 0..w], band(r0, r1));
-    }
-    out
+    Tensor::cat(bands(out_height, rows).map(|(r0, r1)| band(r0, r1)).collect(), 2)
 }
 
 /// `conv(silu(group_norm(x)))` for a stride-1 same-padded conv, band by band.
@@ -66,13 +62,13 @@ pub(crate) fn norm_silu_conv<B: Backend>(
     x: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     let stats = norm.stats(x);
-    conv.forward_rows(x.dims(), &x.device(), |lo, hi| norm.apply_silu(x.clone().narrow(2, lo, hi - lo), &stats))
+    conv.forward_rows(x.dims(), |lo, hi| norm.apply_silu(x.clone().narrow(2, lo, hi - lo), &stats))
 }
 
 /// `conv(upsample_nearest_2x(x))` for a stride-1 same-padded conv, band by band of the upsampled rows.
 pub(crate) fn upsample_conv<B: Backend>(conv: &crate::conv::Conv2d<B>, x: &Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
-    conv.forward_rows([b, c, 2 * h, 2 * w], &x.device(), |lo, hi| {
+    conv.forward_rows([b, c, 2 * h, 2 * w], |lo, hi| {
         // Upsampled rows lo..hi come from input rows lo/2 ..= (hi-1)/2.
         let (src_lo, src_hi) = (lo / 2, (hi - 1) / 2 + 1);
         let up = crate::sampling::upsample_nearest_2x(x.clone().narrow(2, src_lo, src_hi - src_lo));

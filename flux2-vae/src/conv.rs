@@ -56,14 +56,13 @@ impl<B: Backend> Conv2d<B> {
     /// `F.pad(x, (0, 1, 0, 1))` then the (stride-2, 3x3) convolution, in row bands of the output so the
     /// padded copy and the convolution buffers exist for one band at a time.
     fn forward_bottom_right_padded(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c_in, h, w] = x.dims();
-        let [c_out, _, k, _] = self.weight.dims();
+        let [_, c_in, h, w] = x.dims();
+        let k = self.weight.dims()[2];
         let s = self.stride;
-        let (out_h, out_w) = ((h + 1 - k) / s + 1, (w + 1 - k) / s + 1);
+        let out_h = (h + 1 - k) / s + 1;
         let rows = crate::bands::rows_per_band(c_in * w * s);
         let options = ConvOptions::new([s, s], [0, 0], [1, 1], 1);
-        let device = x.device();
-        assemble([b, c_out, out_h, out_w], rows, &device, x.dtype(), |o0, o1| {
+        assemble(out_h, rows, |o0, o1| {
             // Output rows o0..o1 read padded input rows s*o0 .. s*(o1-1)+k; row h is the zero pad.
             let lo = s * o0;
             let need = s * (o1 - 1) + k - lo;
@@ -81,18 +80,17 @@ impl<B: Backend> Conv2d<B> {
     pub(crate) fn forward_rows(
         &self,
         in_dims: [usize; 4],
-        device: &B::Device,
         input: impl Fn(usize, usize) -> Tensor<B, 4>,
     ) -> Tensor<B, 4> {
         let Padding::Same(p) = self.padding else {
             unreachable!("forward_rows is only used for stride-1 same-padded convolutions")
         };
         debug_assert_eq!(self.stride, 1);
-        let [b, c_in, h, w] = in_dims;
+        let [_, c_in, h, w] = in_dims;
         let c_out = self.weight.dims()[0];
         let rows = rows_per_band(c_in.max(c_out) * w);
         let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
-        assemble([b, c_out, h, w], rows, device, self.weight.dtype(), |r0, r1| {
+        assemble(h, rows, |r0, r1| {
             // Input rows with a halo of `p` rows; the halo's outputs are cut away again.
             let lo = r0.saturating_sub(p);
             let hi = (r1 + p).min(h);
@@ -108,6 +106,6 @@ impl<B: Backend> Conv2d<B> {
 /// the device's default float dtype, which panics on Flex for a BF16/F16 input.
 fn pad_bottom_right<B: Backend>(x: Tensor<B, 4>, bottom: usize, right: usize) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
-    let padded = Tensor::<B, 4>::zeros([b, c, h + bottom, w + right], (&x.device(), x.dtype()));
+    let padded = Tensor::<B, 4>::full([b, c, h + bottom, w + right], 0.0, (&x.device(), x.dtype()));
     padded.slice_assign([0..b, 0..c, 0..h, 0..w], x)
 }

@@ -37,8 +37,9 @@ impl<B: Backend> ResnetBlock<B> {
     pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         // Banded: besides the input and the two conv outputs only one band of normalized rows and the
         // convolution's buffers for that band are alive at a time.
-        let h = norm_silu_conv(&self.norm1, &self.conv1, &x);
-        let h = norm_silu_conv(&self.norm2, &self.conv2, &h);
+        let h1 = norm_silu_conv(&self.norm1, &self.conv1, &x);
+        let h = norm_silu_conv(&self.norm2, &self.conv2, &h1);
+        drop(h1);
         let x = match &self.shortcut {
             Some(conv) => conv.forward(x),
             None => x,
