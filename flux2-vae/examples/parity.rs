@@ -1,6 +1,6 @@
 //! Compares flux2-vae with a diffusers fixture folder (see `tools/fixtures/gen_vae.py`):
 //!
-//!     cargo run --release -p flux2-vae --example parity -- <dir> [--bf16]
+//!     cargo run --release -p flux2-vae --example parity -- <dir> [--bf16] [--band-elements N]
 //!
 //! Runs on the CPU backend `burn::backend::Flex` (f32 unless `--bf16`), prints one line per output and
 //! `rel_err=<max over outputs>` last; exits 1 above 1e-4 (f32) / 1e-1 (bf16, about what PyTorch bf16 gives on the tiny fixtures), 2 on errors.
@@ -15,8 +15,12 @@ use flux2_vae::parity::run_fixture;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bf16 = args.iter().any(|a| a == "--bf16");
-    let Some(dir) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: parity <fixture dir> [--bf16]");
+    let band = args.iter().position(|a| a == "--band-elements").and_then(|i| args.get(i + 1));
+    if let Some(n) = band.and_then(|n| n.parse().ok()) {
+        flux2_vae::set_band_elements(n);
+    }
+    let Some(dir) = args.iter().find(|a| !a.starts_with("--") && Some(*a) != band) else {
+        eprintln!("usage: parity <fixture dir> [--bf16] [--band-elements N]");
         return ExitCode::from(2);
     };
     let (dtype, tolerance) = if bf16 { (DType::BF16, 1e-1) } else { (DType::F32, 1e-4) };

@@ -38,21 +38,41 @@ pub(crate) fn bands(height: usize, rows: usize) -> impl Iterator<Item = (usize, 
     (0..height).step_by(rows.max(1)).map(move |r0| (r0, (r0 + rows).min(height)))
 }
 
-/// Builds a `[b, c, h, w]` tensor from row bands produced by `band(r0, r1)` (each `[b, c, r1-r0, w]`),
-/// concatenated once at the end (so the output exists twice for a moment).
-///
-/// Not a preallocated output filled with `slice_assign`: burn-flex 0.21's `slice_assign` copies the
-/// whole destination on every call (it clones the tensor handle before the copy-on-write check), which
-/// costs the same peak memory and one full copy per band (measured).
-pub(crate) fn assemble<B: Backend>(
-    out_height: usize,
-    rows: usize,
-    mut band: impl FnMut(usize, usize) -> Tensor<B, 4>,
-) -> Tensor<B, 4> {
-    if rows >= out_height {
-        return band(0, out_height);
+/// An activation held as consecutive row bands `[b, c, rows_i, w]` (not yet concatenated), so that the
+/// caller can drop the inputs before paying for the concatenation.
+pub(crate) struct RowBands<B: Backend> {
+    parts: Vec<Tensor<B, 4>>,
+}
+
+impl<B: Backend> RowBands<B> {
+    /// Computes `band(r0, r1)` for the bands of `0..height` with `rows` rows each.
+    pub(crate) fn build(height: usize, rows: usize, band: impl FnMut((usize, usize)) -> Tensor<B, 4>) -> Self {
+        Self { parts: bands(height, rows.min(height.max(1))).map(band).collect() }
     }
-    Tensor::cat(bands(out_height, rows).map(|(r0, r1)| band(r0, r1)).collect(), 2)
+
+    /// Concatenates the bands (the output exists twice for a moment; a single band is returned as is).
+    ///
+    /// Not a preallocated output filled with `slice_assign`: burn-flex 0.21's `slice_assign` copies the
+    /// whole destination on every call (it clones the tensor handle before its copy-on-write check), which
+    /// costs the same peak memory plus one full copy per band (measured).
+    pub(crate) fn concat(mut self) -> Tensor<B, 4> {
+        if self.parts.len() == 1 {
+            return self.parts.pop().expect("one band");
+        }
+        Tensor::cat(self.parts, 2)
+    }
+}
+
+/// Row bands of `conv(silu(group_norm(x)))` (stride-1 same-padded conv), each band passed through
+/// `finish(band, r0, r1)` (e.g. to add a residual) before it is kept.
+pub(crate) fn norm_silu_conv_bands<B: Backend>(
+    norm: &crate::group_norm::GroupNorm<B>,
+    conv: &crate::conv::Conv2d<B>,
+    x: &Tensor<B, 4>,
+    finish: impl FnMut(Tensor<B, 4>, usize, usize) -> Tensor<B, 4>,
+) -> RowBands<B> {
+    let stats = norm.stats(x);
+    conv.forward_row_bands(x.dims(), |lo, hi| norm.apply_silu(x.clone().narrow(2, lo, hi - lo), &stats), finish)
 }
 
 /// `conv(silu(group_norm(x)))` for a stride-1 same-padded conv, band by band.
@@ -61,18 +81,19 @@ pub(crate) fn norm_silu_conv<B: Backend>(
     conv: &crate::conv::Conv2d<B>,
     x: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let stats = norm.stats(x);
-    conv.forward_rows(x.dims(), |lo, hi| norm.apply_silu(x.clone().narrow(2, lo, hi - lo), &stats))
+    norm_silu_conv_bands(norm, conv, x, |band, _, _| band).concat()
 }
 
 /// `conv(upsample_nearest_2x(x))` for a stride-1 same-padded conv, band by band of the upsampled rows.
-pub(crate) fn upsample_conv<B: Backend>(conv: &crate::conv::Conv2d<B>, x: &Tensor<B, 4>) -> Tensor<B, 4> {
+pub(crate) fn upsample_conv<B: Backend>(conv: &crate::conv::Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
-    conv.forward_rows([b, c, 2 * h, 2 * w], |lo, hi| {
+    let bands = conv.forward_row_bands([b, c, 2 * h, 2 * w], |lo, hi| {
         // Upsampled rows lo..hi come from input rows lo/2 ..= (hi-1)/2.
         let (src_lo, src_hi) = (lo / 2, (hi - 1) / 2 + 1);
         let up = crate::sampling::upsample_nearest_2x(x.clone().narrow(2, src_lo, src_hi - src_lo));
         let skip = lo - 2 * src_lo;
         if skip == 0 && hi - lo == up.dims()[2] { up } else { up.narrow(2, skip, hi - lo) }
-    })
+    }, |band, _, _| band);
+    drop(x);
+    bands.concat()
 }

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
-use crate::bands::{assemble, rows_per_band};
+use crate::bands::{RowBands, rows_per_band};
 use crate::error::Result;
 use crate::params::{ParamKind, Params};
 
@@ -62,7 +62,7 @@ impl<B: Backend> Conv2d<B> {
         let out_h = (h + 1 - k) / s + 1;
         let rows = crate::bands::rows_per_band(c_in * w * s);
         let options = ConvOptions::new([s, s], [0, 0], [1, 1], 1);
-        assemble(out_h, rows, |o0, o1| {
+        RowBands::build(out_h, rows, |(o0, o1)| {
             // Output rows o0..o1 read padded input rows s*o0 .. s*(o1-1)+k; row h is the zero pad.
             let lo = s * o0;
             let need = s * (o1 - 1) + k - lo;
@@ -70,32 +70,36 @@ impl<B: Backend> Conv2d<B> {
             let band = pad_bottom_right(x.clone().narrow(2, lo, have), need - have, 1);
             conv2d(band, self.weight.clone(), Some(self.bias.clone()), options.clone())
         })
+        .concat()
     }
 }
 
 impl<B: Backend> Conv2d<B> {
     /// Stride-1 "same" convolution of a virtual input of `in_dims` = [b, c_in, h, w] that is produced
     /// on demand: `input(lo, hi)` must return input rows `lo..hi`. The output is computed in row bands
-    /// (see [`crate::bands`]), so the full input never needs to exist.
-    pub(crate) fn forward_rows(
+    /// (see [`crate::bands`]), so the full input never needs to exist; each output band goes through
+    /// `finish(band, r0, r1)`.
+    pub(crate) fn forward_row_bands(
         &self,
         in_dims: [usize; 4],
         input: impl Fn(usize, usize) -> Tensor<B, 4>,
-    ) -> Tensor<B, 4> {
+        mut finish: impl FnMut(Tensor<B, 4>, usize, usize) -> Tensor<B, 4>,
+    ) -> RowBands<B> {
         let Padding::Same(p) = self.padding else {
-            unreachable!("forward_rows is only used for stride-1 same-padded convolutions")
+            unreachable!("forward_row_bands is only used for stride-1 same-padded convolutions")
         };
         debug_assert_eq!(self.stride, 1);
         let [_, c_in, h, w] = in_dims;
         let c_out = self.weight.dims()[0];
         let rows = rows_per_band(c_in.max(c_out) * w);
         let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
-        assemble(h, rows, |r0, r1| {
+        RowBands::build(h, rows, |(r0, r1)| {
             // Input rows with a halo of `p` rows; the halo's outputs are cut away again.
             let lo = r0.saturating_sub(p);
             let hi = (r1 + p).min(h);
             let y = conv2d(input(lo, hi), self.weight.clone(), Some(self.bias.clone()), options.clone());
-            if lo == r0 && hi == r1 { y } else { y.narrow(2, r0 - lo, r1 - r0) }
+            let y = if lo == r0 && hi == r1 { y } else { y.narrow(2, r0 - lo, r1 - r0) };
+            finish(y, r0, r1)
         })
     }
 }

@@ -50,8 +50,13 @@ fn tensor<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) -> Re
     Ok(Some(Tensor::from_data(data, (device, DType::F32))))
 }
 
-fn values<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
-    t.cast(DType::F32).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
+fn values<B: Backend>(t: Tensor<B, 4>) -> Result<Vec<f32>> {
+    let shape = t.dims().to_vec();
+    t.cast(DType::F32).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| Error::InputShape {
+        what: "output",
+        shape,
+        reason: format!("cannot read back as f32: {e:?}"),
+    })
 }
 
 fn compare<B: Backend>(name: &'static str, out: Tensor<B, 4>, reference: Tensor<B, 4>, path: &Path) -> Result<Comparison> {
@@ -59,7 +64,7 @@ fn compare<B: Backend>(name: &'static str, out: Tensor<B, 4>, reference: Tensor<
     if shape != ref_shape {
         return Err(Error::ShapeMismatch { path: path.into(), stored: name.into(), found: shape, expected: ref_shape });
     }
-    let (rel_err, max_abs) = relative_error(&values(out), &values(reference));
+    let (rel_err, max_abs) = relative_error(&values(out)?, &values(reference)?);
     Ok(Comparison { name, shape, rel_err, max_abs })
 }
 

@@ -3,7 +3,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::bands::norm_silu_conv;
+use crate::bands::{norm_silu_conv, norm_silu_conv_bands};
 use crate::conv::{Conv2d, Padding};
 use crate::error::Result;
 use crate::group_norm::GroupNorm;
@@ -35,15 +35,21 @@ impl<B: Backend> ResnetBlock<B> {
     }
 
     pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        // Banded: besides the input and the two conv outputs only one band of normalized rows and the
-        // convolution's buffers for that band are alive at a time.
+        // Banded (see crate::bands): at most the input, the first conv output and the output bands are
+        // alive at once, plus one band of normalized rows and convolution buffers.
         let h1 = norm_silu_conv(&self.norm1, &self.conv1, &x);
-        let h = norm_silu_conv(&self.norm2, &self.conv2, &h1);
+        // The residual (through the 1x1 shortcut when channels change) is added band by band, so the
+        // input and `h1` can be dropped before the output bands are concatenated.
+        let out = norm_silu_conv_bands(&self.norm2, &self.conv2, &h1, |h, r0, r1| {
+            let x_rows = x.clone().narrow(2, r0, r1 - r0);
+            let x_rows = match &self.shortcut {
+                Some(conv) => conv.forward(x_rows),
+                None => x_rows,
+            };
+            x_rows + h
+        });
         drop(h1);
-        let x = match &self.shortcut {
-            Some(conv) => conv.forward(x),
-            None => x,
-        };
-        x + h
+        drop(x);
+        out.concat()
     }
 }

@@ -38,7 +38,7 @@ impl<B: Backend> Upsample<B> {
     }
 
     pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        crate::bands::upsample_conv(&self.conv, &x)
+        crate::bands::upsample_conv(&self.conv, x)
     }
 }
 

@@ -129,9 +129,13 @@ impl Canvas {
     }
 }
 
-fn host_f32<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
-    // Values are produced by this crate in f32; conversion cannot fail for f32 data.
-    t.cast(DType::F32).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
+fn host_f32<B: Backend>(t: Tensor<B, 4>) -> Result<Vec<f32>> {
+    let shape = t.dims().to_vec();
+    t.cast(DType::F32).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| Error::InputShape {
+        what: "tile output",
+        shape,
+        reason: format!("cannot read back as f32: {e:?}"),
+    })
 }
 
 impl<B: Backend> Vae<B> {
@@ -159,7 +163,7 @@ impl<B: Backend> Vae<B> {
                 for (kx, &(x0, x1)) in xs.iter().enumerate() {
                     let wx = span_weights(&xs, kx, scale);
                     let tile = item.clone().narrow(2, y0 * unit, (y1 - y0) * unit).narrow(3, x0 * unit, (x1 - x0) * unit);
-                    let mean = host_f32(self.encode_mean(tile)?);
+                    let mean = host_f32(self.encode_mean(tile)?)?;
                     canvas.add(&mean, y0 * scale, x0 * scale, &wy, &wx);
                 }
             }
@@ -190,7 +194,7 @@ impl<B: Backend> Vae<B> {
                 for (kx, &(x0, x1)) in xs.iter().enumerate() {
                     let wx = span_weights(&xs, kx, vf);
                     let tile = item.clone().narrow(2, y0, y1 - y0).narrow(3, x0, x1 - x0);
-                    let pixels = host_f32(self.decode_raw(tile)?);
+                    let pixels = host_f32(self.decode_raw(tile)?)?;
                     canvas.add(&pixels, y0 * vf, x0 * vf, &wy, &wx);
                 }
             }

@@ -119,11 +119,11 @@ impl<B: Backend> Vae<B> {
     pub fn decode_raw(&self, z: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
         let decoder = self.decoder.as_ref().ok_or(Error::MissingPart("decoder"))?;
         let dims = z.dims();
-        if dims[1] != self.config.latent_channels || dims[2] == 0 || dims[3] == 0 {
+        if dims[0] == 0 || dims[1] != self.config.latent_channels || dims[2] == 0 || dims[3] == 0 {
             return Err(Error::InputShape {
                 what: "raw latents",
                 shape: dims.to_vec(),
-                reason: format!("expected [B, {}, h>0, w>0]", self.config.latent_channels),
+                reason: format!("expected [B>0, {}, h>0, w>0]", self.config.latent_channels),
             });
         }
         Ok(per_item(z, |x| decoder.forward(x.cast(self.dtype)).cast(DType::F32)))
@@ -145,6 +145,9 @@ impl<B: Backend> Vae<B> {
                 shape: dims.to_vec(),
                 reason: format!("height and width must be positive multiples of {f}"),
             });
+        }
+        if dims[0] == 0 {
+            return Err(Error::InputShape { what: "image", shape: dims.to_vec(), reason: "empty batch".into() });
         }
         Ok(())
     }
