@@ -6,6 +6,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use crate::bands::{RowBands, rows_per_band};
+use crate::conv_algorithm::{ConvAlgorithm, effective_conv_algorithm, shifted_matmul_conv};
 use crate::error::Result;
 use crate::params::{ParamKind, Params};
 
@@ -44,12 +45,27 @@ impl<B: Backend> Conv2d<B> {
     }
 
     pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let s = [self.stride, self.stride];
         match self.padding {
-            Padding::Same(p) => {
-                conv2d(x, self.weight.clone(), Some(self.bias.clone()), ConvOptions::new(s, [p, p], [1, 1], 1))
-            }
+            Padding::Same(p) => self.conv(x, [p, p]),
             Padding::BottomRight1 => self.forward_bottom_right_padded(x),
+        }
+    }
+
+    /// The convolution itself with `padding` = [rows, columns] of zeros on both sides, through the
+    /// selected [`ConvAlgorithm`].
+    fn conv(&self, x: Tensor<B, 4>, padding: [usize; 2]) -> Tensor<B, 4> {
+        match effective_conv_algorithm::<B>(&x.device()) {
+            ConvAlgorithm::Backend | ConvAlgorithm::Auto => conv2d(
+                x,
+                self.weight.clone(),
+                Some(self.bias.clone()),
+                ConvOptions::new([self.stride, self.stride], padding, [1, 1], 1),
+            ),
+            ConvAlgorithm::ShiftedMatmul => {
+                let [ph, pw] = padding;
+                let x = if ph == 0 && pw == 0 { x } else { pad_zeros(x, [ph, ph], [pw, pw]) };
+                shifted_matmul_conv(x, &self.weight, &self.bias, self.stride)
+            }
         }
     }
 
@@ -60,15 +76,14 @@ impl<B: Backend> Conv2d<B> {
         let k = self.weight.dims()[2];
         let s = self.stride;
         let out_h = (h + 1 - k) / s + 1;
-        let rows = crate::bands::rows_per_band(c_in * w * s);
-        let options = ConvOptions::new([s, s], [0, 0], [1, 1], 1);
+        let rows = rows_per_band::<B>(&x.device(), c_in * w * s);
         RowBands::build(out_h, rows, |(o0, o1)| {
             // Output rows o0..o1 read padded input rows s*o0 .. s*(o1-1)+k; row h is the zero pad.
             let lo = s * o0;
             let need = s * (o1 - 1) + k - lo;
             let have = need.min(h - lo);
-            let band = pad_bottom_right(x.clone().narrow(2, lo, have), need - have, 1);
-            conv2d(band, self.weight.clone(), Some(self.bias.clone()), options.clone())
+            let band = pad_zeros(x.clone().narrow(2, lo, have), [0, need - have], [0, 1]);
+            self.conv(band, [0, 0])
         })
         .concat()
     }
@@ -91,25 +106,24 @@ impl<B: Backend> Conv2d<B> {
         debug_assert_eq!(self.stride, 1);
         let [_, c_in, h, w] = in_dims;
         let c_out = self.weight.dims()[0];
-        let rows = rows_per_band(c_in.max(c_out) * w);
-        let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+        let rows = rows_per_band::<B>(&self.weight.device(), c_in.max(c_out) * w);
         RowBands::build(h, rows, |(r0, r1)| {
             // Input rows with a halo of `p` rows; the halo's outputs are cut away again.
             let lo = r0.saturating_sub(p);
             let hi = (r1 + p).min(h);
-            let y = conv2d(input(lo, hi), self.weight.clone(), Some(self.bias.clone()), options.clone());
+            let y = self.conv(input(lo, hi), [p, p]);
             let y = if lo == r0 && hi == r1 { y } else { y.narrow(2, r0 - lo, r1 - r0) };
             finish(y, r0, r1)
         })
     }
 }
 
-/// Zero rows at the bottom and zero columns at the right, in the input's dtype.
+/// Zero padding `[top, bottom]` rows and `[left, right]` columns, in the input's dtype.
 ///
 /// Not `Tensor::pad` / `PaddedConvOptions::asymmetric`: in burn 0.21 those build the padded buffer with
 /// the device's default float dtype, which panics on Flex for a BF16/F16 input.
-fn pad_bottom_right<B: Backend>(x: Tensor<B, 4>, bottom: usize, right: usize) -> Tensor<B, 4> {
+fn pad_zeros<B: Backend>(x: Tensor<B, 4>, rows: [usize; 2], cols: [usize; 2]) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
-    let padded = Tensor::<B, 4>::full([b, c, h + bottom, w + right], 0.0, (&x.device(), x.dtype()));
-    padded.slice_assign([0..b, 0..c, 0..h, 0..w], x)
+    let padded = Tensor::<B, 4>::full([b, c, h + rows[0] + rows[1], w + cols[0] + cols[1]], 0.0, (&x.device(), x.dtype()));
+    padded.slice_assign([0..b, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w], x)
 }

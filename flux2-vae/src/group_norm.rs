@@ -55,7 +55,7 @@ impl<B: Backend> GroupNorm<B> {
     pub(crate) fn stats(&self, x: &Tensor<B, 4>) -> GroupStats<B> {
         let [_, c, h, w] = x.dims();
         let n = (c / self.groups * h * w) as f64;
-        let rows = rows_per_band(c * w);
+        let rows = rows_per_band::<B>(&x.device(), c * w);
         let sum_bands = |f: &dyn Fn(Tensor<B, 5>) -> Tensor<B, 5>| {
             bands(h, rows)
                 .map(|(lo, hi)| f(self.grouped_rows(x, lo, hi)).sum_dims(&[2, 3, 4]))

@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod attention;
+mod backend_kind;
 pub mod bands;
 pub mod checkpoint;
 pub mod config;
+pub mod conv_algorithm;
 mod conv;
 mod decoder;
 mod encoder;
@@ -26,6 +28,7 @@ mod vae;
 
 pub use bands::set_band_elements;
 pub use config::VaeConfig;
+pub use conv_algorithm::{ConvAlgorithm, set_conv_algorithm};
 pub use error::{Error, Result};
 pub use image_io::{ImageF32, ImageLoadOptions, load_image, load_image_tensor, save_png, tensor_to_rgb8};
 pub use latent_norm::{LatentNorm, patchify, unpatchify};
