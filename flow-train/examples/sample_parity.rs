@@ -15,8 +15,9 @@
 use std::path::Path;
 
 use burn::backend::Flex;
-use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
 use flow_train::{Flux2Schedule, SampleOptions, sample, transformer_timestep};
+use flux2_dit::compare::relative_error;
 use flux2_dit::{Checkpoint, TensorStore};
 
 pub const TOLERANCE: f64 = 1e-4;
@@ -37,31 +38,9 @@ pub struct FixtureReport {
     pub bf16: Option<(f64, f64)>,
 }
 
-fn read<B: Backend, const D: usize>(store: &mut TensorStore, key: &str, device: &B::Device) -> Result<Tensor<B, D>, String> {
-    let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
-    if data.shape.len() != D {
-        return Err(format!("`{key}` has shape {:?}, expected rank {D}", data.shape));
-    }
-    Ok(Tensor::from_data(data, (device, DType::F32)))
-}
-
 fn floats(store: &mut TensorStore, key: &str) -> Result<Vec<f32>, String> {
     let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
     data.to_vec().map_err(|e| format!("{key}: {e:?}"))
-}
-
-pub fn relative_error(out: &TensorData, reference: &TensorData) -> Result<f64, String> {
-    if out.shape != reference.shape {
-        return Err(format!("output shape {:?} != expected {:?}", out.shape, reference.shape));
-    }
-    let a: Vec<f32> = out.to_vec().map_err(|e| format!("{e:?}"))?;
-    let b: Vec<f32> = reference.to_vec().map_err(|e| format!("{e:?}"))?;
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(&b) {
-        diff += ((x - y) as f64).powi(2);
-        norm += (*y as f64).powi(2);
-    }
-    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
 }
 
 /// Runs the sampler on one fixture folder; errors on any mismatch of schedule or timesteps.
@@ -82,14 +61,14 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
         .and_then(|c| c.load::<B>(DType::F32, device))
         .map_err(|e| e.to_string())?;
     let mut inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
-    let prompt_embeds: Tensor<B, 3> = read(&mut inputs, "prompt_embeds", device)?;
-    let latents: Tensor<B, 4> = read(&mut inputs, "latents", device)?;
+    let prompt_embeds: Tensor<B, 3> = inputs.read_tensor("prompt_embeds", device).map_err(|e| e.to_string())?;
+    let latents: Tensor<B, 4> = inputs.read_tensor("latents", device).map_err(|e| e.to_string())?;
     let batch = latents.dims()[0];
     if latents.dims()[2..] != [height, width] {
         return Err(format!("latents {:?} do not match sampler.json's {height}x{width}", latents.dims()));
     }
     let references = (0..num_refs)
-        .map(|k| read::<B, 4>(&mut inputs, &format!("ref_latents_{k}"), device))
+        .map(|k| inputs.read_tensor::<B, 4>(&format!("ref_latents_{k}"), device).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;
@@ -126,11 +105,11 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
         let model = Checkpoint::open(&dir.join("transformer"))
             .and_then(|c| c.load::<B>(DType::BF16, device))
             .map_err(|e| e.to_string())?;
-        let options = SampleOptions::from_latents(read(&mut inputs, "latents", device)?)
+        let options = SampleOptions::from_latents(inputs.read_tensor("latents", device).map_err(|e| e.to_string())?)
             .steps(steps)
             .guidance(guidance)
-            .references((0..num_refs).map(|k| read::<B, 4>(&mut inputs, &format!("ref_latents_{k}"), device)).collect::<Result<Vec<_>, _>>()?);
-        let prompt_embeds: Tensor<B, 3> = read::<B, 3>(&mut inputs, "prompt_embeds", device)?.cast(DType::BF16);
+            .references((0..num_refs).map(|k| inputs.read_tensor::<B, 4>(&format!("ref_latents_{k}"), device).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?);
+        let prompt_embeds: Tensor<B, 3> = inputs.read_tensor::<B, 3>("prompt_embeds", device).map_err(|e| e.to_string())?.cast(DType::BF16);
         let out = sample(&model, prompt_embeds, options, None).map_err(|e| e.to_string())?;
         if out.dtype() != DType::BF16 {
             return Err(format!("bf16 run returned {:?} latents", out.dtype()));

@@ -13,18 +13,11 @@
 use std::path::Path;
 
 use burn::backend::Flex;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor};
+use flux2_dit::compare::relative_error;
 use flux2_dit::{Checkpoint, PositionIds, TensorStore};
 
 pub const TOLERANCE: f64 = 1e-4;
-
-fn tensor<B: Backend, const D: usize>(store: &mut TensorStore, key: &str, device: &B::Device) -> Result<Tensor<B, D>, String> {
-    let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
-    if data.shape.len() != D {
-        return Err(format!("`{key}` has shape {:?}, expected rank {D}", data.shape));
-    }
-    Ok(Tensor::from_data(data, (device, DType::F32)))
-}
 
 /// Position ids of batch element 0 (the transformer uses only those).
 fn ids(store: &mut TensorStore, key: &str) -> Result<PositionIds, String> {
@@ -36,20 +29,6 @@ fn ids(store: &mut TensorStore, key: &str) -> Result<PositionIds, String> {
         other => return Err(format!("`{key}` has shape {other:?}, expected [B, N, axes]")),
     };
     Ok(PositionIds::from_flat(values[..rows * axes].to_vec(), axes))
-}
-
-pub fn relative_error(out: &TensorData, reference: &TensorData) -> Result<f64, String> {
-    if out.shape != reference.shape {
-        return Err(format!("output shape {:?} != expected {:?}", out.shape, reference.shape));
-    }
-    let a: Vec<f32> = out.to_vec().map_err(|e| format!("{e:?}"))?;
-    let b: Vec<f32> = reference.to_vec().map_err(|e| format!("{e:?}"))?;
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(&b) {
-        diff += ((x - y) as f64).powi(2);
-        norm += (*y as f64).powi(2);
-    }
-    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
 }
 
 /// Loads the fixture's transformer (applying `lora.safetensors` when present), runs it on the fixture
@@ -67,12 +46,12 @@ pub fn run_fixture_dtype<B: Backend>(dir: &Path, device: &B::Device, dtype: DTyp
         lora_adapters::load_into(&mut model, &lora, "fixture", 1.0).map_err(|e| e.to_string())?;
     }
     let mut inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
-    let hidden: Tensor<B, 3> = tensor(&mut inputs, "hidden_states", device)?;
-    let encoder: Tensor<B, 3> = tensor(&mut inputs, "encoder_hidden_states", device)?;
+    let hidden: Tensor<B, 3> = inputs.read_tensor("hidden_states", device).map_err(|e| e.to_string())?;
+    let encoder: Tensor<B, 3> = inputs.read_tensor("encoder_hidden_states", device).map_err(|e| e.to_string())?;
     model.check_inputs(&hidden.shape().dims::<3>(), &encoder.shape().dims::<3>()).map_err(|e| e.to_string())?;
-    let timestep: Tensor<B, 1> = tensor(&mut inputs, "timestep", device)?;
+    let timestep: Tensor<B, 1> = inputs.read_tensor("timestep", device).map_err(|e| e.to_string())?;
     let guidance: Option<Tensor<B, 1>> =
-        if inputs.contains("guidance") { Some(tensor(&mut inputs, "guidance", device)?) } else { None };
+        if inputs.contains("guidance") { Some(inputs.read_tensor("guidance", device).map_err(|e| e.to_string())?) } else { None };
     let rope = model.rope(&ids(&mut inputs, "txt_ids")?, &ids(&mut inputs, "img_ids")?);
     let out = model.forward(hidden, encoder, timestep, guidance, &rope).cast(DType::F32);
 

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod attention;
+pub mod compare;
 pub mod config;
 pub mod double_block;
 pub mod embeddings;

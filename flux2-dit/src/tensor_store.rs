@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
@@ -135,6 +135,18 @@ impl TensorStore {
         self.used.insert(key.to_string());
         let data = TensorData::from_bytes_vec(bytes.to_vec(), entry.shape.clone(), stored);
         Ok(if stored == dtype { data } else { data.convert_dtype(dtype) })
+    }
+
+    /// Reads `key` as an f32 tensor of rank `D` on `device` (fixture inputs, reference outputs).
+    pub fn read_tensor<B: Backend, const D: usize>(&mut self, key: &str, device: &B::Device) -> Result<Tensor<B, D>> {
+        let data = self.read(key, DType::F32)?;
+        if data.shape.len() != D {
+            return Err(Error::Safetensors {
+                path: self.file_of(key),
+                message: format!("`{key}` has shape {:?}, expected rank {D}", data.shape),
+            });
+        }
+        Ok(Tensor::from_data(data, (device, DType::F32)))
     }
 
     /// Keys never read, for "unexpected key" errors.
