@@ -15,21 +15,9 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::tensor::{backend::Backend, DType, Tensor};
 use flux2_dit::compare::relative_error;
-use flux2_dit::{Checkpoint, PositionIds, TensorStore};
+use flux2_dit::{Checkpoint, TensorStore};
 
 pub const TOLERANCE: f64 = 1e-4;
-
-/// Position ids of batch element 0 (the transformer uses only those).
-fn ids(store: &mut TensorStore, key: &str) -> Result<PositionIds, String> {
-    let data = store.read(key, DType::I64).map_err(|e| e.to_string())?;
-    let shape = data.shape.clone();
-    let values: Vec<i64> = data.to_vec().map_err(|e| format!("{key}: {e:?}"))?;
-    let (rows, axes) = match shape.as_slice() {
-        [_, n, a] | [n, a] => (*n, *a),
-        other => return Err(format!("`{key}` has shape {other:?}, expected [B, N, axes]")),
-    };
-    Ok(PositionIds::from_flat(values[..rows * axes].to_vec(), axes))
-}
 
 /// Loads the fixture's transformer (applying `lora.safetensors` when present), runs it on the fixture
 /// inputs and returns the relative error against `expected.safetensors`.
@@ -52,7 +40,7 @@ pub fn run_fixture_dtype<B: Backend>(dir: &Path, device: &B::Device, dtype: DTyp
     let timestep: Tensor<B, 1> = inputs.read_tensor("timestep", device).map_err(|e| e.to_string())?;
     let guidance: Option<Tensor<B, 1>> =
         if inputs.contains("guidance") { Some(inputs.read_tensor("guidance", device).map_err(|e| e.to_string())?) } else { None };
-    let rope = model.rope(&ids(&mut inputs, "txt_ids")?, &ids(&mut inputs, "img_ids")?);
+    let rope = model.rope(&inputs.read_position_ids("txt_ids").map_err(|e| e.to_string())?, &inputs.read_position_ids("img_ids").map_err(|e| e.to_string())?);
     let out = model.forward(hidden, encoder, timestep, guidance, &rope).cast(DType::F32);
 
     let mut expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;

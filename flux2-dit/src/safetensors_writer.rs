@@ -18,6 +18,13 @@ pub struct PendingTensor<'a> {
     pub data: Box<dyn FnOnce() -> TensorData + 'a>,
 }
 
+impl PendingTensor<'static> {
+    /// A tensor whose host data is already at hand, written as `dtype`.
+    pub fn ready(name: impl Into<String>, data: TensorData, dtype: DType) -> Self {
+        Self { name: name.into(), dtype, shape: data.shape.to_vec(), data: Box::new(move || data) }
+    }
+}
+
 fn dtype_name(dtype: DType) -> Result<&'static str> {
     Ok(match dtype {
         DType::F32 => "F32",

@@ -149,6 +149,19 @@ impl TensorStore {
         Ok(Tensor::from_data(data, (device, DType::F32)))
     }
 
+    /// Position ids stored as i64 [B, N, axes] (or [N, axes]); returns batch element 0's, the only ones
+    /// the transformer uses.
+    pub fn read_position_ids(&mut self, key: &str) -> Result<crate::PositionIds> {
+        let data = self.read(key, DType::I64)?;
+        let bad = |message: String| Error::Safetensors { path: self.file_of(key), message };
+        let (rows, axes) = match data.shape.as_slice() {
+            [_, n, a] | [n, a] if *a > 0 => (*n, *a),
+            other => return Err(bad(format!("`{key}` has shape {other:?}, expected [B, N, axes]"))),
+        };
+        let values: Vec<i64> = data.to_vec().map_err(|e| bad(format!("`{key}`: {e:?}")))?;
+        Ok(crate::PositionIds::from_flat(values[..rows * axes].to_vec(), axes))
+    }
+
     /// Keys never read, for "unexpected key" errors.
     pub fn unused_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.entries.keys().filter(|k| !self.used.contains(*k)).cloned().collect();

@@ -37,16 +37,11 @@ fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&str) -> Option<String>, extra:
     for key in keys {
         let Some(new) = edit(&key) else { continue };
         let data = store.read(&key, DType::F32).unwrap();
-        tensors.push(PendingTensor { name: new, dtype: DType::F32, shape: data.shape.to_vec(), data: Box::new(move || data) });
+        tensors.push(PendingTensor::ready(new, data, DType::F32));
     }
     for (name, shape) in extra {
         let n = shape.iter().product();
-        tensors.push(PendingTensor {
-            name,
-            dtype: DType::F32,
-            shape: shape.clone(),
-            data: Box::new(move || burn::tensor::TensorData::new(vec![0f32; n], shape)),
-        });
+        tensors.push(PendingTensor::ready(name, burn::tensor::TensorData::new(vec![0f32; n], shape), DType::F32));
     }
     write_safetensors(dst, tensors, &BTreeMap::new()).unwrap();
 }

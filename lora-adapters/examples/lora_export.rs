@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData};
 use flux2_dit::safetensors_writer::{write_safetensors, PendingTensor};
-use flux2_dit::{Checkpoint, PositionIds, RandomSource, TensorStore};
+use flux2_dit::{Checkpoint, RandomSource, TensorStore};
 use lora_adapters::{attach, extract, inject, remove, save, LoraConfig, LoraLayout, SaveOptions, Targets};
 
 type B = Flex;
@@ -25,16 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let mut inputs = TensorStore::open(&[fixture.join("inputs.safetensors")])?;
     let read = |s: &mut TensorStore, k: &str| s.read(k, DType::F32);
-    let ids = |s: &mut TensorStore, k: &str| -> Result<PositionIds, Box<dyn std::error::Error>> {
-        let d = s.read(k, DType::I64)?;
-        let (n, a) = (d.shape[1], d.shape[2]);
-        Ok(PositionIds::from_flat(d.to_vec::<i64>().map_err(|e| format!("{e:?}"))?[..n * a].to_vec(), a))
-    };
     let hidden = read(&mut inputs, "hidden_states")?;
     let encoder = read(&mut inputs, "encoder_hidden_states")?;
     let timestep = read(&mut inputs, "timestep")?;
     let guidance = if inputs.contains("guidance") { Some(read(&mut inputs, "guidance")?) } else { None };
-    let (txt_ids, img_ids) = (ids(&mut inputs, "txt_ids")?, ids(&mut inputs, "img_ids")?);
+    let (txt_ids, img_ids) = (inputs.read_position_ids("txt_ids")?, inputs.read_position_ids("img_ids")?);
 
     for (layout, label, targets) in [
         (LoraLayout::AiToolkit, "ai_toolkit", Targets::Blocks),
@@ -63,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &rope,
         );
         let data = sample.into_data();
-        let tensor = PendingTensor { name: "sample".into(), dtype: DType::F32, shape: data.shape.to_vec(), data: Box::new(move || data) };
+        let tensor = PendingTensor::ready("sample", data, DType::F32);
         write_safetensors(&out.join(format!("ours_{label}_expected.safetensors")), vec![tensor], &BTreeMap::new())?;
         println!("wrote {}", file.display());
     }

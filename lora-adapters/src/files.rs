@@ -71,10 +71,6 @@ fn trim_unused_rank(down: &TensorData, up: &TensorData) -> (TensorData, TensorDa
     (TensorData::new(new_a, [keep.len(), input]), TensorData::new(new_b, [out, keep.len()]))
 }
 
-fn pending(name: String, data: TensorData, dtype: DType) -> PendingTensor<'static> {
-    PendingTensor { name, dtype, shape: data.shape.to_vec(), data: Box::new(move || data) }
-}
-
 /// Writes adapter `name` of `model` to `path` (atomically) in `options.layout`.
 pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, options: &SaveOptions) -> Result<()> {
     let factors = extract(model, name)?;
@@ -102,17 +98,17 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
         LoraLayout::AiToolkit => {
             header.insert("flux2.scale_folded_into_lora_B".into(), "true".into());
             for (path, f) in factors {
-                tensors.push(pending(format!("{AI_TOOLKIT_PREFIX}{path}.lora_A.weight"), f.down, dtype));
-                tensors.push(pending(format!("{AI_TOOLKIT_PREFIX}{path}.lora_B.weight"), scaled(&f.up, f.scale), dtype));
+                tensors.push(PendingTensor::ready(format!("{AI_TOOLKIT_PREFIX}{path}.lora_A.weight"), f.down, dtype));
+                tensors.push(PendingTensor::ready(format!("{AI_TOOLKIT_PREFIX}{path}.lora_B.weight"), scaled(&f.up, f.scale), dtype));
             }
         }
         LoraLayout::Kohya => {
             for (path, f) in factors {
                 let base = kohya_name(&path);
                 let alpha = f.scale * f.rank() as f32;
-                tensors.push(pending(format!("{base}.lora_down.weight"), f.down, dtype));
-                tensors.push(pending(format!("{base}.lora_up.weight"), f.up, dtype));
-                tensors.push(pending(format!("{base}.alpha"), TensorData::new(vec![alpha], Vec::<usize>::new()), DType::F32));
+                tensors.push(PendingTensor::ready(format!("{base}.lora_down.weight"), f.down, dtype));
+                tensors.push(PendingTensor::ready(format!("{base}.lora_up.weight"), f.up, dtype));
+                tensors.push(PendingTensor::ready(format!("{base}.alpha"), TensorData::new(vec![alpha], Vec::<usize>::new()), DType::F32));
             }
         }
         LoraLayout::Diffusers => {
@@ -144,8 +140,8 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
                     rank_pattern.insert(module.clone(), r.into());
                 }
                 let up = if uniform { up } else { scaled(&up, scale) };
-                tensors.push(pending(format!("{DIFFUSERS_PREFIX}{module}.lora_A.weight"), down, dtype));
-                tensors.push(pending(format!("{DIFFUSERS_PREFIX}{module}.lora_B.weight"), up, dtype));
+                tensors.push(PendingTensor::ready(format!("{DIFFUSERS_PREFIX}{module}.lora_A.weight"), down, dtype));
+                tensors.push(PendingTensor::ready(format!("{DIFFUSERS_PREFIX}{module}.lora_B.weight"), up, dtype));
                 targets.push(module);
             }
             let alpha = if uniform { s0 * r0 as f32 } else { r0 as f32 };
