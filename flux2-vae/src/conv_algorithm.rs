@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Slice, Tensor};
+use burn::tensor::{DType, Slice, Tensor};
 
 /// Convolution implementation, chosen process-wide with [`set_conv_algorithm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,7 @@ pub(crate) fn shifted_matmul_conv<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, c_in, hp, wp] = xp.dims();
     let [c_out, _, k, _] = weight.dims();
+    let dtype = xp.dtype();
     let (oh, ow) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
     let mut acc: Option<Tensor<B, 3>> = None;
     for ky in 0..k {
@@ -74,13 +75,14 @@ pub(crate) fn shifted_matmul_conv<B: Backend>(
                 .clone()
                 .slice([Slice::full(), Slice::full(), span(ky, oh), span(kx, ow)])
                 .reshape([b, c_in, oh * ow]);
-            let term = w.matmul(shifted);
+            // Sum the taps in f32: rounding each partial sum to bf16 would add k*k roundings.
+            let term = w.matmul(shifted).cast(DType::F32);
             acc = Some(match acc {
                 Some(a) => a + term,
                 None => term,
             });
         }
     }
-    let out = acc.expect("kernel has at least one tap").reshape([b, c_out, oh, ow]);
+    let out = acc.expect("kernel has at least one tap").cast(dtype).reshape([b, c_out, oh, ow]);
     out + bias.clone().reshape([1, c_out, 1, 1])
 }
