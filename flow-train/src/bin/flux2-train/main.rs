@@ -1,0 +1,35 @@
+//! `flux2-train`: train FLUX.2 LoRAs from ai-toolkit job files, and sample images with them.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod train_cmd;
+
+/// FLUX.2 [dev] LoRA trainer (Burn, no Python).
+#[derive(Parser, Debug)]
+#[command(name = "flux2-train", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a LoRA from an ai-toolkit job file (YAML, JSON or TOML).
+    Train(train_cmd::TrainArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
