@@ -40,7 +40,42 @@ pub enum Error {
          check the learning rate, the inputs of these items, and the mixed-precision settings"
     )]
     NonFiniteLoss { total: f32, items: Vec<(usize, f32)> },
+
+    /// Reading or writing a file failed (the message keeps the OS error text, so the type stays
+    /// comparable).
+    #[error("{}: {message}", path.display())]
+    Io { path: std::path::PathBuf, message: String },
+
+    /// Input the trainer cannot use (names the file, key or setting at fault).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// An error from a model crate (`flux2-dit`, `flux2-vae`, `mistral-encoder`, `lora-adapters`,
+    /// `dataset-buckets`), with the component named.
+    #[error("{component}: {message}")]
+    Component { component: &'static str, message: String },
 }
+
+impl Error {
+    pub fn io(path: &std::path::Path, error: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), message: error.to_string() }
+    }
+}
+
+macro_rules! component_error {
+    ($ty:path, $name:literal) => {
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::Component { component: $name, message: e.to_string() }
+            }
+        }
+    };
+}
+component_error!(flux2_dit::Error, "flux2-dit");
+component_error!(flux2_vae::Error, "flux2-vae");
+component_error!(mistral_encoder::Error, "mistral-encoder");
+component_error!(lora_adapters::Error, "lora-adapters");
+component_error!(dataset_buckets::Error, "dataset-buckets");
 
 /// Result alias of the crate.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -27,6 +27,7 @@
 //! `Tensor::detach`, which is a no-op on non-autodiff backends. Pure math (schedules, tables) is
 //! plain f64/f32.
 
+pub mod demo;
 mod differential_guidance;
 mod error;
 pub mod job;

@@ -169,6 +169,8 @@ pub static KEYS: &[KeySpec] = &[
         False,
         "control images are capped at 1024x1024 pixels as in the FLUX.2 pipeline",
     ),
+    sup("config.process[].model.model_kwargs.text_encoder_out_layers"),
+    sup("config.process[].model.model_kwargs.max_sequence_length"),
     ign("config.process[].model.dtype", "ai-toolkit overwrites it with train.dtype"),
     uns("config.process[].model.te_name_or_path", Empty, "the text encoder is read from name_or_path"),
     uns(

@@ -105,6 +105,10 @@ pub struct ModelPlan {
     pub vae_path: Option<String>,
     /// Precision of the frozen weights and activations (`train.dtype`).
     pub dtype: Precision,
+    /// Text-encoder layers stacked into prompt embeddings (`None`: FLUX.2's 10, 20, 30).
+    pub text_encoder_out_layers: Option<Vec<usize>>,
+    /// Prompt length in tokens (`None`: 512).
+    pub max_sequence_length: Option<usize>,
 }
 
 /// Checkpoints.
@@ -502,6 +506,8 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
             name_or_path: p.model.name_or_path.clone().unwrap_or_default(),
             vae_path: p.model.vae_path.clone(),
             dtype: t.dtype,
+            text_encoder_out_layers: p.model.model_kwargs.text_encoder_out_layers.clone(),
+            max_sequence_length: p.model.model_kwargs.max_sequence_length,
         },
         lora,
         save: SavePlan {

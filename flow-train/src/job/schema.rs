@@ -425,6 +425,11 @@ impl Default for ModelConfig {
 pub struct ModelKwargs {
     /// Size control images to the target's resolution instead of 1024^2: not supported yet.
     pub match_target_res: bool,
+    /// Text-encoder hidden states stacked into the prompt embedding (this project's key; default the
+    /// FLUX.2 layers 10, 20, 30). Tiny test pipelines have fewer layers.
+    pub text_encoder_out_layers: Option<Vec<usize>>,
+    /// Prompt tokens after padding/truncation (this project's key; default 512 as in the pipeline).
+    pub max_sequence_length: Option<usize>,
 }
 
 /// Sample image file format (`sample.format`).
