@@ -33,6 +33,8 @@ mod error;
 pub mod job;
 mod loss;
 mod noise;
+pub mod optim;
+pub mod pipeline;
 mod preservation;
 mod reference_images;
 mod rng;
@@ -40,6 +42,7 @@ mod sampler;
 mod schedule;
 mod timestep_table;
 mod timesteps;
+pub mod train;
 mod weighting;
 
 #[cfg(test)]

@@ -16,14 +16,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a LoRA from an ai-toolkit job file (YAML, JSON or TOML).
+    /// Train a LoRA from an ai-toolkit job file (YAML, JSON or TOML). Resumes from the newest
+    /// checkpoint in the job's output folder unless --fresh.
     Train(train_cmd::TrainArgs),
+    /// Train the embedded demo: a tiny FLUX.2 pipeline and painted images generated on the spot
+    /// (no downloads), a LoRA on CPU in minutes; writes the LoRA, samples, loss log and plot.
+    Demo(train_cmd::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train_cmd::run(args),
+        Command::Demo(args) => train_cmd::run_demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,18 +1,160 @@
-//! `flux2-train train <job>`.
+//! `flux2-train train <job>` and `flux2-train demo`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use flow_train::job::{DeviceSpec, LoadedJob, load_job};
+use flow_train::pipeline::{Flux2Pipeline, PipelineOptions};
+use flow_train::train::{RunOptions, TrainModels, TrainSummary, train};
+use flux2_dit::Flux2Transformer;
 
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// ai-toolkit job file (`.yaml`, `.yml`, `.json` or `.toml`).
     pub job: PathBuf,
+    /// Start over instead of resuming from the newest checkpoint in the output folder.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Check the job file and print the plan, without loading models.
+    #[arg(long)]
+    pub check: bool,
 }
 
-pub fn run(args: TrainArgs) -> Result<(), String> {
-    let job = flow_train::job::load_job(&args.job).map_err(|e| e.to_string())?;
+/// Arguments of `demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Where the demo pipeline, images and outputs go.
+    #[arg(long, default_value = flow_train::demo::DEMO_ROOT)]
+    pub root: PathBuf,
+    /// Start over instead of resuming.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// Ctrl-C sets the flag; the trainer saves a checkpoint after the current step and stops. A second
+/// Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    });
+    flag
+}
+
+fn load_models<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device) -> Result<TrainModels<B>, String>
+{
+    let plan = &job.plan;
+    let options = PipelineOptions {
+        dtype: plan.model.dtype.dtype(),
+        text_encoder_out_layers: plan.model.text_encoder_out_layers.clone(),
+        max_sequence_length: plan.model.max_sequence_length,
+        vae: plan.model.vae_path.clone(),
+        ..PipelineOptions::default()
+    };
+    let pipeline = Flux2Pipeline::<B::InnerBackend>::load(&plan.model.name_or_path, &options, device).map_err(|e| e.to_string())?;
+    let identity = format!("{} {:?}", plan.model.name_or_path, plan.model.dtype);
+    Ok(TrainModels {
+        transformer: Flux2Transformer::<B>::from_inner(pipeline.transformer),
+        vae: pipeline.vae,
+        text_encoder: pipeline.text_encoder,
+        identity,
+    })
+}
+
+fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool) -> Result<TrainSummary, String>
+{
+    let models = load_models::<B>(job, device)?;
+    let options = RunOptions { resume, interrupt: interrupt_flag(), ..RunOptions::default() };
+    train(job, models, options).map_err(|e| e.to_string())
+}
+
+fn run_job(job: &LoadedJob, resume: bool) -> Result<TrainSummary, String> {
+    let checkpointing = job.plan.train.gradient_checkpointing;
+    match job.plan.device {
+        DeviceSpec::Cpu => {
+            let device = Default::default();
+            if checkpointing {
+                run_on::<Autodiff<burn::backend::Flex, BalancedCheckpointing>>(job, &device, resume)
+            } else {
+                run_on::<Autodiff<burn::backend::Flex>>(job, &device, resume)
+            }
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Auto | DeviceSpec::Cuda { .. } => {
+            let index = if let DeviceSpec::Cuda { index } = job.plan.device { index } else { 0 };
+            let device = burn::backend::cuda::CudaDevice::new(index);
+            if checkpointing {
+                run_on::<Autodiff<burn::backend::Cuda, BalancedCheckpointing>>(job, &device, resume)
+            } else {
+                run_on::<Autodiff<burn::backend::Cuda>>(job, &device, resume)
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Auto => {
+            eprintln!("device auto: this build has no GPU backend (build with --features cuda); training on the CPU");
+            let mut job = job.clone();
+            job.plan.device = DeviceSpec::Cpu;
+            run_job(&job, resume)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda { .. } => Err(format!(
+            "device {}: this build has no CUDA backend; rebuild with `--features cuda` or set `device: cpu`",
+            job.plan.device
+        )),
+    }
+}
+
+fn report(summary: &TrainSummary) {
+    let loss = |l: Option<f32>| l.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    eprintln!(
+        "{} steps {}..{} in {:.0} s; loss {} -> {} (mean of the last 10%)\n  LoRA: {}\n  samples: {}\n  loss log: {}\n  loss plot: {}",
+        if summary.interrupted { "stopped after" } else { "trained" },
+        summary.start_step,
+        summary.steps,
+        summary.seconds,
+        loss(summary.first_loss),
+        loss(summary.final_loss),
+        summary.lora.display(),
+        summary.output_dir.join("samples").display(),
+        summary.output_dir.join("loss_log.jsonl").display(),
+        summary.output_dir.join("loss.png").display(),
+    );
+}
+
+fn load(path: &Path) -> Result<LoadedJob, String> {
+    let job = load_job(path).map_err(|e| e.to_string())?;
     for warning in job.warnings() {
         eprintln!("{warning}");
     }
-    Err("the training loop is not wired yet".into())
+    Ok(job)
+}
+
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    let job = load(&args.job)?;
+    if args.check {
+        let plan = serde_json::to_string_pretty(&job.plan).map_err(|e| e.to_string())?;
+        println!("{plan}");
+        return Ok(());
+    }
+    report(&run_job(&job, !args.fresh)?);
+    Ok(())
+}
+
+pub fn run_demo(args: DemoArgs) -> Result<(), String> {
+    let device = Default::default();
+    let paths = flow_train::demo::prepare::<burn::backend::Flex>(&args.root, &device).map_err(|e| e.to_string())?;
+    eprintln!("demo pipeline: {}\ndemo images: {}\njob: {}", paths.pipeline.display(), paths.dataset.display(), paths.job.display());
+    let job = load(&paths.job)?;
+    report(&run_job(&job, !args.fresh)?);
+    Ok(())
 }

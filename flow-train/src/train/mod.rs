@@ -1,0 +1,21 @@
+//! The LoRA trainer (`flux2-train train`): one concept per file.
+//!
+//! * [`trainer`]: the loop (datasets, caches, steps, checkpoints, previews, resume, Ctrl-C).
+//! * [`step`]: the loss of one batch (flow matching, DOP, differential guidance).
+//! * [`trainable`]: the adapter's factors as an ordered tensor list (gradients, updates, clipping).
+//! * [`encoders`]: VAE and text encoder behind the dataset crate's encoder traits; the prompt bank.
+//! * [`checkpoint`]: LoRA files, training state, keep-N.
+//! * [`loss_log`], [`plot`], [`previews`]: what users look at.
+
+pub mod checkpoint;
+pub mod encoders;
+pub mod evaluate;
+pub mod loss_log;
+pub mod plot;
+pub mod previews;
+pub mod step;
+pub mod trainable;
+pub mod trainer;
+
+pub use step::{LossOptions, StepLosses, TRAIN_GUIDANCE, TrainBatch, batch_loss};
+pub use trainer::{ADAPTER, RunOptions, TrainModels, TrainSummary, total_updates, train};

@@ -1,0 +1,109 @@
+//! Sample previews during training: each prompt of the `sample:` panel rendered with the adapter as it
+//! is now, saved as `samples/<step:09d>_<i>.<ext>`, plus one grid image per step
+//! (`samples/<step:09d>_grid.<ext>`) to compare prompts at a glance.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+use flux2_dit::Flux2Transformer;
+use flux2_vae::Vae;
+use image::RgbImage;
+use lora_adapters::AdapterHandle;
+
+use crate::error::{Error, Result};
+use crate::job::{ImageFormat, SamplePrompt};
+use crate::{SampleOptions, sample};
+
+/// One prompt, ready to render: its embedding `[1, L, D]` and encoded control latents.
+pub struct PreparedPrompt<B: Backend> {
+    pub prompt: SamplePrompt,
+    pub embeds: Tensor<B, 3>,
+    pub controls: Vec<Tensor<B, 4>>,
+}
+
+fn extension(format: ImageFormat) -> (&'static str, image::ImageFormat) {
+    match format {
+        ImageFormat::Jpg => ("jpg", image::ImageFormat::Jpeg),
+        ImageFormat::Png => ("png", image::ImageFormat::Png),
+        ImageFormat::Webp => ("webp", image::ImageFormat::WebP),
+    }
+}
+
+fn save(img: &RgbImage, path: &Path, format: image::ImageFormat) -> Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    dataset_buckets::atomic_write(path, &bytes).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Side-by-side grid (one row), images top-aligned on a dark background.
+pub fn grid(images: &[RgbImage]) -> RgbImage {
+    let gap = 4u32;
+    let width = images.iter().map(|i| i.width()).sum::<u32>() + gap * (images.len() as u32 + 1);
+    let height = images.iter().map(|i| i.height()).max().unwrap_or(0) + 2 * gap;
+    let mut out = RgbImage::from_pixel(width.max(1), height.max(1), image::Rgb([24, 24, 24]));
+    let mut x = gap;
+    for img in images {
+        image::imageops::replace(&mut out, img, x as i64, gap as i64);
+        x += img.width() + gap;
+    }
+    out
+}
+
+/// Renders every prompt with `model` (the adapter's multiplier set per prompt, restored after) and
+/// writes the files. `progress(i, total)` is called after each image.
+pub fn render<B: Backend>(
+    model: &Flux2Transformer<B>,
+    vae: &Vae<B>,
+    adapter: &AdapterHandle,
+    prompts: &[PreparedPrompt<B>],
+    dir: &Path,
+    step: u32,
+    format: ImageFormat,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (ext, fmt) = extension(format);
+    let mut images = Vec::new();
+    let mut paths = Vec::new();
+    let factor = vae.config().latent_scale_factor();
+    for (i, p) in prompts.iter().enumerate() {
+        let (h, w) = (p.prompt.height as usize / factor, p.prompt.width as usize / factor);
+        let options = SampleOptions::seeded(p.prompt.seed, h, w)
+            .steps(p.prompt.steps as usize)
+            .guidance(p.prompt.guidance_scale)
+            .references(p.controls.clone());
+        adapter.set_multiplier(p.prompt.network_multiplier);
+        let latents = sample(model, p.embeds.clone().cast(DType::F32), options, None);
+        adapter.set_multiplier(1.0);
+        let image = vae.decode_latents(latents?)?;
+        let img = flux2_vae::tensor_to_rgb8(image)?.pop().ok_or_else(|| Error::Invalid("VAE decoded no image".into()))?;
+        let path = dir.join(format!("{step:09}_{i}.{ext}"));
+        save(&img, &path, fmt)?;
+        paths.push(path);
+        images.push(img);
+        progress(i + 1, prompts.len());
+    }
+    if images.len() > 1 {
+        let path = dir.join(format!("{step:09}_grid.{ext}"));
+        save(&grid(&images), &path, fmt)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// A sample prompt's control image as normalized latents `[1, C, h, w]`. The image is used at its own
+/// size, which must be a multiple of the VAE's latent factor (16 for FLUX.2).
+pub fn encode_reference<B: Backend>(vae: &Vae<B>, path: &Path, device: &B::Device) -> Result<Tensor<B, 4>> {
+    let image = flux2_vae::load_image_tensor::<B>(path, &flux2_vae::ImageLoadOptions::default(), device)?;
+    let [_, _, h, w] = image.dims();
+    let f = vae.config().latent_scale_factor();
+    if h % f != 0 || w % f != 0 {
+        return Err(Error::Invalid(format!(
+            "sample control image {}: {w}x{h} pixels; both sides must be multiples of {f}",
+            path.display()
+        )));
+    }
+    Ok(vae.encode_image(image)?)
+}

@@ -1,0 +1,533 @@
+//! The training loop: datasets and caches, the adapter, the optimizer, the steps, checkpoints, sample
+//! previews, the loss log and plot, resume and Ctrl-C.
+//!
+//! Randomness: every draw of a step (noise, timesteps, caption dropout, LoRA dropout) comes from a
+//! stream derived from (run seed, batch number), never from state carried between steps. Resuming
+//! at step `n` therefore replays exactly what an uninterrupted run does after step `n`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use dataset_buckets::{Batch, CacheOptions, Caches, DatasetSet, Rng, SampleRef, Stream};
+use flux2_dit::Flux2Transformer;
+use flux2_vae::Vae;
+use lora_adapters::{AdapterHandle, LoraMetadata, SaveOptions};
+use mistral_encoder::MistralEncoder;
+
+use super::checkpoint::{self, StateFile, TrainingState};
+use super::encoders::{PromptBank, VaeLatents, from_cached};
+use super::loss_log::{LossLog, LossRecord};
+use super::plot::write_plot;
+use super::previews::{self, PreparedPrompt};
+use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
+use super::trainable;
+use crate::error::{Error, Result};
+use crate::job::{LoadedJob, TextEncoderPlan, TrainJob};
+use crate::optim::{Optimizer, OptimizerState, build_optimizer};
+use crate::{TimestepSampler, TrainRng, gaussian_noise};
+
+/// Name of the trained adapter inside the model.
+pub const ADAPTER: &str = "lora";
+
+/// The loaded models the trainer composes. The transformer trains on `B` (autodiff); the VAE and
+/// text encoder only run forward, on the inner backend.
+pub struct TrainModels<B: AutodiffBackend> {
+    pub transformer: Flux2Transformer<B>,
+    pub vae: Vae<B::InnerBackend>,
+    /// `None` only when every caption embedding is already in memory (not the case at start-up).
+    pub text_encoder: Option<MistralEncoder<B::InnerBackend>>,
+    /// Names the checkpoint for cache keys and LoRA metadata (path, dtype).
+    pub identity: String,
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Continue from the newest complete checkpoint in the output folder, if any.
+    pub resume: bool,
+    /// Stop after this many optimizer steps in this process (tests; the schedule still spans
+    /// `train.steps`). Saves a checkpoint when it stops.
+    pub stop_after: Option<u32>,
+    /// Set (e.g. by Ctrl-C) to save and stop after the current step.
+    pub interrupt: Arc<AtomicBool>,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { resume: true, stop_after: None, interrupt: Arc::new(AtomicBool::new(false)), progress: true }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub output_dir: PathBuf,
+    /// Step the run started from (0, or the resumed checkpoint's).
+    pub start_step: u32,
+    /// Steps completed in total.
+    pub steps: u32,
+    /// The LoRA written last (final, or the checkpoint of an interrupted run).
+    pub lora: PathBuf,
+    pub first_loss: Option<f32>,
+    /// Mean loss over the last 10% of logged steps.
+    pub final_loss: Option<f32>,
+    pub seconds: f64,
+    pub interrupted: bool,
+}
+
+fn batches_per_update(plan: &TrainJob) -> u32 {
+    plan.train.accumulation.batches_per_step.max(1) * plan.train.accumulation.steps_per_update.max(1)
+}
+
+/// Total optimizer updates of the job.
+pub fn total_updates(plan: &TrainJob) -> u32 {
+    let per = plan.train.accumulation.steps_per_update.max(1);
+    plan.train.steps.div_ceil(per)
+}
+
+fn seed_of(plan: &TrainJob, output: &Path) -> u64 {
+    if let Some(seed) = plan.seed {
+        return seed;
+    }
+    // A resumed run keeps the seed its first start drew.
+    if let Some((_, dir)) = checkpoint::list_states(output).pop()
+        && let Ok((state, _)) = checkpoint::load_state(&dir)
+    {
+        return state.file.seed;
+    }
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Replaces the trigger word (whole string occurrences) by the DOP class.
+fn class_caption(caption: &str, trigger: Option<&str>, class: &str) -> String {
+    match trigger {
+        Some(t) if !t.is_empty() => caption.replace(t, class),
+        _ => caption.to_string(),
+    }
+}
+
+fn bar(total: u64, visible: bool, template: &str) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Everything a step needs besides the model.
+struct Data<'a, B: AutodiffBackend> {
+    set: &'a DatasetSet,
+    caches: &'a Caches,
+    vae: &'a Vae<B::InnerBackend>,
+    vae_identity: String,
+    bank: PromptBank<B::InnerBackend>,
+    main_batches: Vec<Vec<Batch>>,
+    reg_batches: Vec<Vec<Batch>>,
+    seed: u64,
+    trigger: Option<String>,
+    dop_class: Option<String>,
+    reg_weight: f32,
+}
+
+impl<B: AutodiffBackend> Data<'_, B> {
+    /// Batch number `n` of the run: main and regularization batches alternate when a reg stream exists.
+    fn batch(&mut self, n: u64) -> Result<(Batch, bool)> {
+        let (use_reg, k) = if self.reg_batches.is_empty() { (false, n) } else { (n % 2 == 1, n / 2) };
+        let epochs = if use_reg { &mut self.reg_batches } else { &mut self.main_batches };
+        let stream = if use_reg { Stream::Reg } else { Stream::Main };
+        let per_epoch = epochs.first().map(Vec::len).unwrap_or(0).max(1) as u64;
+        let (epoch, index) = (k / per_epoch, (k % per_epoch) as usize);
+        while epochs.len() as u64 <= epoch {
+            let e = epochs.len() as u64;
+            epochs.push(self.set.sampler(stream, 1).epoch(e));
+        }
+        let batch = epochs[epoch as usize]
+            .get(index)
+            .cloned()
+            .ok_or_else(|| Error::Invalid("the dataset produced no batches".into()))?;
+        Ok((batch, use_reg))
+    }
+
+    fn train_batch(&mut self, n: u64, device: &B::Device, dop: bool) -> Result<TrainBatch<B>> {
+        let (batch, is_reg) = self.batch(n)?;
+        let encoder = VaeLatents { vae: self.vae, device: device.clone(), identity: self.vae_identity.clone() };
+        let dataset = self.set.dataset(batch.dataset)?;
+        let multiplier = dataset.config().loss_multiplier * if is_reg { self.reg_weight } else { 1.0 };
+        let mut latents = Vec::new();
+        let mut texts = Vec::new();
+        let mut class_texts = Vec::new();
+        let mut controls: Vec<Vec<Tensor<B, 4>>> = Vec::new();
+        for (pos, &r) in batch.samples.iter().enumerate() {
+            let z = self.caches.latent(self.set, r, &encoder)?;
+            latents.push(from_cached::<B, 3>(&z, device)?.unsqueeze_dim::<4>(0));
+            let mut rng = Rng::derive(self.seed, "caption", &[n, pos as u64]);
+            let caption = self.set.step_caption(r, &mut rng)?;
+            texts.push(from_cached::<B, 2>(&*self.bank.embed(&caption.text)?, device)?.unsqueeze_dim::<3>(0));
+            if dop && let Some(class) = &self.dop_class {
+                let c = class_caption(&caption.text, self.trigger.as_deref(), class);
+                class_texts.push(from_cached::<B, 2>(&*self.bank.embed(&c)?, device)?.unsqueeze_dim::<3>(0));
+            }
+            let item_controls = self.caches.control_latents(self.set, r, &encoder)?;
+            for (k, c) in item_controls.iter().enumerate() {
+                if controls.len() <= k {
+                    controls.push(Vec::new());
+                }
+                controls[k].push(from_cached::<B, 3>(c, device)?.unsqueeze_dim::<4>(0));
+            }
+        }
+        let mut stacked_controls = Vec::new();
+        for (k, items) in controls.into_iter().enumerate() {
+            if items.len() != batch.samples.len() || items.windows(2).any(|w| w[0].dims() != w[1].dims()) {
+                return Err(Error::Invalid(format!(
+                    "dataset {}: control image {k} differs in size (or presence) between the items of a batch; \
+                     use batch_size 1 for this edit dataset",
+                    dataset.config().folder_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                )));
+            }
+            stacked_controls.push(Tensor::cat(items, 0));
+        }
+        Ok(TrainBatch {
+            latents: Tensor::cat(latents, 0),
+            text: Tensor::cat(texts, 0),
+            preservation_text: (!class_texts.is_empty()).then(|| Tensor::cat(class_texts, 0)),
+            controls: stacked_controls,
+            loss_multipliers: vec![multiplier; batch.samples.len()],
+        })
+    }
+}
+
+/// Runs the job: the whole training from the loaded models.
+pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, options: RunOptions) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let plan = &job.plan;
+    let output = plan.output_dir.clone();
+    std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
+    let job_copy = output.join("config.yaml");
+    let yaml = serde_yaml::to_string(&job.file).map_err(|e| Error::Invalid(format!("job copy: {e}")))?;
+    dataset_buckets::atomic_write(&job_copy, yaml.as_bytes()).map_err(|e| Error::Invalid(e.to_string()))?;
+
+    let seed = seed_of(plan, &output);
+    let device = models.transformer.device();
+    // Autodiff backends share their inner backend's device type.
+    let idevice = device.clone();
+    let TrainModels { transformer, vae, text_encoder, identity } = models;
+    let mut model = transformer;
+
+    // ---- datasets, latent cache, prompt embeddings ----
+    let mut dataset_options = plan.dataset_options.clone();
+    dataset_options.seed = seed;
+    let set = DatasetSet::load(&plan.datasets, &dataset_options)?;
+    for problem in set.problems() {
+        eprintln!("warning: {problem}");
+    }
+    let caches = Caches::new(CacheOptions { show_progress: options.progress, ..CacheOptions::default() });
+    let vae_identity = format!("{identity} vae");
+    let latent_encoder = VaeLatents { vae: &vae, device: idevice.clone(), identity: vae_identity.clone() };
+    caches.build_latents(&set, &latent_encoder)?;
+
+    let mut bank = PromptBank::new(text_encoder, identity.clone());
+    let trigger = plan.trigger_word.clone();
+    let dop_class = plan.train.dop.as_ref().map(|d| d.class.clone());
+    let sample_prompts: Vec<String> = plan
+        .sample
+        .prompts
+        .iter()
+        .map(|p| p.prompt.replace("[trigger]", trigger.as_deref().unwrap_or("")).trim().to_string())
+        .collect();
+    if plan.train.text_encoder != TextEncoderPlan::Live {
+        // Every caption a step can draw, its DOP class variant and the sample prompts; then the
+        // encoder's memory is released.
+        let mut captions: Vec<String> = sample_prompts.clone();
+        for d in set.datasets() {
+            let rules = d.caption_rules();
+            if d.config().caption_dropout_rate > 0.0 {
+                captions.push(rules.dropout_caption());
+            }
+            for si in 0..d.samples().len() {
+                captions.push(set.caption(SampleRef { dataset: d.index(), sample: si })?.to_string());
+            }
+        }
+        if let Some(class) = &dop_class {
+            let variants: Vec<String> = captions.iter().map(|c| class_caption(c, trigger.as_deref(), class)).collect();
+            captions.extend(variants);
+        }
+        captions.sort();
+        captions.dedup();
+        let pb = bar(captions.len() as u64, options.progress, "encoding captions {bar:30} {pos}/{len} {per_sec} eta {eta}");
+        for c in &captions {
+            bank.embed(c)?;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        bank.free_encoder();
+    }
+
+    // ---- adapter, optimizer, resume ----
+    let mut lora_config = plan.lora.clone();
+    lora_config.seed = seed;
+    let adapter: AdapterHandle = lora_adapters::inject(&mut model, ADAPTER, &lora_config)?;
+    let keys = trainable::keys(&model, ADAPTER);
+    let shapes: Vec<[usize; 2]> = trainable::values(&model, ADAPTER).iter().map(|t| t.dims()).collect();
+    let params: usize = shapes.iter().map(|s| s[0] * s[1]).sum();
+    let mut optimizer: Box<dyn Optimizer<B::InnerBackend>> = build_optimizer(&plan.train.optimizer, &shapes, &idevice)?;
+    let mut ema: Option<Vec<Tensor<B::InnerBackend, 2>>> =
+        plan.train.ema_decay.map(|_| trainable::values(&model, ADAPTER));
+
+    let mut start_step = 0u32;
+    if options.resume
+        && let Some((step, dir)) = checkpoint::list_states(&output).pop()
+    {
+        let (state, optimizer_file) = checkpoint::load_state(&dir)?;
+        if state.file.keys != keys {
+            return Err(Error::Invalid(format!(
+                "{}: the checkpoint's LoRA layers differ from this job's network settings; \
+                 use a new training folder or name to start over",
+                dir.display()
+            )));
+        }
+        let to_device = |d: &TensorData| Tensor::<B::InnerBackend, 2>::from_data(d.clone(), &idevice);
+        trainable::set_values(&mut model, ADAPTER, state.adapter.iter().map(to_device).collect())?;
+        optimizer.load_state(OptimizerState::load(&optimizer_file)?)?;
+        if let (Some(e), Some(saved)) = (&mut ema, &state.ema) {
+            *e = saved.iter().map(to_device).collect();
+        }
+        start_step = step;
+        eprintln!("resuming from {} (step {step})", dir.display());
+    }
+    let total = total_updates(plan);
+    eprintln!(
+        "{}: {} LoRA layers, {params} trainable parameters ({:.1} MiB f32), optimizer {} state {:.1} MiB, seed {seed}",
+        plan.name,
+        keys.len() / 2,
+        params as f64 * 4.0 / 1048576.0,
+        optimizer.name(),
+        optimizer.state_bytes() as f64 / 1048576.0
+    );
+
+    // ---- sample prompts ----
+    let mut prompts = Vec::new();
+    if !plan.sample.disabled {
+        for (p, text) in plan.sample.prompts.iter().zip(&sample_prompts) {
+            let embeds = from_cached::<B::InnerBackend, 2>(&*bank.embed(text)?, &idevice)?.unsqueeze_dim::<3>(0);
+            let controls = p
+                .control_images
+                .iter()
+                .map(|path| previews::encode_reference(&vae, path, &idevice))
+                .collect::<Result<Vec<_>>>()?;
+            let mut prompt = p.clone();
+            prompt.prompt = text.clone();
+            prompts.push(PreparedPrompt { prompt, embeds, controls });
+        }
+    }
+    let samples_dir = output.join("samples");
+    let render = |model: &Flux2Transformer<B>, step: u32| -> Result<()> {
+        if prompts.is_empty() {
+            return Ok(());
+        }
+        let pb = bar(prompts.len() as u64, options.progress, "sampling {bar:30} {pos}/{len} eta {eta}");
+        let inner = model.valid();
+        previews::render(&inner, &vae, &adapter, &prompts, &samples_dir, step, plan.sample.format, |i, _| {
+            pb.set_position(i as u64)
+        })?;
+        pb.finish_and_clear();
+        Ok(())
+    };
+    if plan.sample.before_first_step && (start_step == 0 || plan.sample.force_first) {
+        render(&model, start_step)?;
+    }
+
+    // ---- the loop ----
+    let mut log = LossLog::open(&output, start_step)?;
+    let mut data = Data::<B> {
+        set: &set,
+        caches: &caches,
+        vae: &vae,
+        vae_identity,
+        bank,
+        main_batches: Vec::new(),
+        reg_batches: Vec::new(),
+        seed,
+        trigger: trigger.clone(),
+        dop_class,
+        reg_weight: plan.train.reg_weight,
+    };
+    if set.sampler(Stream::Reg, 1).is_empty() {
+        data.reg_batches.clear();
+    } else {
+        data.reg_batches.push(set.sampler(Stream::Reg, plan.train.batch_size as usize).epoch(0));
+    }
+    data.main_batches.push(set.sampler(Stream::Main, plan.train.batch_size as usize).epoch(0));
+    if data.main_batches[0].is_empty() {
+        return Err(Error::Invalid("the training datasets produced no batches (no images found?)".into()));
+    }
+    let loss_options = LossOptions {
+        loss_type: plan.train.loss,
+        differential_guidance: plan.train.differential_guidance,
+        dop_multiplier: plan.train.dop.as_ref().map(|d| d.multiplier),
+    };
+    let micro = batches_per_update(plan);
+    let save_opts = |step: Option<u32>| SaveOptions {
+        layout: plan.save.layout,
+        dtype: plan.save.dtype.dtype(),
+        metadata: LoraMetadata {
+            rank: Some(plan.lora.rank),
+            alpha: Some(plan.lora.alpha),
+            base_model: Some(plan.model.name_or_path.clone()),
+            trigger_word: trigger.clone(),
+            targets: Some(plan.lora.targets.label()),
+            step: step.map(u64::from),
+        },
+    };
+
+    let save = |model: &mut Flux2Transformer<B>,
+                optimizer: &dyn Optimizer<B::InnerBackend>,
+                ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
+                step: u32,
+                log: &LossLog|
+     -> Result<PathBuf> {
+        let lora = output.join(checkpoint::lora_file_name(&plan.name, step));
+        save_lora(model, ema, &lora, &save_opts(Some(step)))?;
+        let host = |ts: &[Tensor<B::InnerBackend, 2>]| ts.iter().map(|t| t.to_data()).collect::<Vec<_>>();
+        let state = TrainingState {
+            file: StateFile {
+                step,
+                seed,
+                optimizer: optimizer.name().to_string(),
+                keys: keys.clone(),
+                has_ema: ema.is_some(),
+            },
+            adapter: host(&trainable::values(model, ADAPTER)),
+            ema: ema.as_ref().map(|e| host(e)),
+        };
+        checkpoint::save_state(&output, &state, |path| optimizer.state().save(path))?;
+        checkpoint::prune(&output, &plan.name, plan.save.keep)?;
+        write_plot(&output.join("loss.png"), &points(log))?;
+        Ok(lora)
+    };
+
+    let pb = bar(u64::from(total), options.progress, "{bar:30} {pos}/{len} steps {msg} {per_sec} eta {eta}");
+    pb.set_position(u64::from(start_step));
+    let mut step = start_step;
+    let mut last_lora = None;
+    while step < total {
+        let mut grads_sum: Option<Vec<Tensor<B::InnerBackend, 2>>> = None;
+        let mut losses = Vec::new();
+        for m in 0..micro {
+            let n = u64::from(step) * u64::from(micro) + u64::from(m);
+            let batch = data.train_batch(n, &device, loss_options.dop_multiplier.is_some())?;
+            let [b, c, h, w] = batch.latents.dims();
+            let mut noise_rng = TrainRng::with_stream(seed, 2 * n);
+            let noise = gaussian_noise::<B, 4>(&mut noise_rng, [b, c, h, w], &device);
+            let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
+            let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), TrainRng::with_stream(seed, 2 * n + 1))?;
+            let timesteps = sampler.sample(b, h * w)?;
+            B::seed(&device, seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (loss, values) = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options)?;
+            let grads = loss.backward();
+            let g = trainable::gradients(&model, ADAPTER, &grads);
+            grads_sum = Some(match grads_sum {
+                None => g,
+                Some(acc) => acc.into_iter().zip(g).map(|(a, b)| a + b).collect(),
+            });
+            losses.push(values);
+        }
+        let mut grads = grads_sum.unwrap_or_default();
+        if micro > 1 {
+            grads = grads.into_iter().map(|g| g / f64::from(micro)).collect();
+        }
+        let grad_norm = trainable::clip_grad_norm(&mut grads, plan.train.optimizer.max_grad_norm);
+        let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr, step);
+        let updated = optimizer.step(lr, trainable::values(&model, ADAPTER), grads)?;
+        if let (Some(e), Some(decay)) = (&mut ema, plan.train.ema_decay) {
+            *e = e.iter().zip(&updated).map(|(a, p)| a.clone() * decay + p.clone() * (1.0 - decay)).collect();
+        }
+        trainable::set_values(&mut model, ADAPTER, updated)?;
+        step += 1;
+
+        let record = mean_losses(&losses, step, lr, grad_norm, started.elapsed().as_secs_f64());
+        pb.set_message(format!("loss {:.4}", record.loss));
+        pb.set_position(u64::from(step));
+        log.push(record)?;
+
+        let stop_here = options.stop_after.is_some_and(|n| step - start_step >= n);
+        let interrupted = options.interrupt.load(Ordering::SeqCst);
+        if step < total && (plan.save.every > 0 && step % plan.save.every == 0 || stop_here || interrupted) {
+            pb.suspend(|| -> Result<()> {
+                last_lora = Some(save(&mut model, optimizer.as_ref(), &ema, step, &log)?);
+                Ok(())
+            })?;
+        }
+        if step < total && plan.sample.every > 0 && step % plan.sample.every == 0 && step >= plan.sample.start_step {
+            pb.suspend(|| render(&model, step))?;
+        }
+        if stop_here || interrupted {
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    let finished = step >= total;
+    if finished {
+        save(&mut model, optimizer.as_ref(), &ema, step, &log)?;
+        let final_lora = output.join(format!("{}.safetensors", plan.name));
+        save_lora(&mut model, &ema, &final_lora, &save_opts(Some(step)))?;
+        last_lora = Some(final_lora);
+        if !plan.sample.disabled && plan.sample.every > 0 {
+            render(&model, step)?;
+        }
+    }
+    write_plot(&output.join("loss.png"), &points(&log))?;
+    let records = log.records();
+    let tail = (records.len() / 10).max(1);
+    let summary = TrainSummary {
+        output_dir: output.clone(),
+        start_step,
+        steps: step,
+        lora: last_lora.unwrap_or_else(|| output.join(checkpoint::lora_file_name(&plan.name, step))),
+        first_loss: records.first().map(|r| r.loss),
+        final_loss: (!records.is_empty())
+            .then(|| records[records.len() - tail.min(records.len())..].iter().map(|r| r.loss).sum::<f32>() / tail as f32),
+        seconds: started.elapsed().as_secs_f64(),
+        interrupted: !finished,
+    };
+    Ok(summary)
+}
+
+fn points(log: &LossLog) -> Vec<(u32, f32)> {
+    log.records().iter().map(|r| (r.step, r.loss)).collect()
+}
+
+fn mean_losses(losses: &[StepLosses], step: u32, lr: f64, grad_norm: f64, elapsed_s: f64) -> LossRecord {
+    let n = losses.len().max(1) as f32;
+    let loss = losses.iter().map(|l| l.loss).sum::<f32>() / n;
+    let preservation = losses.iter().map(|l| l.preservation).collect::<Option<Vec<f32>>>().map(|v| v.iter().sum::<f32>() / n);
+    LossRecord { step, loss, preservation, lr, grad_norm: grad_norm as f32, elapsed_s }
+}
+
+/// Writes the LoRA file: the EMA weights when EMA is on (swapped in for the save), else the trained ones.
+fn save_lora<B: AutodiffBackend>(
+    model: &mut Flux2Transformer<B>,
+    ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
+    path: &Path,
+    options: &SaveOptions,
+) -> Result<()> {
+    match ema {
+        None => Ok(lora_adapters::save(model, ADAPTER, path, options)?),
+        Some(ema) => {
+            let trained = trainable::values(model, ADAPTER);
+            trainable::set_values(model, ADAPTER, ema.clone())?;
+            let saved = lora_adapters::save(model, ADAPTER, path, options);
+            trainable::set_values(model, ADAPTER, trained)?;
+            Ok(saved?)
+        }
+    }
+}
