@@ -1,0 +1,182 @@
+//! [`Flux2Pipeline`]: the transformer, the VAE and (optionally) the text encoder of a FLUX.2 model, loaded
+//! from anything [`resolve_model`] accepts. The trainer loads its models through the same functions
+//! ([`load_transformer`], [`load_vae`], [`load_text_encoder`]) and drops the text encoder once every
+//! caption is encoded.
+
+use burn::tensor::{DType, backend::Backend};
+use flux2_dit::{Checkpoint, Flux2Transformer};
+use flux2_vae::{LoadOptions, Vae};
+use lora_adapters::AdapterHandle;
+use mistral_encoder::{DEFAULT_MAX_SEQUENCE_LENGTH, EncoderOptions, MistralEncoder};
+
+use super::hub::HubOptions;
+use super::lora::{LoraSpec, apply_loras};
+use super::source::{ModelFiles, SourceOptions, TextEncoderFiles, resolve_model};
+use crate::error::{Error, Result};
+
+/// FLUX.2 [dev]'s text-encoder hidden states stacked into the prompt embeddings (diffusers'
+/// `text_encoder_out_layers` default).
+pub const DEFAULT_TEXT_ENCODER_OUT_LAYERS: [usize; 3] = [10, 20, 30];
+
+/// How to load a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Weights and compute dtype of all three models (diffusers' `torch_dtype`): `F32` (default, like
+    /// diffusers), `BF16` or `F16`.
+    pub dtype: DType,
+    /// Text-encoder hidden states to stack (transformers numbering); `None`: [10, 20, 30].
+    pub text_encoder_out_layers: Option<Vec<usize>>,
+    /// Prompt token length; `None`: 512.
+    pub max_sequence_length: Option<usize>,
+    /// Load the text encoder (false: generate from prompt embeddings only; nothing of it is downloaded).
+    pub load_text_encoder: bool,
+    /// VAE source overriding the model's own (needed for a lone BFL transformer file).
+    pub vae: Option<String>,
+    /// Text-encoder source overriding the model's own: a pipeline folder or repository id.
+    pub text_encoder: Option<String>,
+    /// Hugging Face Hub settings (default: from the environment).
+    pub hub: HubOptions,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            text_encoder_out_layers: None,
+            max_sequence_length: None,
+            load_text_encoder: true,
+            vae: None,
+            text_encoder: None,
+            hub: HubOptions::from_env(),
+        }
+    }
+}
+
+impl PipelineOptions {
+    /// The layers actually used.
+    pub fn out_layers(&self) -> Vec<usize> {
+        self.text_encoder_out_layers.clone().unwrap_or_else(|| DEFAULT_TEXT_ENCODER_OUT_LAYERS.to_vec())
+    }
+
+    /// The source-resolution part of these options.
+    pub fn source_options(&self) -> SourceOptions {
+        SourceOptions {
+            vae: self.vae.clone(),
+            text_encoder: self.text_encoder.clone(),
+            need_text_encoder: self.load_text_encoder,
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// The text encoder's settings: FLUX.2's prompt format with these layers, length and dtype.
+    pub fn encoder_options(&self) -> EncoderOptions {
+        EncoderOptions {
+            max_sequence_length: self.max_sequence_length.unwrap_or(DEFAULT_MAX_SEQUENCE_LENGTH),
+            hidden_states_layers: self.out_layers(),
+            dtype: Some(self.dtype),
+            ..EncoderOptions::default()
+        }
+    }
+}
+
+/// A loaded FLUX.2 pipeline. The fields are public so a trainer can borrow or move the parts.
+#[derive(Debug)]
+pub struct Flux2Pipeline<B: Backend> {
+    pub transformer: Flux2Transformer<B>,
+    pub vae: Vae<B>,
+    /// `None` when not loaded or dropped ([`Flux2Pipeline::drop_text_encoder`]).
+    pub text_encoder: Option<MistralEncoder<B>>,
+    /// Where everything came from.
+    pub files: ModelFiles,
+}
+
+/// The transformer of `files` in `dtype`. Errors name the checkpoint.
+pub fn load_transformer<B: Backend>(files: &ModelFiles, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
+    let path = &files.transformer;
+    Checkpoint::open(path)
+        .and_then(|c| c.load::<B>(dtype, device))
+        .map_err(|e| Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) })
+}
+
+/// The VAE of `files` (encoder and decoder) in `dtype`. Errors name the checkpoint.
+pub fn load_vae<B: Backend>(files: &ModelFiles, dtype: DType, device: &B::Device) -> Result<Vae<B>> {
+    let path = &files.vae;
+    Vae::load(path, device, &LoadOptions::default().with_dtype(dtype))
+        .map_err(|e| Error::Component { component: "vae", message: format!("{}: {e}", path.display()) })
+}
+
+/// The text encoder of `text_encoder` files with `options` (layers, length, dtype).
+pub fn load_text_encoder<B: Backend>(files: &TextEncoderFiles, options: EncoderOptions, device: &B::Device) -> Result<MistralEncoder<B>> {
+    MistralEncoder::from_parts(&files.model_dir, &files.tokenizer, options, device).map_err(|e| Error::Component {
+        component: "text encoder",
+        message: format!("{} (tokenizer {}): {e}", files.model_dir.display(), files.tokenizer.display()),
+    })
+}
+
+/// Checks that the three models fit together; errors name both config values.
+pub fn check_compatible<B: Backend>(
+    files: &ModelFiles,
+    transformer: &Flux2Transformer<B>,
+    vae: &Vae<B>,
+    text_encoder: Option<&MistralEncoder<B>>,
+) -> Result<()> {
+    let t = &transformer.config;
+    let vae_channels = vae.config().patchified_channels();
+    if t.in_channels != vae_channels {
+        return Err(Error::Invalid(format!(
+            "{}: the transformer's in_channels is {}, the VAE ({}) makes {vae_channels} patchified latent channels",
+            files.transformer.display(),
+            t.in_channels,
+            files.vae.display()
+        )));
+    }
+    if let Some(encoder) = text_encoder {
+        let layers = &encoder.options.hidden_states_layers;
+        let features = layers.len() * encoder.config.hidden_size;
+        if features != t.joint_attention_dim {
+            return Err(Error::Invalid(format!(
+                "{}: the transformer's joint_attention_dim is {}, but {} text-encoder layers {layers:?} x hidden_size {} give {features}; \
+                 set the text-encoder out layers to match",
+                files.transformer.display(),
+                t.joint_attention_dim,
+                layers.len(),
+                encoder.config.hidden_size
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<B: Backend> Flux2Pipeline<B> {
+    /// Resolves `name_or_path` ([`resolve_model`]: pipeline folder, Hub repository id, or transformer
+    /// checkpoint plus VAE/text-encoder sources) and loads it.
+    pub fn load(name_or_path: &str, options: &PipelineOptions, device: &B::Device) -> Result<Self> {
+        let files = resolve_model(name_or_path, &options.source_options())?;
+        Self::from_files(files, options, device)
+    }
+
+    /// Loads already resolved files.
+    pub fn from_files(files: ModelFiles, options: &PipelineOptions, device: &B::Device) -> Result<Self> {
+        let text_encoder = match (&files.text_encoder, options.load_text_encoder) {
+            (Some(te), true) => Some(load_text_encoder(te, options.encoder_options(), device)?),
+            (None, true) => {
+                return Err(Error::Invalid(format!("model `{}`: no text encoder was found to load", files.name)));
+            }
+            (_, false) => None,
+        };
+        let transformer = load_transformer(&files, options.dtype, device)?;
+        let vae = load_vae(&files, options.dtype, device)?;
+        check_compatible(&files, &transformer, &vae, text_encoder.as_ref())?;
+        Ok(Self { transformer, vae, text_encoder, files })
+    }
+
+    /// Frees the text encoder (after caching prompt embeddings) and returns it.
+    pub fn drop_text_encoder(&mut self) -> Option<MistralEncoder<B>> {
+        self.text_encoder.take()
+    }
+
+    /// Attaches LoRA files to the transformer, each at its multiplier (see [`apply_loras`]).
+    pub fn load_loras(&mut self, specs: &[LoraSpec]) -> Result<Vec<AdapterHandle>> {
+        apply_loras(&mut self.transformer, specs)
+    }
+}
