@@ -20,6 +20,7 @@ pub mod compare;
 pub mod config;
 pub mod double_block;
 pub mod embeddings;
+pub mod fused_attention;
 pub mod error;
 pub mod key_map;
 pub mod linear;

@@ -1,0 +1,472 @@
+//! Memory-lean attention for training: a Burn backend extension with its own autodiff op.
+//!
+//! Burn 0.21's `attention` under `Autodiff` falls back to matmul-softmax-matmul and keeps the
+//! [B, H, Lq, Lk] probabilities for backward: about 2 GB per FLUX.2 block at 1024² in bf16. Here the forward
+//! walks query blocks (and, for long keys, key blocks with an online softmax), so no [Lq, Lk] tensor ever
+//! exists, and returns the per-row log-sum-exp. The autodiff op saves only q, k, v, the output and the
+//! log-sum-exp (O(L·d)); its backward recomputes the probabilities block by block from them (the
+//! FlashAttention-2 backward: `D = rowsum(dO ∘ O)`, `P = exp(S - lse)`, `dS = P ∘ (dO Vᵀ - D)`).
+//!
+//! The default implementations use only tensor ops (matmul, exp, reductions), so every backend gets them;
+//! a backend with a dedicated kernel overrides [`FusedAttentionBackend::fused_attention_forward`] and
+//! [`FusedAttentionBackend::fused_attention_backward`]. Softmax statistics (scores, exponentials, the
+//! log-sum-exp, the accumulators) are kept in f32 whatever the input dtype; the two matmul operands per
+//! product stay in the input dtype (bf16 runs on tensor cores).
+//!
+//! The model code is generic over `B: Backend`, so [`crate::attention::scaled_dot_product`] reaches this op
+//! through a registry keyed by the backend type ([`register`]); the backends compiled into this crate are
+//! registered on first use.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+
+/// Query/key block sizes of the tiled computation. Only peak memory and speed depend on them; results
+/// agree with the untiled computation to rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionBlocks {
+    /// Query rows per block.
+    pub query: usize,
+    /// Key rows per block; keys longer than this use the online (rescaled) softmax across key blocks.
+    pub key: usize,
+}
+
+/// Elements of one f32 score block [B, H, query, key] that [`AttentionBlocks::for_shape`] aims for: 2^26
+/// (256 MiB) keeps the matmuls large enough to fill a GPU while the backward's few live score-sized
+/// temporaries stay around 1 GiB.
+pub const SCORE_BLOCK_ELEMENTS: usize = 1 << 26;
+
+/// Keys up to this length are processed as one block (plain softmax per query block, no rescaling).
+pub const MAX_KEY_BLOCK: usize = 16_384;
+
+impl AttentionBlocks {
+    /// Blocks for a [batch, heads, lq, d] x [batch, heads, lk, d] attention: all keys at once up to
+    /// [`MAX_KEY_BLOCK`], and as many query rows as fit in [`SCORE_BLOCK_ELEMENTS`] (a multiple of 16,
+    /// at least 16).
+    pub fn for_shape(batch: usize, heads: usize, lq: usize, lk: usize) -> Self {
+        let key = lk.clamp(1, MAX_KEY_BLOCK);
+        let rows = SCORE_BLOCK_ELEMENTS / (batch.max(1) * heads.max(1) * key);
+        let query = if rows >= lq { lq.max(1) } else { (rows / 16 * 16).max(16) };
+        Self { query, key }
+    }
+}
+
+/// A backend that provides fused (tiled, recomputing) attention over [B, H, L, d] tensors, no mask.
+///
+/// `scale` multiplies the scores (1/sqrt(d) for standard attention). The log-sum-exp tensor is
+/// [B, H, Lq, 1] in f32: `lse = ln Σ_j exp(scale · q·k_j)`.
+pub trait FusedAttentionBackend: Backend {
+    /// Output [B, H, Lq, d] (dtype of q) and log-sum-exp [B, H, Lq, 1] (f32).
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, lse) = tiled_forward::<Self>(wrap(q), wrap(k), wrap(v), scale, blocks);
+        (unwrap(out), unwrap(lse))
+    }
+
+    /// Gradients [dq, dk, dv] (dtypes of q, k, v) from the saved forward quantities and the output
+    /// gradient, recomputing the probabilities block by block.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> [FloatTensor<Self>; 3] {
+        tiled_backward::<Self>(
+            wrap(q),
+            wrap(k),
+            wrap(v),
+            wrap(out),
+            wrap(lse),
+            wrap(grad_out),
+            scale,
+            blocks,
+        )
+        .map(unwrap)
+    }
+
+    /// The attention output alone; under `Autodiff` this is the differentiable op.
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> FloatTensor<Self> {
+        Self::fused_attention_forward(q, k, v, scale, blocks).0
+    }
+}
+
+fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// Splits `0..len` into consecutive ranges of at most `block` (the last one shorter when `len` is not a
+/// multiple).
+fn ranges(len: usize, block: usize) -> Vec<(usize, usize)> {
+    let block = block.max(1);
+    (0..len).step_by(block).map(|s| (s, block.min(len - s))).collect()
+}
+
+/// Online-softmax forward over query blocks x key blocks using tensor ops only.
+pub fn tiled_forward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f32,
+    blocks: AttentionBlocks,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let dtype = q.dtype();
+    let [_, _, lq, _] = q.shape().dims();
+    let [_, _, lk, _] = k.shape().dims();
+    let key_ranges = ranges(lk, blocks.key);
+    // Transposed keys per block, shared by every query block.
+    let kt: Vec<Tensor<B, 4>> =
+        key_ranges.iter().map(|&(s, n)| k.clone().narrow(2, s, n).swap_dims(2, 3)).collect();
+    let vs: Vec<Tensor<B, 4>> = key_ranges.iter().map(|&(s, n)| v.clone().narrow(2, s, n)).collect();
+    let mut outs = Vec::new();
+    let mut lses = Vec::new();
+    for (qs, qn) in ranges(lq, blocks.query) {
+        let qi = q.clone().narrow(2, qs, qn);
+        // Running max, running denominator, unnormalised output accumulator (all f32).
+        let mut state: Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> = None;
+        for (ktj, vj) in kt.iter().zip(&vs) {
+            let s = qi.clone().matmul(ktj.clone()).cast(DType::F32).mul_scalar(scale);
+            let mj = s.clone().max_dim(3);
+            state = Some(match state {
+                None => {
+                    let p = s.sub(mj.clone()).exp();
+                    let l = p.clone().sum_dim(3);
+                    let acc = p.cast(dtype).matmul(vj.clone()).cast(DType::F32);
+                    (mj, l, acc)
+                }
+                Some((m, l, acc)) => {
+                    let m_new = m.clone().max_pair(mj);
+                    let alpha = m.sub(m_new.clone()).exp();
+                    let p = s.sub(m_new.clone()).exp();
+                    let l = l.mul(alpha.clone()).add(p.clone().sum_dim(3));
+                    let acc = acc.mul(alpha).add(p.cast(dtype).matmul(vj.clone()).cast(DType::F32));
+                    (m_new, l, acc)
+                }
+            });
+        }
+        let (m, l, acc) = state.expect("at least one key block (lk > 0)");
+        outs.push(acc.div(l.clone()).cast(dtype));
+        lses.push(m.add(l.log()));
+    }
+    (Tensor::cat(outs, 2), Tensor::cat(lses, 2))
+}
+
+/// FlashAttention-2 style backward over query blocks x key blocks using tensor ops only.
+#[allow(clippy::too_many_arguments)]
+pub fn tiled_backward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    out: Tensor<B, 4>,
+    lse: Tensor<B, 4>,
+    grad_out: Tensor<B, 4>,
+    scale: f32,
+    blocks: AttentionBlocks,
+) -> [Tensor<B, 4>; 3] {
+    let (qdt, kdt, vdt) = (q.dtype(), k.dtype(), v.dtype());
+    let [_, _, lq, _] = q.shape().dims();
+    let [_, _, lk, _] = k.shape().dims();
+    let grad_out = grad_out.cast(qdt);
+    // D_i = rowsum(dO ∘ O), [B, H, Lq, 1] f32.
+    let delta = grad_out.clone().cast(DType::F32).mul(out.cast(DType::F32)).sum_dim(3);
+    let key_ranges = ranges(lk, blocks.key);
+    let ks: Vec<Tensor<B, 4>> = key_ranges.iter().map(|&(s, n)| k.clone().narrow(2, s, n)).collect();
+    let vs: Vec<Tensor<B, 4>> = key_ranges.iter().map(|&(s, n)| v.clone().narrow(2, s, n)).collect();
+    let mut dk_acc: Vec<Option<Tensor<B, 4>>> = vec![None; key_ranges.len()];
+    let mut dv_acc: Vec<Option<Tensor<B, 4>>> = vec![None; key_ranges.len()];
+    let mut dqs = Vec::new();
+    let accumulate = |slot: &mut Option<Tensor<B, 4>>, x: Tensor<B, 4>| {
+        *slot = Some(match slot.take() {
+            None => x,
+            Some(a) => a.add(x),
+        });
+    };
+    for (qs, qn) in ranges(lq, blocks.query) {
+        let qi = q.clone().narrow(2, qs, qn);
+        let doi = grad_out.clone().narrow(2, qs, qn);
+        let lse_i = lse.clone().narrow(2, qs, qn);
+        let delta_i = delta.clone().narrow(2, qs, qn);
+        let mut dq_i: Option<Tensor<B, 4>> = None;
+        for (j, (kj, vj)) in ks.iter().zip(&vs).enumerate() {
+            let s = qi.clone().matmul(kj.clone().swap_dims(2, 3)).cast(DType::F32).mul_scalar(scale);
+            let p = s.sub(lse_i.clone()).exp();
+            let p_lo = p.clone().cast(qdt);
+            accumulate(&mut dv_acc[j], p_lo.swap_dims(2, 3).matmul(doi.clone()).cast(DType::F32));
+            let dp = doi.clone().matmul(vj.clone().swap_dims(2, 3)).cast(DType::F32);
+            // dS scaled by `scale` once, so dq = dS K and dk = dSᵀ Q.
+            let ds = p.mul(dp.sub(delta_i.clone())).mul_scalar(scale).cast(qdt);
+            accumulate(&mut dq_i, ds.clone().matmul(kj.clone()).cast(DType::F32));
+            accumulate(&mut dk_acc[j], ds.swap_dims(2, 3).matmul(qi.clone()).cast(DType::F32));
+        }
+        dqs.push(dq_i.expect("at least one key block (lk > 0)").cast(qdt));
+    }
+    let collect = |acc: Vec<Option<Tensor<B, 4>>>, dtype: DType| {
+        Tensor::cat(acc.into_iter().map(|a| a.expect("every key block visited").cast(dtype)).collect(), 2)
+    };
+    [Tensor::cat(dqs, 2), collect(dk_acc, kdt), collect(dv_acc, vdt)]
+}
+
+/// What the autodiff op keeps for backward: inputs, output and log-sum-exp (O(L·d)); never a score block.
+#[derive(Clone, Debug)]
+pub struct SavedAttention<B: Backend> {
+    pub q: FloatTensor<B>,
+    pub k: FloatTensor<B>,
+    pub v: FloatTensor<B>,
+    pub out: FloatTensor<B>,
+    pub lse: FloatTensor<B>,
+    pub scale: f32,
+    pub blocks: AttentionBlocks,
+}
+
+impl<B: Backend> SavedAttention<B> {
+    /// Every shape held, for callers that check what the graph retains.
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        use burn::tensor::TensorMetadata;
+        [&self.q, &self.k, &self.v, &self.out, &self.lse].iter().map(|t| t.shape().to_vec()).collect()
+    }
+}
+
+#[derive(Debug)]
+struct FusedAttentionBackward;
+
+impl<B: FusedAttentionBackend> Backward<B, 3> for FusedAttentionBackward {
+    type State = SavedAttention<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let grad_out = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        inspect::record(&s);
+        let [dq, dk, dv] = B::fused_attention_backward(s.q, s.k, s.v, s.out, s.lse, grad_out, s.scale, s.blocks);
+        if let Some(node) = node_q {
+            grads.register::<B>(node.id, dq);
+        }
+        if let Some(node) = node_k {
+            grads.register::<B>(node.id, dk);
+        }
+        if let Some(node) = node_v {
+            grads.register::<B>(node.id, dv);
+        }
+    }
+}
+
+impl<B: FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBackend for Autodiff<B, C> {
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // Both results untracked: callers wanting gradients use `fused_attention`.
+        let (out, lse) = B::fused_attention_forward(q.primitive, k.primitive, v.primitive, scale, blocks);
+        (Self::from_inner(out), Self::from_inner(lse))
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> [FloatTensor<Self>; 3] {
+        B::fused_attention_backward(
+            q.primitive,
+            k.primitive,
+            v.primitive,
+            out.primitive,
+            lse.primitive,
+            grad_out.primitive,
+            scale,
+            blocks,
+        )
+        .map(Self::from_inner)
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> FloatTensor<Self> {
+        let prep = FusedAttentionBackward
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (out, lse) = B::fused_attention_forward(
+                    q.primitive.clone(),
+                    k.primitive.clone(),
+                    v.primitive.clone(),
+                    scale,
+                    blocks,
+                );
+                let state = SavedAttention {
+                    q: q.primitive,
+                    k: k.primitive,
+                    v: v.primitive,
+                    out: out.clone(),
+                    lse,
+                    scale,
+                    blocks,
+                };
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_attention(q.primitive, k.primitive, v.primitive, scale, blocks))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+impl FusedAttentionBackend for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl FusedAttentionBackend for burn::backend::NdArray {}
+#[cfg(feature = "cuda")]
+impl FusedAttentionBackend for burn::backend::Cuda {}
+
+/// softmax(scale · Q Kᵀ) V over [B, H, L, d] with blocks chosen by [`AttentionBlocks::for_shape`].
+pub fn fused_attention<B: FusedAttentionBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, lq, d] = q.shape().dims();
+    let lk = k.shape().dims::<4>()[2];
+    let scale = 1.0 / (d as f32).sqrt();
+    fused_attention_with::<B>(q, k, v, scale, AttentionBlocks::for_shape(b, h, lq, lk))
+}
+
+/// [`fused_attention`] with an explicit scale and block sizes.
+pub fn fused_attention_with<B: FusedAttentionBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f32,
+    blocks: AttentionBlocks,
+) -> Tensor<B, 4> {
+    wrap(B::fused_attention(unwrap(q), unwrap(k), unwrap(v), scale, blocks))
+}
+
+type Entry<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>;
+
+fn registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut map: HashMap<TypeId, Box<dyn Any + Send + Sync>> = HashMap::new();
+        builtin::<()>(&mut map);
+        RwLock::new(map)
+    })
+}
+
+fn insert<B: FusedAttentionBackend>(map: &mut HashMap<TypeId, Box<dyn Any + Send + Sync>>) {
+    let entry: Entry<B> = fused_attention::<B>;
+    map.insert(TypeId::of::<B>(), Box::new(entry));
+}
+
+/// Registers `B` and `Autodiff<B>` (both checkpointing strategies) for the backends compiled into this
+/// crate (features `flex`, `ndarray`, `cuda`).
+fn builtin<T>(map: &mut HashMap<TypeId, Box<dyn Any + Send + Sync>>) {
+    #[allow(unused_macros)]
+    macro_rules! with_autodiff {
+        ($b:ty) => {
+            insert::<$b>(map);
+            insert::<Autodiff<$b>>(map);
+            insert::<Autodiff<$b, burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing>>(map);
+        };
+    }
+    #[cfg(feature = "flex")]
+    with_autodiff!(burn::backend::Flex);
+    #[cfg(feature = "ndarray")]
+    with_autodiff!(burn::backend::NdArray);
+    #[cfg(feature = "cuda")]
+    with_autodiff!(burn::backend::Cuda);
+    let _ = map;
+}
+
+/// Makes [`crate::attention::scaled_dot_product`] (and so the whole model) use the fused attention for
+/// backend `B`. Register the autodiff backend you train with (`Autodiff<Inner>`) and the inner one;
+/// backends of this crate's enabled features are registered already.
+pub fn register<B: FusedAttentionBackend>() {
+    let mut map = registry().write().unwrap_or_else(|e| e.into_inner());
+    insert::<B>(&mut map);
+}
+
+/// Whether `B` runs the fused attention inside the model.
+pub fn is_registered<B: Backend>() -> bool {
+    registry().read().unwrap_or_else(|e| e.into_inner()).contains_key(&TypeId::of::<B>())
+}
+
+/// Runs the registered fused attention for `B`, or gives the inputs back when `B` is not registered.
+pub(crate) fn dispatch<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, [Tensor<B, 4>; 3]> {
+    let entry = {
+        let map = registry().read().unwrap_or_else(|e| e.into_inner());
+        map.get(&TypeId::of::<B>()).and_then(|e| e.downcast_ref::<Entry<B>>().copied())
+    };
+    match entry {
+        Some(f) => Ok(f(q, k, v)),
+        None => Err([q, k, v]),
+    }
+}
+
+/// Records the shapes each backward of the autodiff op found in its saved state, so tests can check that
+/// the graph held no [Lq, Lk] tensor. Cheap (a few small vectors per attention call), thread-local.
+pub mod inspect {
+    use super::SavedAttention;
+    use burn::tensor::backend::Backend;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static SEEN: RefCell<Vec<Vec<Vec<usize>>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record<B: Backend>(state: &SavedAttention<B>) {
+        SEEN.with(|s| {
+            let mut s = s.borrow_mut();
+            // Bounded: only the most recent calls matter to a check.
+            if s.len() >= 256 {
+                s.remove(0);
+            }
+            s.push(state.shapes());
+        });
+    }
+
+    /// Takes the saved-state shapes recorded on this thread since the last call.
+    pub fn take_saved_shapes() -> Vec<Vec<Vec<usize>>> {
+        SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+}
