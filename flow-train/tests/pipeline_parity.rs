@@ -17,7 +17,7 @@ use flow_train::pipeline::{
 use flux2_dit::TensorStore;
 use flux2_dit::compare::relative_error;
 use image::GenericImageView;
-use parity::{CaseInputs, ModelFolders, TOLERANCE, case_dirs, load_case, run_case};
+use parity::{BF16_TOLERANCE, CaseInputs, ModelFolders, TOLERANCE, case_dirs, load_case, run_case};
 
 type B = Flex;
 
@@ -57,6 +57,17 @@ fn all_committed_cases_match_diffusers() {
         }
     }
     assert!(with_refs >= 2 && with_loras >= 2, "cases with references {with_refs}, with LoRAs {with_loras}");
+}
+
+/// Every model in bf16 against diffusers' bf16 run of the same call.
+#[test]
+fn bf16_cases_match_diffusers_bf16() {
+    let mut folders = ModelFolders::default();
+    for dir in case_dirs(&fixture_root()).unwrap() {
+        let report = run_case::<B>(&dir, &mut folders, DType::BF16, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        eprintln!("{} (bf16): {report:?}", dir.display());
+        assert!(report.image < BF16_TOLERANCE, "{}: bf16 image rel_err {:e}", dir.display(), report.image);
+    }
 }
 
 #[test]

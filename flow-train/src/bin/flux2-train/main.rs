@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod sample_cmd;
 mod train_cmd;
 
 /// FLUX.2 [dev] LoRA trainer (Burn, no Python).
@@ -22,6 +23,9 @@ enum Command {
     /// Train the embedded demo: a tiny FLUX.2 pipeline and painted images generated on the spot
     /// (no downloads), a LoRA on CPU in minutes; writes the LoRA, samples, loss log and plot.
     Demo(train_cmd::DemoArgs),
+    /// Generate one image from a FLUX.2 model (diffusers folder, Hugging Face repo or BFL file), with
+    /// optional LoRAs and reference images; equal to diffusers' Flux2Pipeline for the same inputs.
+    Sample(sample_cmd::SampleArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train_cmd::run(args),
         Command::Demo(args) => train_cmd::run_demo(args),
+        Command::Sample(args) => sample_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
