@@ -25,6 +25,10 @@ pub struct LoraMetadata {
     /// Training rank and alpha (informative: the factors and their layout carry the actual scale).
     pub rank: Option<usize>,
     pub alpha: Option<f32>,
+    /// Free-form entries (a job's `meta:`), written under their own names; `flux2.*` and `format`
+    /// are reserved and not overwritten.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +96,11 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
     }
     if let Some(step) = m.step {
         header.insert("flux2.step".into(), step.to_string());
+    }
+    for (key, value) in &m.extra {
+        if key != "format" && !key.starts_with("flux2.") {
+            header.insert(key.clone(), value.clone());
+        }
     }
 
     match options.layout {

@@ -141,6 +141,15 @@ pub fn load_state(dir: &Path) -> Result<(TrainingState, PathBuf)> {
     Ok((TrainingState { file, adapter, ema }, dir.join("optimizer.safetensors")))
 }
 
+/// Deletes every training state (a fresh start in an existing folder); LoRA files stay.
+pub fn clear_states(output: &Path) -> Result<()> {
+    let root = state_root(output);
+    if root.exists() {
+        std::fs::remove_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    }
+    Ok(())
+}
+
 /// Deletes all but the newest `keep` step checkpoints (LoRA files and state directories; `keep = 0`
 /// keeps everything). The final `<name>.safetensors` is never touched.
 pub fn prune(output: &Path, name: &str, keep: u32) -> Result<()> {

@@ -26,6 +26,7 @@ fn batch_of<B: Backend>(item: &EvalItem<B>) -> TrainBatch<B> {
         preservation_text: None,
         controls: Vec::new(),
         loss_multipliers: vec![1.0],
+        network_weight: 1.0,
     }
 }
 

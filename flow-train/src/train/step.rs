@@ -31,6 +31,8 @@ pub struct TrainBatch<B: Backend> {
     pub controls: Vec<Tensor<B, 4>>,
     /// Per-item loss multipliers (dataset `loss_multiplier`, regularization weight).
     pub loss_multipliers: Vec<f32>,
+    /// The dataset's `network_weight`: the adapter's multiplier while training on this batch.
+    pub network_weight: f32,
 }
 
 /// What the step adds to the loss, besides the flow-matching term.

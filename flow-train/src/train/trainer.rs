@@ -137,6 +137,8 @@ struct Data<'a, B: AutodiffBackend> {
     trigger: Option<String>,
     dop_class: Option<String>,
     reg_weight: f32,
+    /// `unload_text_encoder`: every item trains on the trigger word's embedding.
+    trigger_only: bool,
 }
 
 impl<B: AutodiffBackend> Data<'_, B> {
@@ -171,7 +173,10 @@ impl<B: AutodiffBackend> Data<'_, B> {
             let z = self.caches.latent(self.set, r, &encoder)?;
             latents.push(from_cached::<B, 3>(&z, device)?.unsqueeze_dim::<4>(0));
             let mut rng = Rng::derive(self.seed, "caption", &[n, pos as u64]);
-            let caption = self.set.step_caption(r, &mut rng)?;
+            let mut caption = self.set.step_caption(r, &mut rng)?;
+            if self.trigger_only {
+                caption.text = self.trigger.clone().unwrap_or_default();
+            }
             texts.push(from_cached::<B, 2>(&*self.bank.embed(&caption.text)?, device)?.unsqueeze_dim::<3>(0));
             if dop && let Some(class) = &self.dop_class {
                 let c = class_caption(&caption.text, self.trigger.as_deref(), class);
@@ -202,6 +207,7 @@ impl<B: AutodiffBackend> Data<'_, B> {
             preservation_text: (!class_texts.is_empty()).then(|| Tensor::cat(class_texts, 0)),
             controls: stacked_controls,
             loss_multipliers: vec![multiplier; batch.samples.len()],
+            network_weight: dataset.config().network_weight,
         })
     }
 }
@@ -248,7 +254,8 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         // Every caption a step can draw, its DOP class variant and the sample prompts; then the
         // encoder's memory is released.
         let mut captions: Vec<String> = sample_prompts.clone();
-        for d in set.datasets() {
+        captions.push(trigger.clone().unwrap_or_default());
+        for d in set.datasets().iter().filter(|_| plan.train.text_encoder == TextEncoderPlan::CachedEmbeddings) {
             let rules = d.caption_rules();
             if d.config().caption_dropout_rate > 0.0 {
                 captions.push(rules.dropout_caption());
@@ -284,6 +291,11 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         plan.train.ema_decay.map(|_| trainable::values(&model, ADAPTER));
 
     let mut start_step = 0u32;
+    if !options.resume {
+        // Starting over: the previous run's training states would otherwise count as the newest
+        // checkpoints (keep-N) and be resumed from next time.
+        checkpoint::clear_states(&output)?;
+    }
     if options.resume
         && let Some((step, dir)) = checkpoint::list_states(&output).pop()
     {
@@ -330,12 +342,13 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         }
     }
     let samples_dir = output.join("samples");
-    let render = |model: &Flux2Transformer<B>, step: u32| -> Result<()> {
+    // Samples show what a save would hold: the EMA weights when EMA is on.
+    let render = |model: &mut Flux2Transformer<B>, ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>, step: u32| -> Result<()> {
         if prompts.is_empty() {
             return Ok(());
         }
         let pb = bar(prompts.len() as u64, options.progress, "sampling {bar:30} {pos}/{len} eta {eta}");
-        let inner = model.valid();
+        let inner = with_weights(model, ema, |m| m.valid())?;
         previews::render(&inner, &vae, &adapter, &prompts, &samples_dir, step, plan.sample.format, |i, _| {
             pb.set_position(i as u64)
         })?;
@@ -343,7 +356,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         Ok(())
     };
     if plan.sample.before_first_step && (start_step == 0 || plan.sample.force_first) {
-        render(&model, start_step)?;
+        render(&mut model, &ema, start_step)?;
     }
 
     // ---- the loop ----
@@ -360,6 +373,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         trigger: trigger.clone(),
         dop_class,
         reg_weight: plan.train.reg_weight,
+        trigger_only: plan.train.text_encoder == TextEncoderPlan::TriggerOnly,
     };
     if set.sampler(Stream::Reg, 1).is_empty() {
         data.reg_batches.clear();
@@ -386,6 +400,11 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             trigger_word: trigger.clone(),
             targets: Some(plan.lora.targets.label()),
             step: step.map(u64::from),
+            extra: plan
+                .meta
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect(),
         },
     };
 
@@ -432,7 +451,10 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), TrainRng::with_stream(seed, 2 * n + 1))?;
             let timesteps = sampler.sample(b, h * w)?;
             B::seed(&device, seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let (loss, values) = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options)?;
+            adapter.set_multiplier(batch.network_weight);
+            let result = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options);
+            adapter.set_multiplier(1.0);
+            let (loss, values) = result?;
             let grads = loss.backward();
             let g = trainable::gradients(&model, ADAPTER, &grads);
             grads_sum = Some(match grads_sum {
@@ -458,6 +480,20 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         pb.set_message(format!("loss {:.4}", record.loss));
         pb.set_position(u64::from(step));
         log.push(record)?;
+        if plan.log_every > 0 && step % plan.log_every == 0 {
+            let window = &log.records()[log.records().len().saturating_sub(plan.log_every as usize)..];
+            let mean = window.iter().map(|r| r.loss).sum::<f32>() / window.len().max(1) as f32;
+            let last = &window[window.len() - 1];
+            // Through `suspend`, so the line also reaches logs when stderr is not a terminal.
+            pb.suspend(|| {
+                eprintln!(
+                    "step {step}/{total}: loss {mean:.4} (mean of {}), lr {:.3e}, grad norm {:.3}",
+                    window.len(),
+                    last.lr,
+                    last.grad_norm
+                )
+            });
+        }
 
         let stop_here = options.stop_after.is_some_and(|n| step - start_step >= n);
         let interrupted = options.interrupt.load(Ordering::SeqCst);
@@ -468,7 +504,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             })?;
         }
         if step < total && plan.sample.every > 0 && step % plan.sample.every == 0 && step >= plan.sample.start_step {
-            pb.suspend(|| render(&model, step))?;
+            pb.suspend(|| render(&mut model, &ema, step))?;
         }
         if stop_here || interrupted {
             break;
@@ -476,13 +512,13 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     }
     pb.finish_and_clear();
     let finished = step >= total;
-    if finished {
+    if finished && step > start_step {
         save(&mut model, optimizer.as_ref(), &ema, step, &log)?;
         let final_lora = output.join(format!("{}.safetensors", plan.name));
         save_lora(&mut model, &ema, &final_lora, &save_opts(Some(step)))?;
         last_lora = Some(final_lora);
         if !plan.sample.disabled && plan.sample.every > 0 {
-            render(&model, step)?;
+            render(&mut model, &ema, step)?;
         }
     }
     write_plot(&output.join("loss.png"), &points(&log))?;
@@ -492,7 +528,10 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         output_dir: output.clone(),
         start_step,
         steps: step,
-        lora: last_lora.unwrap_or_else(|| output.join(checkpoint::lora_file_name(&plan.name, step))),
+        lora: last_lora.unwrap_or_else(|| {
+            let final_lora = output.join(format!("{}.safetensors", plan.name));
+            if finished && final_lora.exists() { final_lora } else { output.join(checkpoint::lora_file_name(&plan.name, step)) }
+        }),
         first_loss: records.first().map(|r| r.loss),
         final_loss: (!records.is_empty())
             .then(|| records[records.len() - tail.min(records.len())..].iter().map(|r| r.loss).sum::<f32>() / tail as f32),
@@ -513,21 +552,30 @@ fn mean_losses(losses: &[StepLosses], step: u32, lr: f64, grad_norm: f64, elapse
     LossRecord { step, loss, preservation, lr, grad_norm: grad_norm as f32, elapsed_s }
 }
 
-/// Writes the LoRA file: the EMA weights when EMA is on (swapped in for the save), else the trained ones.
+/// Runs `f` with the EMA weights swapped in when EMA is on (restored after), else on the model as is.
+fn with_weights<B: AutodiffBackend, T>(
+    model: &mut Flux2Transformer<B>,
+    ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
+    f: impl FnOnce(&Flux2Transformer<B>) -> T,
+) -> Result<T> {
+    match ema {
+        None => Ok(f(model)),
+        Some(ema) => {
+            let trained = trainable::values(model, ADAPTER);
+            trainable::set_values(model, ADAPTER, ema.clone())?;
+            let out = f(model);
+            trainable::set_values(model, ADAPTER, trained)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Writes the LoRA file: the EMA weights when EMA is on, else the trained ones.
 fn save_lora<B: AutodiffBackend>(
     model: &mut Flux2Transformer<B>,
     ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
     path: &Path,
     options: &SaveOptions,
 ) -> Result<()> {
-    match ema {
-        None => Ok(lora_adapters::save(model, ADAPTER, path, options)?),
-        Some(ema) => {
-            let trained = trainable::values(model, ADAPTER);
-            trainable::set_values(model, ADAPTER, ema.clone())?;
-            let saved = lora_adapters::save(model, ADAPTER, path, options);
-            trainable::set_values(model, ADAPTER, trained)?;
-            Ok(saved?)
-        }
-    }
+    Ok(with_weights(model, ema, |m| lora_adapters::save(m, ADAPTER, path, options))??)
 }

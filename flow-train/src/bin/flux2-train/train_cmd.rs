@@ -115,6 +115,14 @@ fn run_job(job: &LoadedJob, resume: bool) -> Result<TrainSummary, String> {
 }
 
 fn report(summary: &TrainSummary) {
+    if !summary.interrupted && summary.start_step == summary.steps {
+        eprintln!(
+            "nothing to do: this job already trained its {} steps in {} (run with --fresh to train again)",
+            summary.steps,
+            summary.output_dir.display()
+        );
+        return;
+    }
     let loss = |l: Option<f32>| l.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
     eprintln!(
         "{} steps {}..{} in {:.0} s; loss {} -> {} (mean of the last 10%)\n  LoRA: {}\n  samples: {}\n  loss log: {}\n  loss plot: {}",
