@@ -50,6 +50,11 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// Optimizer state that does not fit the optimizer or its parameters (a checkpoint of another
+    /// optimizer, another adapter shape, a missing tensor): names the state key and what is wrong.
+    #[error("optimizer state: {key}: {reason}")]
+    OptimizerState { key: String, reason: String },
+
     /// An error from a model crate (`flux2-dit`, `flux2-vae`, `mistral-encoder`, `lora-adapters`,
     /// `dataset-buckets`), with the component named.
     #[error("{component}: {message}")]

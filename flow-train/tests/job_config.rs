@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use flow_train::job::{
-    DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, OptimizerKind, Precision, Severity, TextEncoderPlan,
+    Adam8bitSettings, DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, OptimizerKind, Precision, Severity,
+    TextEncoderPlan,
     check_job, check_job_str, load_job, load_job_str, substitute_env,
 };
 use flow_train::{LossType, TimestepBias, TimestepType};
@@ -157,7 +158,8 @@ fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     assert_eq!((plan.save.every, plan.save.keep, plan.save.dtype), (250, 4, Precision::Bf16));
     assert_eq!(plan.save.layout, LoraLayout::AiToolkit);
     assert_eq!(plan.train.steps, 3000);
-    assert_eq!(plan.train.optimizer.kind, OptimizerKind::AdamW8bitAsAdamW);
+    assert_eq!(plan.train.optimizer.kind, OptimizerKind::AdamW8bit);
+    assert_eq!(plan.train.optimizer.adamw8bit, Some(Adam8bitSettings { block_size: 2048, min_8bit_size: 4096 }));
     assert_eq!(plan.train.optimizer.lr, 1e-4);
     assert_eq!(plan.train.optimizer.weight_decay, 1e-4);
     assert_eq!(plan.train.optimizer.eps, 1e-6);
@@ -173,8 +175,8 @@ fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     assert_eq!(seeds, [42, 43, 44, 45], "walk_seed");
     assert!(plan.sample.prompts.iter().all(|s| s.width == 1024 && s.guidance_scale == 4.0 && s.steps == 25));
     assert_eq!(plan.meta["name"], "flux2_ui_job_v1", "[name] replaced");
-    // adamw8bit is accepted with a warning saying what it runs as.
-    assert_eq!(job.warnings().map(|d| d.path.as_str()).collect::<Vec<_>>(), ["config.process[0].train.optimizer"]);
+    // adamw8bit is a real 8-bit optimizer now: nothing to warn about.
+    assert_eq!(job.warnings().count(), 0, "{:?}", job.diagnostics);
 }
 
 /// A hand-written job in ai-toolkit's classic example style: legacy keys, inline prompt flags.
@@ -333,7 +335,7 @@ fn bad_values_name_the_key_path_and_the_value() {
         ("config.process[0].sample.samples[1].width", "10"),
         ("config.process[0].network.linear", "0"),
         ("config.process[0].network.network_kwargs.only_if_contains", "[img_attn, '']"),
-        ("config.process[0].train.optimizer", "prodigy"),
+        ("config.process[0].train.optimizer", "automagic"),
         ("config.process[0].device", "tpu"),
     ]));
     let lr = error_at(&report, "config.process[0].train.lr");
@@ -357,7 +359,7 @@ fn bad_values_name_the_key_path_and_the_value() {
 
     // The error type lists them all, one per line, with paths.
     let err = load_job_str(
-        &job_with(&[("config.process[0].train.lr", "fast"), ("config.process[0].train.optimizer", "prodigy")]),
+        &job_with(&[("config.process[0].train.lr", "fast"), ("config.process[0].train.optimizer", "automagic")]),
         JobFormat::Yaml,
         "bad.yaml",
     )
@@ -366,10 +368,13 @@ fn bad_values_name_the_key_path_and_the_value() {
     assert!(text.starts_with("job file bad.yaml: 1 error"), "{text}");
     assert!(text.contains("error: config.process[0].train.lr: invalid type"), "{text}");
     // Mapping errors (optimizer names) come after range checks pass:
-    let err = load_job_str(&job_with(&[("config.process[0].train.optimizer", "prodigy")]), JobFormat::Yaml, "o.yaml")
+    let err = load_job_str(&job_with(&[("config.process[0].train.optimizer", "automagic")]), JobFormat::Yaml, "o.yaml")
         .unwrap_err();
     assert!(
-        err.to_string().contains("config.process[0].train.optimizer: prodigy is not supported yet (implemented: adamw"),
+        err.to_string().contains(
+            "config.process[0].train.optimizer: automagic is not supported (supported: adamw, adamw8bit (also spelled \
+             adam8bit, adamw8), adafactor, prodigy (also prodigyopt), lion"
+        ),
         "{err}"
     );
     let err = load_job_str(&job_with(&[("config.process[0].device", "tpu")]), JobFormat::Yaml, "d.yaml").unwrap_err();
@@ -424,6 +429,63 @@ fn network_settings_map_to_lora_adapters() {
     // The resolved file shows the filled values under their current names.
     let net = &job.file.config.process[0].network;
     assert_eq!((net.linear, net.linear_alpha, net.rank, net.alpha), (16, Some(4.0), None, None));
+}
+
+#[test]
+fn optimizers_take_their_params_with_ai_toolkit_defaults() {
+    let job = load_job_str(
+        &job_with(&[
+            ("config.process[0].train.optimizer", "Prodigy"),
+            ("config.process[0].train.lr", "1e-4"),
+            (
+                "config.process[0].train.optimizer_params",
+                "{d_coef: 2, growth_rate: .inf, use_bias_correction: true, weight_decay: '0.01'}",
+            ),
+        ]),
+        JobFormat::Yaml,
+        "prodigy.yaml",
+    )
+    .unwrap();
+    let o = &job.plan.train.optimizer;
+    assert_eq!((o.kind, o.lr, o.weight_decay, o.eps), (OptimizerKind::Prodigy, 1.0, 0.01, 1e-6), "lr < 0.1 -> 1.0");
+    let p = o.prodigy.unwrap();
+    assert_eq!((p.d_coef, p.growth_rate, p.use_bias_correction, p.d0), (2.0, f64::INFINITY, true, 1e-6));
+    assert_eq!(job.warnings().count(), 0, "{:?}", job.diagnostics);
+    assert!(job.diagnostics.iter().any(|d| d.path == "config.process[0].train.lr" && d.severity == Severity::Note));
+
+    let job = load_job_str(
+        &job_with(&[
+            ("config.process[0].train.optimizer", "adafactor"),
+            ("config.process[0].train.optimizer_params", "{beta1: 0.9, eps: [1.0e-30, 2.0e-3], clip_threshold: 0.5}"),
+        ]),
+        JobFormat::Yaml,
+        "adafactor.yaml",
+    )
+    .unwrap();
+    let a = job.plan.train.optimizer.adafactor.unwrap();
+    assert_eq!((a.beta1, a.eps, a.clip_threshold), (Some(0.9), [1e-30, 2e-3], 0.5));
+    assert_eq!((a.relative_step, a.scale_parameter, a.warmup_init), (false, false, false), "ai-toolkit's defaults");
+    assert_eq!(job.plan.train.optimizer.weight_decay, 0.0);
+
+    let job = load_job_str(&job_with(&[("config.process[0].train.optimizer", "lion")]), JobFormat::Yaml, "l.yaml").unwrap();
+    assert_eq!((job.plan.train.optimizer.betas, job.plan.train.optimizer.weight_decay), ([0.9, 0.99], 0.0));
+
+    // A key of another optimizer names the optimizers that take it; bitsandbytes-only switches stop.
+    let report = check(&job_with(&[
+        ("config.process[0].train.optimizer", "lion"),
+        ("config.process[0].train.optimizer_params", "{d_coef: 2, block_size: 256}"),
+    ]));
+    assert_eq!(
+        error_at(&report, "config.process[0].train.optimizer_params.d_coef"),
+        "lion does not take `d_coef` (it is a parameter of prodigy)"
+    );
+    assert!(error_at(&report, "config.process[0].train.optimizer_params.block_size").contains("adamw8bit"));
+    let report = check(&job_with(&[
+        ("config.process[0].train.optimizer", "adamw8bit"),
+        ("config.process[0].train.optimizer_params", "{percentile_clipping: 5, is_paged: true}"),
+    ]));
+    assert!(error_at(&report, "config.process[0].train.optimizer_params.percentile_clipping").contains("percentile"));
+    assert!(paths(&report, Severity::Note).contains(&"config.process[0].train.optimizer_params.is_paged".to_string()));
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod diagnostics;
 pub mod keys;
 mod lenient;
 mod load;
+pub mod optimizer;
 pub mod resolve;
 pub mod schema;
 pub mod validate;
@@ -31,14 +32,15 @@ use std::path::Path;
 
 pub use diagnostics::{Diagnostic, JobError, Severity};
 pub use load::{JobFormat, parse_tree, replace_name, substitute_env};
+pub use optimizer::{AdafactorSettings, Adam8bitSettings, LionSettings, ProdigySettings, resolve_optimizer};
 pub use resolve::{
     Accumulation, DeviceSpec, DopPlan, LrSchedule, ModelPlan, OptimizerKind, OptimizerPlan, SamplePlan, SamplePrompt,
     SavePlan, TextEncoderPlan, TrainJob, TrainPlan,
 };
 pub use schema::{
     EmaConfig, ImageFormat, JobConfig, JobFile, LoggingConfig, LrSchedulerParams, ModelConfig, ModelKwargs,
-    NetworkConfig, NetworkKwargs, OptimizerParams, Precision, ProcessConfig, SampleConfig, SampleItem, SaveConfig,
-    SaveFormat, TrainConfig,
+    NetworkConfig, NetworkKwargs, OptimizerEps, OptimizerParams, Precision, ProcessConfig, SampleConfig, SampleItem,
+    SaveConfig, SaveFormat, TrainConfig,
 };
 
 /// Everything checking a job file found, whether or not it has errors.

@@ -230,7 +230,8 @@ pub struct TrainConfig {
     /// Must be `flowmatch` (FLUX.2 is a flow-matching model). Default here `flowmatch` (ai-toolkit's
     /// generic default `ddpm` would be wrong for FLUX.2).
     pub noise_scheduler: String,
-    /// `adamw` (default) or `adamw8bit` (runs as AdamW with full-precision state).
+    /// `adamw` (default), `adamw8bit` (aliases `adam8bit`, `adamw8`), `adafactor`, `prodigy` (alias
+    /// `prodigyopt`) or `lion`; case-insensitive.
     pub optimizer: String,
     /// Learning rate (ai-toolkit default 1e-6).
     pub lr: f64,
@@ -324,20 +325,82 @@ impl Default for TrainConfig {
     }
 }
 
-/// `train.optimizer_params:` (AdamW; ai-toolkit passes these to `torch.optim.AdamW` with `eps = 1e-6`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `train.optimizer_params:` the optimizer's keyword arguments, as ai-toolkit passes them. A key left
+/// unset takes the chosen optimizer's own default (ai-toolkit's, see `docs/user-guide.md`); a key the chosen
+/// optimizer does not take is an error (Python rejects the keyword too). Checked and resolved in
+/// [`super::optimizer`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OptimizerParams {
-    /// Decoupled weight decay (torch default 0.01; the ai-toolkit UI writes 1e-4).
-    pub weight_decay: f64,
-    /// Adam's `(beta1, beta2)`.
-    pub betas: [f64; 2],
+    /// Weight decay (AdamW 0.01, adamw8bit 0.01, adam8bit/adamw8 0, the others 0).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub weight_decay: Option<f64>,
+    /// `(beta1, beta2)`: Adam-family and Prodigy `[0.9, 0.999]`, Lion `[0.9, 0.99]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub betas: Option<[f64; 2]>,
+    /// A number for Adam-family and Prodigy (default 1e-6, what ai-toolkit passes; ai-toolkit itself rejects
+    /// the key), or Adafactor's pair `[eps1, eps2]` (default `[1e-30, 1e-3]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eps: Option<OptimizerEps>,
+    /// adamw8bit (flux2-burn extension): values per quantization block, each with its own f32 scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    /// adamw8bit: tensors with fewer elements keep 32-bit state (bitsandbytes default 4096).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_8bit_size: Option<usize>,
+    /// Adafactor: threshold of the update's RMS (default 1.0).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub clip_threshold: Option<f64>,
+    /// Adafactor: exponent of the second-moment decay `1 - step^decay_rate` (default -0.8).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub decay_rate: Option<f64>,
+    /// Adafactor: first-moment decay; unset (default) keeps no first moment.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub beta1: Option<f64>,
+    /// Adafactor: scale the step by the parameter's RMS (ai-toolkit default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_parameter: Option<bool>,
+    /// Adafactor: a time-dependent step size replaces the learning rate (ai-toolkit default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_step: Option<bool>,
+    /// Adafactor: with `relative_step`, ramp the step size up from 1e-6 per step (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_init: Option<bool>,
+    /// Prodigy: decay of the step-size statistics (default `sqrt(beta2)`).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub beta3: Option<f64>,
+    /// Prodigy: initial step-size estimate D (default 1e-6).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub d0: Option<f64>,
+    /// Prodigy: multiplier of the D estimate (default 1.0), the preferred knob.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub d_coef: Option<f64>,
+    /// Prodigy: largest factor D may grow by per step (default unbounded, `.inf`).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_f64")]
+    pub growth_rate: Option<f64>,
+    /// Prodigy: Adam's bias correction in the step size (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_bias_correction: Option<bool>,
+    /// Prodigy: leave the learning rate out of the D denominator during warm-up (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safeguard_warmup: Option<bool>,
+    /// Prodigy: decoupled (AdamW-style) weight decay (default true); false adds it to the gradient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decouple: Option<bool>,
+    /// Prodigy: compute the D statistics on every p-th element only (default 1: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice_p: Option<usize>,
+    /// Lion: divide the weight decay by the initial learning rate (lion-pytorch, default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoupled_weight_decay: Option<bool>,
 }
 
-impl Default for OptimizerParams {
-    fn default() -> Self {
-        OptimizerParams { weight_decay: 0.01, betas: [0.9, 0.999] }
-    }
+/// `optimizer_params.eps`: one number (Adam-family, Prodigy) or Adafactor's pair.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OptimizerEps {
+    One(f64),
+    Pair([f64; 2]),
 }
 
 /// `train.lr_scheduler_params:` — the keys each scheduler reads (ai-toolkit passes them to torch).

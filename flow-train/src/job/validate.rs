@@ -223,8 +223,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     if let Some(lr) = t.unet_lr {
         finite_positive(out, k("train.unet_lr"), lr);
     }
-    finite_non_negative(out, k("train.optimizer_params.weight_decay"), t.optimizer_params.weight_decay);
-    for (j, b) in t.optimizer_params.betas.iter().enumerate() {
+    if let Some(wd) = t.optimizer_params.weight_decay {
+        finite_non_negative(out, k("train.optimizer_params.weight_decay"), wd);
+    }
+    for (j, b) in t.optimizer_params.betas.iter().flatten().enumerate() {
         if !(0.0..1.0).contains(b) {
             out.push(Diagnostic::error(
                 format!("{path}.train.optimizer_params.betas[{j}]"),
