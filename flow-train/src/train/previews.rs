@@ -13,13 +13,14 @@ use lora_adapters::AdapterHandle;
 
 use crate::error::{Error, Result};
 use crate::job::{ImageFormat, SamplePrompt};
-use crate::{SampleOptions, sample};
+use crate::pipeline::{GenerateOptions, ReferenceImage, generate_latents};
 
-/// One prompt, ready to render: its embedding `[1, L, D]` and encoded control latents.
+/// One prompt, ready to render: its embedding `[1, L, D]` and its control (reference) images, read
+/// once and preprocessed as the FLUX.2 pipeline does at every render.
 pub struct PreparedPrompt<B: Backend> {
     pub prompt: SamplePrompt,
     pub embeds: Tensor<B, 3>,
-    pub controls: Vec<Tensor<B, 4>>,
+    pub references: Vec<ReferenceImage>,
 }
 
 fn extension(format: ImageFormat) -> (&'static str, image::ImageFormat) {
@@ -67,15 +68,18 @@ pub fn render<B: Backend>(
     let (ext, fmt) = extension(format);
     let mut images = Vec::new();
     let mut paths = Vec::new();
-    let factor = vae.config().latent_scale_factor();
     for (i, p) in prompts.iter().enumerate() {
-        let (h, w) = (p.prompt.height as usize / factor, p.prompt.width as usize / factor);
-        let options = SampleOptions::seeded(p.prompt.seed, h, w)
-            .steps(p.prompt.steps as usize)
-            .guidance(p.prompt.guidance_scale)
-            .references(p.controls.clone());
+        let options = GenerateOptions {
+            height: Some(p.prompt.height as usize),
+            width: Some(p.prompt.width as usize),
+            steps: p.prompt.steps as usize,
+            guidance: p.prompt.guidance_scale,
+            seed: p.prompt.seed,
+            latents: None,
+            references: p.references.clone(),
+        };
         adapter.set_multiplier(p.prompt.network_multiplier);
-        let latents = sample(model, p.embeds.clone().cast(DType::F32), options, None);
+        let latents = generate_latents(model, vae, p.embeds.clone().cast(DType::F32), options, None);
         adapter.set_multiplier(1.0);
         let image = vae.decode_latents(latents?)?;
         let img = flux2_vae::tensor_to_rgb8(image)?.pop().ok_or_else(|| Error::Invalid("VAE decoded no image".into()))?;
@@ -93,17 +97,3 @@ pub fn render<B: Backend>(
     Ok(paths)
 }
 
-/// A sample prompt's control image as normalized latents `[1, C, h, w]`. The image is used at its own
-/// size, which must be a multiple of the VAE's latent factor (16 for FLUX.2).
-pub fn encode_reference<B: Backend>(vae: &Vae<B>, path: &Path, device: &B::Device) -> Result<Tensor<B, 4>> {
-    let image = flux2_vae::load_image_tensor::<B>(path, &flux2_vae::ImageLoadOptions::default(), device)?;
-    let [_, _, h, w] = image.dims();
-    let f = vae.config().latent_scale_factor();
-    if h % f != 0 || w % f != 0 {
-        return Err(Error::Invalid(format!(
-            "sample control image {}: {w}x{h} pixels; both sides must be multiples of {f}",
-            path.display()
-        )));
-    }
-    Ok(vae.encode_image(image)?)
-}

@@ -29,6 +29,7 @@ use super::trainable;
 use crate::error::{Error, Result};
 use crate::job::{LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
+use crate::pipeline::ReferenceImage;
 use crate::{TimestepSampler, TrainRng, gaussian_noise};
 
 /// Name of the trained adapter inside the model.
@@ -331,14 +332,14 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     if !plan.sample.disabled {
         for (p, text) in plan.sample.prompts.iter().zip(&sample_prompts) {
             let embeds = from_cached::<B::InnerBackend, 2>(&*bank.embed(text)?, &idevice)?.unsqueeze_dim::<3>(0);
-            let controls = p
+            let references = p
                 .control_images
                 .iter()
-                .map(|path| previews::encode_reference(&vae, path, &idevice))
+                .map(ReferenceImage::open)
                 .collect::<Result<Vec<_>>>()?;
             let mut prompt = p.clone();
             prompt.prompt = text.clone();
-            prompts.push(PreparedPrompt { prompt, embeds, controls });
+            prompts.push(PreparedPrompt { prompt, embeds, references });
         }
     }
     let samples_dir = output.join("samples");
