@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flow_train::pipeline::{
-    Flux2Pipeline, GenerateOptions, HubOptions, LoraSpec, PipelineOptions, ReferenceImage, generate_latents, read_latents,
+    Flux2Pipeline, GenerateOptions, HubOptions, LoraSpec, PipelineOptions, ReferenceImage, generate_latents,
+    read_latents,
 };
 use flux2_dit::TensorStore;
 use flux2_dit::compare::relative_error;
@@ -45,16 +46,22 @@ pub struct ModelFolders {
 
 fn unzstd(path: &Path) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
-    decoder.read_to_end(&mut out).map_err(|e| format!("{}: {e}", path.display()))?;
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(out)
 }
 
 fn needs_expanding(dir: &Path) -> Result<bool, String> {
     for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.ends_with(".zst") || name.ends_with(".from") || (path.is_dir() && needs_expanding(&path)?) {
             return Ok(true);
         }
@@ -68,8 +75,13 @@ fn expand(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
     for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
         let src = entry.map_err(|e| format!("{}: {e}", from.display()))?.path();
-        let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let write = |name: &str, bytes: Vec<u8>| std::fs::write(to.join(name), bytes).map_err(|e| format!("{}: {e}", to.join(name).display()));
+        let name = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let write = |name: &str, bytes: Vec<u8>| {
+            std::fs::write(to.join(name), bytes).map_err(|e| format!("{}: {e}", to.join(name).display()))
+        };
         if src.is_dir() {
             expand(&src, &to.join(&name))?;
         } else if let Some(stem) = name.strip_suffix(".zst") {
@@ -93,12 +105,17 @@ fn expand(from: &Path, to: &Path) -> Result<(), String> {
 impl ModelFolders {
     /// `model` itself when it is a plain folder, else its expanded temporary copy.
     pub fn plain(&mut self, model: &Path) -> Result<PathBuf, String> {
-        let key = model.canonicalize().map_err(|e| format!("model folder {}: {e}", model.display()))?;
+        let key = model
+            .canonicalize()
+            .map_err(|e| format!("model folder {}: {e}", model.display()))?;
         if !needs_expanding(&key)? {
             return Ok(key);
         }
         if !self.expanded.contains_key(&key) {
-            let tmp = tempfile::Builder::new().prefix("flux2-pipeline-model").tempdir().map_err(|e| e.to_string())?;
+            let tmp = tempfile::Builder::new()
+                .prefix("flux2-pipeline-model")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
             expand(&key, tmp.path())?;
             self.expanded.insert(key.clone(), tmp);
         }
@@ -131,15 +148,23 @@ impl CaseInputs {
         let opt_usize = |key: &str| -> Result<Option<usize>, String> {
             match json.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| bad(key, "a non-negative integer or null")),
+                Some(v) => v
+                    .as_u64()
+                    .map(|v| Some(v as usize))
+                    .ok_or_else(|| bad(key, "a non-negative integer or null")),
             }
         };
         let files = |key: &str| -> Result<Vec<PathBuf>, String> {
             match json.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-                Some(serde_json::Value::Array(items)) => {
-                    items.iter().map(|v| v.as_str().map(|f| case.join(f)).ok_or_else(|| bad(key, "a list of file names"))).collect()
-                }
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(|f| case.join(f))
+                            .ok_or_else(|| bad(key, "a list of file names"))
+                    })
+                    .collect(),
                 Some(_) => Err(bad(key, "a list of file names")),
             }
         };
@@ -148,7 +173,10 @@ impl CaseInputs {
             Some(serde_json::Value::Array(items)) => items
                 .iter()
                 .map(|item| {
-                    let file = item.get("file").and_then(|f| f.as_str()).ok_or_else(|| bad("loras[].file", "a file name"))?;
+                    let file = item
+                        .get("file")
+                        .and_then(|f| f.as_str())
+                        .ok_or_else(|| bad("loras[].file", "a file name"))?;
                     let multiplier = match item.get("multiplier") {
                         None => 1.0,
                         Some(m) => m.as_f64().ok_or_else(|| bad("loras[].multiplier", "a number"))? as f32,
@@ -163,18 +191,29 @@ impl CaseInputs {
             Some(serde_json::Value::Array(items)) => Some(
                 items
                     .iter()
-                    .map(|v| v.as_u64().map(|v| v as usize).ok_or_else(|| bad("text_encoder_out_layers", "a list of layer numbers")))
+                    .map(|v| {
+                        v.as_u64()
+                            .map(|v| v as usize)
+                            .ok_or_else(|| bad("text_encoder_out_layers", "a list of layer numbers"))
+                    })
                     .collect::<Result<_, String>>()?,
             ),
             Some(_) => return Err(bad("text_encoder_out_layers", "a list of layer numbers")),
         };
         Ok(Self {
             model: case.join(json.get("model").and_then(|m| m.as_str()).unwrap_or("model")),
-            prompt: json.get("prompt").and_then(|p| p.as_str()).ok_or_else(|| bad("prompt", "a string"))?.to_string(),
+            prompt: json
+                .get("prompt")
+                .and_then(|p| p.as_str())
+                .ok_or_else(|| bad("prompt", "a string"))?
+                .to_string(),
             height: opt_usize("height")?,
             width: opt_usize("width")?,
             steps: opt_usize("steps")?.ok_or_else(|| bad("steps", "a positive integer"))?,
-            guidance: json.get("guidance").and_then(|g| g.as_f64()).ok_or_else(|| bad("guidance", "a number"))? as f32,
+            guidance: json
+                .get("guidance")
+                .and_then(|g| g.as_f64())
+                .ok_or_else(|| bad("guidance", "a number"))? as f32,
             seed: opt_usize("seed")?.unwrap_or(0) as u64,
             latents: json.get("latents").and_then(|l| l.as_str()).map(|f| case.join(f)),
             references: files("references")?,
@@ -190,7 +229,12 @@ impl CaseInputs {
             dtype,
             text_encoder_out_layers: self.text_encoder_out_layers.clone(),
             max_sequence_length: self.max_sequence_length,
-            hub: HubOptions { cache_dir: None, token: None, offline: true, endpoint: None },
+            hub: HubOptions {
+                cache_dir: None,
+                token: None,
+                offline: true,
+                endpoint: None,
+            },
             ..PipelineOptions::default()
         }
     }
@@ -203,17 +247,35 @@ impl CaseInputs {
             steps: self.steps,
             guidance: self.guidance,
             seed: self.seed,
-            latents: self.latents.as_ref().map(|p| read_latents::<B>(p, device)).transpose().map_err(|e| e.to_string())?,
-            references: self.references.iter().map(ReferenceImage::open).collect::<Result<_, _>>().map_err(|e| e.to_string())?,
+            latents: self
+                .latents
+                .as_ref()
+                .map(|p| read_latents::<B>(p, device))
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            references: self
+                .references
+                .iter()
+                .map(ReferenceImage::open)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?,
         })
     }
 }
 
 /// The case's pipeline (LoRAs attached), loaded from the plain form of its model folder.
-pub fn load_case<B: Backend>(inputs: &CaseInputs, folders: &mut ModelFolders, dtype: DType, device: &B::Device) -> Result<Flux2Pipeline<B>, String> {
+pub fn load_case<B: Backend>(
+    inputs: &CaseInputs,
+    folders: &mut ModelFolders,
+    dtype: DType,
+    device: &B::Device,
+) -> Result<Flux2Pipeline<B>, String> {
     let model = folders.plain(&inputs.model)?;
-    let model = model.to_str().ok_or_else(|| format!("{}: not UTF-8", model.display()))?;
-    let mut pipe = Flux2Pipeline::<B>::load(model, &inputs.pipeline_options(dtype), device).map_err(|e| e.to_string())?;
+    let model = model
+        .to_str()
+        .ok_or_else(|| format!("{}: not UTF-8", model.display()))?;
+    let mut pipe =
+        Flux2Pipeline::<B>::load(model, &inputs.pipeline_options(dtype), device).map_err(|e| e.to_string())?;
     pipe.load_loras(&inputs.loras).map_err(|e| e.to_string())?;
     Ok(pipe)
 }
@@ -223,38 +285,69 @@ fn f32_data<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::Tensor
 }
 
 /// Runs one case folder; see the module docs.
-pub fn run_case<B: Backend>(case: &Path, folders: &mut ModelFolders, dtype: DType, device: &B::Device) -> Result<CaseReport, String> {
+pub fn run_case<B: Backend>(
+    case: &Path,
+    folders: &mut ModelFolders,
+    dtype: DType,
+    device: &B::Device,
+) -> Result<CaseReport, String> {
     let inputs = CaseInputs::read(case)?;
     let pipe = load_case::<B>(&inputs, folders, dtype, device)?;
-    let image = pipe.generate(inputs.prompt.as_str(), inputs.generate_options::<B>(device)?, None).map_err(|e| e.to_string())?;
+    let image = pipe
+        .generate(inputs.prompt.as_str(), inputs.generate_options::<B>(device)?, None)
+        .map_err(|e| e.to_string())?;
 
     let expected_path = case.join("expected.safetensors");
-    let mut expected = TensorStore::open(&[expected_path.clone()]).map_err(|e| e.to_string())?;
+    let mut expected = TensorStore::open(std::slice::from_ref(&expected_path)).map_err(|e| e.to_string())?;
     if dtype != DType::F32 {
         // Low precision is compared with diffusers' own low-precision run only; no diagnostics.
         let key = "image_bf16";
         if dtype != DType::BF16 || !expected.contains(key) {
-            return Err(format!("{}: no `{key}` reference for a {dtype:?} run", expected_path.display()));
+            return Err(format!(
+                "{}: no `{key}` reference for a {dtype:?} run",
+                expected_path.display()
+            ));
         }
         let reference = expected.read(key, DType::F32).map_err(|e| e.to_string())?;
-        return Ok(CaseReport { image: relative_error(&f32_data(image), &reference)?, prompt_embeds: None, final_latents: None });
+        return Ok(CaseReport {
+            image: relative_error(&f32_data(image), &reference)?,
+            prompt_embeds: None,
+            final_latents: None,
+        });
     }
     let reference = expected.read("image", DType::F32).map_err(|e| e.to_string())?;
     let image_err = relative_error(&f32_data(image), &reference)?;
 
     let embeds = pipe.encode_prompt(&inputs.prompt).map_err(|e| e.to_string())?.embeds;
     let prompt_err = if expected.contains("prompt_embeds") {
-        Some(relative_error(&f32_data(embeds.clone()), &expected.read("prompt_embeds", DType::F32).map_err(|e| e.to_string())?)?)
+        Some(relative_error(
+            &f32_data(embeds.clone()),
+            &expected.read("prompt_embeds", DType::F32).map_err(|e| e.to_string())?,
+        )?)
     } else {
         None
     };
     let latents_err = if expected.contains("final_latents") {
-        let latents = generate_latents(&pipe.transformer, &pipe.vae, embeds, inputs.generate_options::<B>(device)?, None).map_err(|e| e.to_string())?;
-        Some(relative_error(&f32_data(latents), &expected.read("final_latents", DType::F32).map_err(|e| e.to_string())?)?)
+        let latents = generate_latents(
+            &pipe.transformer,
+            &pipe.vae,
+            embeds,
+            inputs.generate_options::<B>(device)?,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        Some(relative_error(
+            &f32_data(latents),
+            &expected.read("final_latents", DType::F32).map_err(|e| e.to_string())?,
+        )?)
     } else {
         None
     };
-    Ok(CaseReport { image: image_err, prompt_embeds: prompt_err, final_latents: latents_err })
+    Ok(CaseReport {
+        image: image_err,
+        prompt_embeds: prompt_err,
+        final_latents: latents_err,
+    })
 }
 
 /// `dir` itself if it is a case (has `inputs.json`), else its case subfolders, sorted.
@@ -269,7 +362,10 @@ pub fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .collect();
     cases.sort();
     if cases.is_empty() {
-        return Err(format!("{}: neither a case folder (inputs.json) nor a folder of cases", dir.display()));
+        return Err(format!(
+            "{}: neither a case folder (inputs.json) nor a folder of cases",
+            dir.display()
+        ));
     }
     Ok(cases)
 }
@@ -277,9 +373,18 @@ pub fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 #[allow(dead_code)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let dirs: Vec<&String> =
-        args.iter().enumerate().filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--"))).map(|(_, a)| a).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dirs: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
+        .map(|(_, a)| a)
+        .collect();
     if dirs.is_empty() {
         eprintln!("usage: pipeline_parity <case dir | folder of cases>... [--device cpu|cuda:N] [--dtype f32|bf16]");
         std::process::exit(2);
@@ -300,9 +405,21 @@ fn main() {
         }
         #[cfg(feature = "cuda")]
         if let Some(index) = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            return run_case::<burn::backend::Cuda>(dir, &mut folders, dtype, &burn::backend::cuda::CudaDevice::new(index));
+            return run_case::<burn::backend::Cuda>(
+                dir,
+                &mut folders,
+                dtype,
+                &burn::backend::cuda::CudaDevice::new(index),
+            );
         }
-        Err(format!("--device {device}: expected cpu{}", if cfg!(feature = "cuda") { " or cuda:N" } else { " (rebuild with --features cuda for cuda:N)" }))
+        Err(format!(
+            "--device {device}: expected cpu{}",
+            if cfg!(feature = "cuda") {
+                " or cuda:N"
+            } else {
+                " (rebuild with --features cuda for cuda:N)"
+            }
+        ))
     };
     let mut worst = 0f64;
     for dir in dirs {

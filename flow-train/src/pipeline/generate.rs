@@ -99,9 +99,14 @@ impl<B: Backend> Default for GenerateOptions<B> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     EncodingPrompt,
-    EncodingReferences { count: usize },
+    EncodingReferences {
+        count: usize,
+    },
     /// `step` Euler steps of `steps` are done (reported with 0 before the first).
-    Denoising { step: usize, steps: usize },
+    Denoising {
+        step: usize,
+        steps: usize,
+    },
     Decoding,
 }
 
@@ -120,7 +125,13 @@ fn report(progress: &mut Option<&mut dyn FnMut(Stage)>, stage: Stage) {
 }
 
 /// Picks one side: explicit, else from the latents, else from the first reference, else the default.
-fn side(what: &str, given: Option<usize>, from_latents: Option<usize>, from_reference: Option<usize>, multiple: usize) -> Result<usize> {
+fn side(
+    what: &str,
+    given: Option<usize>,
+    from_latents: Option<usize>,
+    from_reference: Option<usize>,
+    multiple: usize,
+) -> Result<usize> {
     let value = match (given, from_latents) {
         (Some(v), Some(l)) if v != l => {
             return Err(Error::Invalid(format!(
@@ -192,8 +203,20 @@ pub fn generate_latents<B: Backend>(
         None => None,
     };
     let first = prepared.first().map(|p| (p.height, p.width));
-    let height = side("height", options.height, latent_size.map(|s| s.0), first.map(|s| s.0), multiple)?;
-    let width = side("width", options.width, latent_size.map(|s| s.1), first.map(|s| s.1), multiple)?;
+    let height = side(
+        "height",
+        options.height,
+        latent_size.map(|s| s.0),
+        first.map(|s| s.0),
+        multiple,
+    )?;
+    let width = side(
+        "width",
+        options.width,
+        latent_size.map(|s| s.1),
+        first.map(|s| s.1),
+        multiple,
+    )?;
 
     let mut references = Vec::with_capacity(prepared.len());
     if !prepared.is_empty() {
@@ -214,7 +237,13 @@ pub fn generate_latents<B: Backend>(
     .guidance(options.guidance)
     .references(references);
 
-    report(&mut progress, Stage::Denoising { step: 0, steps: options.steps });
+    report(
+        &mut progress,
+        Stage::Denoising {
+            step: 0,
+            steps: options.steps,
+        },
+    );
     let mut on_step = |i: usize, n: usize| report(&mut progress, Stage::Denoising { step: i + 1, steps: n });
     sample(transformer, prompt_embeds, sample_options, Some(&mut on_step))
 }
@@ -222,7 +251,9 @@ pub fn generate_latents<B: Backend>(
 /// Latents `[1, C, h, w]` -> image `[1, 3, 16h, 16w]` f32 in [0, 1]: VAE decode and diffusers'
 /// `(x / 2 + 0.5).clamp(0, 1)`.
 pub fn decode_image<B: Backend>(vae: &Vae<B>, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
-    let decoded = vae.decode_latents(latents).map_err(|e| Error::Invalid(format!("decoding the latents: {e}")))?;
+    let decoded = vae
+        .decode_latents(latents)
+        .map_err(|e| Error::Invalid(format!("decoding the latents: {e}")))?;
     Ok((decoded.cast(DType::F32) * 0.5 + 0.5).clamp(0.0, 1.0))
 }
 
@@ -249,12 +280,19 @@ impl<B: Backend> Flux2Pipeline<B> {
                 "the pipeline has no text encoder (not loaded, or dropped after caching embeddings): pass prompt embeddings".into(),
             )
         })?;
-        encoder.encode(&[prompt]).map_err(|e| Error::Invalid(format!("encoding the prompt: {e}")))
+        encoder
+            .encode(&[prompt])
+            .map_err(|e| Error::Invalid(format!("encoding the prompt: {e}")))
     }
 
     /// Generates one image `[1, 3, H, W]` in [0, 1] (see the module docs) with the transformer as it is
     /// (LoRAs attached with [`Flux2Pipeline::load_loras`] included).
-    pub fn generate(&self, prompt: impl Into<Prompt<B>>, options: GenerateOptions<B>, mut progress: Option<&mut dyn FnMut(Stage)>) -> Result<Tensor<B, 4>> {
+    pub fn generate(
+        &self,
+        prompt: impl Into<Prompt<B>>,
+        options: GenerateOptions<B>,
+        mut progress: Option<&mut dyn FnMut(Stage)>,
+    ) -> Result<Tensor<B, 4>> {
         let embeds = match prompt.into() {
             Prompt::Embeds(embeds) => embeds,
             Prompt::Text(text) => {
@@ -277,7 +315,10 @@ mod tests {
         assert_eq!(side("height", None, None, Some(64), 16).unwrap(), 64);
         assert_eq!(side("height", None, None, None, 16).unwrap(), DEFAULT_IMAGE_SIZE);
         let err = side("width", Some(1000), None, None, 16).unwrap_err().to_string();
-        assert!(err.contains("width 1000") && err.contains("992") && err.contains("1008"), "{err}");
+        assert!(
+            err.contains("width 1000") && err.contains("992") && err.contains("1008"),
+            "{err}"
+        );
         let err = side("height", Some(64), Some(48), None, 16).unwrap_err().to_string();
         assert!(err.contains("height 64") && err.contains("48"), "{err}");
         assert!(side("height", Some(0), None, None, 16).is_err());

@@ -43,11 +43,22 @@ impl HubOptions {
     /// Settings from the environment (see the module docs).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let cache_dir = var("HF_HUB_CACHE").map(PathBuf::from).or_else(|| var("HF_HOME").map(|h| Path::new(&h).join("hub"))).or_else(|| {
-            var("HOME").or_else(|| var("USERPROFILE")).map(|home| Path::new(&home).join(".cache").join("huggingface").join("hub"))
-        });
-        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        Self { cache_dir, token: var("HF_TOKEN"), offline, endpoint: var("HF_ENDPOINT") }
+        let cache_dir = var("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| var("HF_HOME").map(|h| Path::new(&h).join("hub")))
+            .or_else(|| {
+                var("HOME")
+                    .or_else(|| var("USERPROFILE"))
+                    .map(|home| Path::new(&home).join(".cache").join("huggingface").join("hub"))
+            });
+        let offline = var("HF_HUB_OFFLINE")
+            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        Self {
+            cache_dir,
+            token: var("HF_TOKEN"),
+            offline,
+            endpoint: var("HF_ENDPOINT"),
+        }
     }
 }
 
@@ -79,9 +90,13 @@ impl RepoId {
                 && p.len() <= 96
                 && !p.starts_with(['.', '-'])
                 && !p.contains("..")
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
-        (part_ok(owner) && part_ok(name)).then(|| Self { id: id.to_string(), revision: revision.to_string() })
+        (part_ok(owner) && part_ok(name)).then(|| Self {
+            id: id.to_string(),
+            revision: revision.to_string(),
+        })
     }
 
     fn repo(&self) -> Repo {
@@ -91,7 +106,11 @@ impl RepoId {
 
 impl std::fmt::Display for RepoId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.revision == "main" { write!(f, "{}", self.id) } else { write!(f, "{}@{}", self.id, self.revision) }
+        if self.revision == "main" {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}@{}", self.id, self.revision)
+        }
     }
 }
 
@@ -137,7 +156,12 @@ fn shards_of_index(index: &Path) -> Result<Vec<String>> {
         let file = file
             .as_str()
             .filter(|f| !f.contains("..") && !f.starts_with('/'))
-            .ok_or_else(|| Error::Invalid(format!("{}: `weight_map.{key}` is not a plain file name", index.display())))?;
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: `weight_map.{key}` is not a plain file name",
+                    index.display()
+                ))
+            })?;
         shards.insert(file.to_string());
     }
     Ok(shards.into_iter().collect())
@@ -198,7 +222,11 @@ pub fn snapshot(repo: &RepoId, components: &[Component], options: &HubOptions) -
         ))
     })?;
     let repo_dir = cache_dir.join(repo.repo().folder_name());
-    if options.offline { offline_snapshot(repo, components, &repo_dir) } else { online_snapshot(repo, components, options, &cache_dir, &repo_dir) }
+    if options.offline {
+        offline_snapshot(repo, components, &repo_dir)
+    } else {
+        online_snapshot(repo, components, options, &cache_dir, &repo_dir)
+    }
 }
 
 struct CachedFiles<'a> {
@@ -262,7 +290,10 @@ impl FileSource for HubFiles<'_> {
         if local.is_file() {
             return Ok(Some(local));
         }
-        let got = self.api.download(file).map_err(|e| Error::Invalid(format!("{}: downloading `{file}`: {e}", self.repo)))?;
+        let got = self
+            .api
+            .download(file)
+            .map_err(|e| Error::Invalid(format!("{}: downloading `{file}`: {e}", self.repo)))?;
         if got != local {
             return Err(Error::Invalid(format!(
                 "{}: `{file}` arrived as {} instead of {} (the revision moved during the download); run again",
@@ -275,7 +306,13 @@ impl FileSource for HubFiles<'_> {
     }
 }
 
-fn online_snapshot(repo: &RepoId, components: &[Component], options: &HubOptions, cache_dir: &Path, repo_dir: &Path) -> Result<PathBuf> {
+fn online_snapshot(
+    repo: &RepoId,
+    components: &[Component],
+    options: &HubOptions,
+    cache_dir: &Path,
+    repo_dir: &Path,
+) -> Result<PathBuf> {
     let mut builder = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf())).with_progress(true);
     if let Some(token) = &options.token {
         builder = builder.with_token(Some(token.clone()));
@@ -283,7 +320,9 @@ fn online_snapshot(repo: &RepoId, components: &[Component], options: &HubOptions
     if let Some(endpoint) = &options.endpoint {
         builder = builder.with_endpoint(endpoint.clone());
     }
-    let api = builder.build().map_err(|e| Error::Invalid(format!("{repo}: cannot set up the Hub client: {e}")))?;
+    let api = builder
+        .build()
+        .map_err(|e| Error::Invalid(format!("{repo}: cannot set up the Hub client: {e}")))?;
     let api = api.repo(repo.repo());
     let info = api.info().map_err(|e| {
         Error::Invalid(format!(
@@ -293,7 +332,12 @@ fn online_snapshot(repo: &RepoId, components: &[Component], options: &HubOptions
     })?;
     let listing: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let snapshot = repo_dir.join("snapshots").join(&info.sha);
-    let mut source = HubFiles { repo, api, listing, snapshot: snapshot.clone() };
+    let mut source = HubFiles {
+        repo,
+        api,
+        listing,
+        snapshot: snapshot.clone(),
+    };
     let mut missing = Vec::new();
     collect(&mut source, components, &mut missing)?;
     if !missing.is_empty() {
@@ -320,9 +364,25 @@ mod tests {
 
     #[test]
     fn repo_ids_and_paths() {
-        assert_eq!(RepoId::parse("black-forest-labs/FLUX.2-dev"), Some(RepoId { id: "black-forest-labs/FLUX.2-dev".into(), revision: "main".into() }));
+        assert_eq!(
+            RepoId::parse("black-forest-labs/FLUX.2-dev"),
+            Some(RepoId {
+                id: "black-forest-labs/FLUX.2-dev".into(),
+                revision: "main".into()
+            })
+        );
         assert_eq!(RepoId::parse("a/b@v1.0").map(|r| r.revision), Some("v1.0".into()));
-        for not_id in ["FLUX.2-dev", "./a/b", "/abs/path", "a/b/c", "../x", "a/..", "a/b@", "", "a /b"] {
+        for not_id in [
+            "FLUX.2-dev",
+            "./a/b",
+            "/abs/path",
+            "a/b/c",
+            "../x",
+            "a/..",
+            "a/b@",
+            "",
+            "a /b",
+        ] {
             assert_eq!(RepoId::parse(not_id), None, "{not_id}");
         }
     }
@@ -336,8 +396,15 @@ mod tests {
         let cache = temp("hub-cache");
         let repo = RepoId::parse("owner/model").unwrap();
         let repo_dir = cache.path().join("models--owner--model");
-        let options = HubOptions { cache_dir: Some(cache.path().to_path_buf()), token: None, offline: true, endpoint: None };
-        let err = snapshot(&repo, &[Component::Transformer], &options).unwrap_err().to_string();
+        let options = HubOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            token: None,
+            offline: true,
+            endpoint: None,
+        };
+        let err = snapshot(&repo, &[Component::Transformer], &options)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("refs/main") && err.contains("HF_HUB_OFFLINE"), "{err}");
 
         let commit = "0123456789abcdef0123456789abcdef01234567";
@@ -352,14 +419,29 @@ mod tests {
             r#"{"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors", "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}}"#,
         )
         .unwrap();
-        std::fs::write(snap.join("transformer/diffusion_pytorch_model-00001-of-00002.safetensors"), "").unwrap();
-        let err = snapshot(&repo, &[Component::Transformer, Component::TextEncoder], &options).unwrap_err().to_string();
-        for file in ["transformer/diffusion_pytorch_model-00002-of-00002.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/tokenizer.json"] {
+        std::fs::write(
+            snap.join("transformer/diffusion_pytorch_model-00001-of-00002.safetensors"),
+            "",
+        )
+        .unwrap();
+        let err = snapshot(&repo, &[Component::Transformer, Component::TextEncoder], &options)
+            .unwrap_err()
+            .to_string();
+        for file in [
+            "transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model.safetensors",
+            "tokenizer/tokenizer.json",
+        ] {
             assert!(err.contains(file), "{file} not named in: {err}");
         }
         assert!(!err.contains("00001-of"), "{err}");
 
-        std::fs::write(snap.join("transformer/diffusion_pytorch_model-00002-of-00002.safetensors"), "").unwrap();
+        std::fs::write(
+            snap.join("transformer/diffusion_pytorch_model-00002-of-00002.safetensors"),
+            "",
+        )
+        .unwrap();
         assert_eq!(snapshot(&repo, &[Component::Transformer], &options).unwrap(), snap);
         // A commit hash as revision needs no ref.
         let pinned = RepoId::parse(&format!("owner/model@{commit}")).unwrap();

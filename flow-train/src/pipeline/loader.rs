@@ -55,7 +55,9 @@ impl Default for PipelineOptions {
 impl PipelineOptions {
     /// The layers actually used.
     pub fn out_layers(&self) -> Vec<usize> {
-        self.text_encoder_out_layers.clone().unwrap_or_else(|| DEFAULT_TEXT_ENCODER_OUT_LAYERS.to_vec())
+        self.text_encoder_out_layers
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TEXT_ENCODER_OUT_LAYERS.to_vec())
     }
 
     /// The source-resolution part of these options.
@@ -91,25 +93,42 @@ pub struct Flux2Pipeline<B: Backend> {
 }
 
 /// The transformer of `files` in `dtype`. Errors name the checkpoint.
-pub fn load_transformer<B: Backend>(files: &ModelFiles, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
+pub fn load_transformer<B: Backend>(
+    files: &ModelFiles,
+    dtype: DType,
+    device: &B::Device,
+) -> Result<Flux2Transformer<B>> {
     let path = &files.transformer;
     Checkpoint::open(path)
         .and_then(|c| c.load::<B>(dtype, device))
-        .map_err(|e| Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) })
+        .map_err(|e| Error::Component {
+            component: "transformer",
+            message: format!("{}: {e}", path.display()),
+        })
 }
 
 /// The VAE of `files` (encoder and decoder) in `dtype`. Errors name the checkpoint.
 pub fn load_vae<B: Backend>(files: &ModelFiles, dtype: DType, device: &B::Device) -> Result<Vae<B>> {
     let path = &files.vae;
-    Vae::load(path, device, &LoadOptions::default().with_dtype(dtype))
-        .map_err(|e| Error::Component { component: "vae", message: format!("{}: {e}", path.display()) })
+    Vae::load(path, device, &LoadOptions::default().with_dtype(dtype)).map_err(|e| Error::Component {
+        component: "vae",
+        message: format!("{}: {e}", path.display()),
+    })
 }
 
 /// The text encoder of `text_encoder` files with `options` (layers, length, dtype).
-pub fn load_text_encoder<B: Backend>(files: &TextEncoderFiles, options: EncoderOptions, device: &B::Device) -> Result<MistralEncoder<B>> {
+pub fn load_text_encoder<B: Backend>(
+    files: &TextEncoderFiles,
+    options: EncoderOptions,
+    device: &B::Device,
+) -> Result<MistralEncoder<B>> {
     MistralEncoder::from_parts(&files.model_dir, &files.tokenizer, options, device).map_err(|e| Error::Component {
         component: "text encoder",
-        message: format!("{} (tokenizer {}): {e}", files.model_dir.display(), files.tokenizer.display()),
+        message: format!(
+            "{} (tokenizer {}): {e}",
+            files.model_dir.display(),
+            files.tokenizer.display()
+        ),
     })
 }
 
@@ -160,14 +179,22 @@ impl<B: Backend> Flux2Pipeline<B> {
         let text_encoder = match (&files.text_encoder, options.load_text_encoder) {
             (Some(te), true) => Some(load_text_encoder(te, options.encoder_options(), device)?),
             (None, true) => {
-                return Err(Error::Invalid(format!("model `{}`: no text encoder was found to load", files.name)));
+                return Err(Error::Invalid(format!(
+                    "model `{}`: no text encoder was found to load",
+                    files.name
+                )));
             }
             (_, false) => None,
         };
         let transformer = load_transformer(&files, options.dtype, device)?;
         let vae = load_vae(&files, options.dtype, device)?;
         check_compatible(&files, &transformer, &vae, text_encoder.as_ref())?;
-        Ok(Self { transformer, vae, text_encoder, files })
+        Ok(Self {
+            transformer,
+            vae,
+            text_encoder,
+            files,
+        })
     }
 
     /// Frees the text encoder (after caching prompt embeddings) and returns it.

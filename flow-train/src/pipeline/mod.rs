@@ -33,13 +33,13 @@ mod source;
 pub use generate::{DEFAULT_IMAGE_SIZE, GenerateOptions, Prompt, Stage, decode_image, generate, generate_latents};
 pub use hub::{HubOptions, RepoId};
 pub use loader::{
-    DEFAULT_TEXT_ENCODER_OUT_LAYERS, Flux2Pipeline, PipelineOptions, check_compatible, load_text_encoder, load_transformer,
-    load_vae,
+    DEFAULT_TEXT_ENCODER_OUT_LAYERS, Flux2Pipeline, PipelineOptions, check_compatible, load_text_encoder,
+    load_transformer, load_vae,
 };
 pub use lora::{LoraSpec, apply_loras};
 pub use output::{image_to_rgb8, read_latents, save_image, save_image_tensor};
 pub use reference::{
-    REFERENCE_MAX_AREA, REFERENCE_MAX_ASPECT_RATIO, REFERENCE_MIN_SIDE, ReferenceImage, ReferencePlan, check_reference_size,
-    reference_plan,
+    REFERENCE_MAX_AREA, REFERENCE_MAX_ASPECT_RATIO, REFERENCE_MIN_SIDE, ReferenceImage, ReferencePlan,
+    check_reference_size, reference_plan,
 };
 pub use source::{ModelFiles, SourceOptions, TextEncoderFiles, check_pipeline_folder, resolve_model};

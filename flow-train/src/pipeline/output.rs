@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 fn image_values<B: Backend>(image: Tensor<B, 4>, what: &str) -> Result<(usize, usize, Vec<f32>)> {
     let [b, c, h, w] = image.dims();
     if b != 1 || c != 3 || h == 0 || w == 0 {
-        return Err(Error::Invalid(format!("{what}: image tensor has shape {:?}, expected [1, 3, H, W]", [b, c, h, w])));
+        return Err(Error::Invalid(format!(
+            "{what}: image tensor has shape {:?}, expected [1, 3, H, W]",
+            [b, c, h, w]
+        )));
     }
     let values = image
         .cast(DType::F32)
@@ -38,13 +41,24 @@ pub fn image_to_rgb8<B: Backend>(image: Tensor<B, 4>) -> Result<image::RgbImage>
 pub fn save_image<B: Backend>(image: Tensor<B, 4>, path: &Path) -> Result<()> {
     let format = image::ImageFormat::from_path(path)
         .ok()
-        .filter(|f| matches!(f, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP))
-        .ok_or_else(|| Error::Invalid(format!("{}: unknown image extension, use .png, .jpg or .webp", path.display())))?;
+        .filter(|f| {
+            matches!(
+                f,
+                image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP
+            )
+        })
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: unknown image extension, use .png, .jpg or .webp",
+                path.display()
+            ))
+        })?;
     let rgb = image_to_rgb8(image)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    rgb.save_with_format(path, format).map_err(|e| Error::Invalid(format!("{}: cannot write the image: {e}", path.display())))
+    rgb.save_with_format(path, format)
+        .map_err(|e| Error::Invalid(format!("{}: cannot write the image: {e}", path.display())))
 }
 
 /// Writes the float image as safetensors: `image` `[1, 3, H, W]` f32.
@@ -76,7 +90,12 @@ pub fn read_latents<B: Backend>(path: &Path, device: &B::Device) -> Result<Tenso
     };
     let shape = store.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
     if shape.len() != 4 || shape[0] != 1 {
-        return Err(Error::Invalid(format!("{}: `{key}` has shape {shape:?}, expected [1, C, h, w]", path.display())));
+        return Err(Error::Invalid(format!(
+            "{}: `{key}` has shape {shape:?}, expected [1, C, h, w]",
+            path.display()
+        )));
     }
-    store.read_tensor::<B, 4>(&key, device).map_err(|e| Error::Invalid(format!("latents: {e}")))
+    store
+        .read_tensor::<B, 4>(&key, device)
+        .map_err(|e| Error::Invalid(format!("latents: {e}")))
 }

@@ -90,7 +90,10 @@ pub fn resolve_model(name_or_path: &str, options: &SourceOptions) -> Result<Mode
         check_pipeline_folder(root, need_te)?;
     }
     if !transformer.exists() {
-        return Err(Error::Invalid(format!("model `{name_or_path}`: transformer {} does not exist", transformer.display())));
+        return Err(Error::Invalid(format!(
+            "model `{name_or_path}`: transformer {} does not exist",
+            transformer.display()
+        )));
     }
 
     let vae = match &options.vae {
@@ -118,13 +121,23 @@ pub fn resolve_model(name_or_path: &str, options: &SourceOptions) -> Result<Mode
             }
         }
     };
-    Ok(ModelFiles { name: name_or_path.to_string(), root, transformer, vae, text_encoder })
+    Ok(ModelFiles {
+        name: name_or_path.to_string(),
+        root,
+        transformer,
+        vae,
+        text_encoder,
+    })
 }
 
 /// The pipeline folder a transformer checkpoint sits in (`<root>/transformer[/file]`), if any.
 fn enclosing_pipeline(path: &Path) -> Option<PathBuf> {
     let start = if path.is_file() { path.parent()? } else { path };
-    start.ancestors().take(2).find(|d| d.join("model_index.json").is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .take(2)
+        .find(|d| d.join("model_index.json").is_file())
+        .map(Path::to_path_buf)
 }
 
 fn sibling_vae(path: &Path, root: Option<&Path>) -> Option<PathBuf> {
@@ -143,8 +156,11 @@ fn resolve_vae(source: &str, hub: &HubOptions) -> Result<PathBuf> {
         // `Vae::load` itself accepts a pipeline root (uses `vae/`), a `vae/` folder or a weights file.
         return Ok(path.to_path_buf());
     }
-    let repo = RepoId::parse(source)
-        .ok_or_else(|| Error::Invalid(format!("VAE `{source}`: no such file or folder, and not a repository id (`owner/name`)")))?;
+    let repo = RepoId::parse(source).ok_or_else(|| {
+        Error::Invalid(format!(
+            "VAE `{source}`: no such file or folder, and not a repository id (`owner/name`)"
+        ))
+    })?;
     Ok(snapshot(&repo, &[Component::Vae], hub)?.join("vae"))
 }
 
@@ -154,7 +170,9 @@ fn resolve_text_encoder(source: &str, hub: &HubOptions) -> Result<TextEncoderFil
         path.to_path_buf()
     } else {
         let repo = RepoId::parse(source).ok_or_else(|| {
-            Error::Invalid(format!("text encoder `{source}`: no such folder, and not a repository id (`owner/name`)"))
+            Error::Invalid(format!(
+                "text encoder `{source}`: no such folder, and not a repository id (`owner/name`)"
+            ))
         })?;
         snapshot(&repo, &[Component::TextEncoder], hub)?
     };
@@ -162,10 +180,20 @@ fn resolve_text_encoder(source: &str, hub: &HubOptions) -> Result<TextEncoderFil
 }
 
 fn pipeline_text_encoder(root: &Path) -> Result<TextEncoderFiles> {
-    let files = TextEncoderFiles { model_dir: root.join("text_encoder"), tokenizer: root.join("tokenizer").join("tokenizer.json") };
-    for (what, path) in [("text encoder folder", &files.model_dir), ("tokenizer", &files.tokenizer)] {
+    let files = TextEncoderFiles {
+        model_dir: root.join("text_encoder"),
+        tokenizer: root.join("tokenizer").join("tokenizer.json"),
+    };
+    for (what, path) in [
+        ("text encoder folder", &files.model_dir),
+        ("tokenizer", &files.tokenizer),
+    ] {
         if !path.exists() {
-            return Err(Error::Invalid(format!("{}: the {what} {} does not exist", root.display(), path.display())));
+            return Err(Error::Invalid(format!(
+                "{}: the {what} {} does not exist",
+                root.display(),
+                path.display()
+            )));
         }
     }
     Ok(files)
@@ -192,19 +220,30 @@ pub fn check_pipeline_folder(root: &Path, need_text_encoder: bool) -> Result<()>
     let bad = |key: &str, message: String| Err(Error::Invalid(format!("{}: `{key}` {message}", index_path.display())));
     match class("_class_name") {
         Some(name) if name.starts_with("Flux2") => {}
-        other => return bad("_class_name", format!("is {other:?}, expected a FLUX.2 pipeline (`Flux2Pipeline`)")),
+        other => {
+            return bad(
+                "_class_name",
+                format!("is {other:?}, expected a FLUX.2 pipeline (`Flux2Pipeline`)"),
+            );
+        }
     }
     if need_text_encoder {
         match class("text_encoder") {
             Some(name) if name.starts_with("Mistral3") || name.starts_with("Mistral") => {}
             other => {
-                return bad("text_encoder", format!("is {other:?}; only the Mistral 3 text encoder of FLUX.2 [dev] is implemented"));
+                return bad(
+                    "text_encoder",
+                    format!("is {other:?}; only the Mistral 3 text encoder of FLUX.2 [dev] is implemented"),
+                );
             }
         }
     }
     for folder in ["transformer", "vae"] {
         if !root.join(folder).is_dir() {
-            return Err(Error::Invalid(format!("{}: the pipeline folder has no `{folder}/`", root.display())));
+            return Err(Error::Invalid(format!(
+                "{}: the pipeline folder has no `{folder}/`",
+                root.display()
+            )));
         }
     }
     let scheduler = root.join("scheduler").join("scheduler_config.json");
@@ -231,16 +270,39 @@ fn check_scheduler(path: &Path) -> Result<()> {
         }
     };
     let class = get("_class_name");
-    expect("_class_name", class.as_str() == Some("FlowMatchEulerDiscreteScheduler"), "FlowMatchEulerDiscreteScheduler")?;
-    expect("use_dynamic_shifting", get("use_dynamic_shifting").as_bool() == Some(true), "true")?;
+    expect(
+        "_class_name",
+        class.as_str() == Some("FlowMatchEulerDiscreteScheduler"),
+        "FlowMatchEulerDiscreteScheduler",
+    )?;
+    expect(
+        "use_dynamic_shifting",
+        get("use_dynamic_shifting").as_bool() == Some(true),
+        "true",
+    )?;
     let shift_type = get("time_shift_type");
-    expect("time_shift_type", shift_type.is_null() || shift_type.as_str() == Some("exponential"), "\"exponential\"")?;
-    for flag in ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas", "stochastic_sampling", "use_flow_sigmas"] {
+    expect(
+        "time_shift_type",
+        shift_type.is_null() || shift_type.as_str() == Some("exponential"),
+        "\"exponential\"",
+    )?;
+    for flag in [
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "invert_sigmas",
+        "stochastic_sampling",
+        "use_flow_sigmas",
+    ] {
         expect(flag, get(flag).as_bool() != Some(true), "false")?;
     }
     expect("shift_terminal", get("shift_terminal").is_null(), "null")?;
     let train_steps = get("num_train_timesteps");
-    expect("num_train_timesteps", train_steps.is_null() || train_steps.as_u64() == Some(1000), "1000")?;
+    expect(
+        "num_train_timesteps",
+        train_steps.is_null() || train_steps.as_u64() == Some(1000),
+        "1000",
+    )?;
     Ok(())
 }
 
@@ -268,7 +330,16 @@ mod tests {
     }
 
     fn options(need_te: bool) -> SourceOptions {
-        SourceOptions { need_text_encoder: need_te, hub: HubOptions { cache_dir: None, token: None, offline: true, endpoint: None }, ..Default::default() }
+        SourceOptions {
+            need_text_encoder: need_te,
+            hub: HubOptions {
+                cache_dir: None,
+                token: None,
+                offline: true,
+                endpoint: None,
+            },
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -279,8 +350,16 @@ mod tests {
         let files = resolve_model(root.to_str().unwrap(), &options(true)).unwrap();
         assert_eq!(files.transformer, root.join("transformer"));
         assert_eq!(files.vae, root.join("vae"));
-        assert_eq!(files.text_encoder.as_ref().unwrap().tokenizer, root.join("tokenizer/tokenizer.json"));
-        assert!(resolve_model(root.to_str().unwrap(), &options(false)).unwrap().text_encoder.is_none());
+        assert_eq!(
+            files.text_encoder.as_ref().unwrap().tokenizer,
+            root.join("tokenizer/tokenizer.json")
+        );
+        assert!(
+            resolve_model(root.to_str().unwrap(), &options(false))
+                .unwrap()
+                .text_encoder
+                .is_none()
+        );
 
         // The transformer folder of a pipeline finds its siblings.
         let files = resolve_model(root.join("transformer").to_str().unwrap(), &options(true)).unwrap();
@@ -297,7 +376,9 @@ mod tests {
         // A lone BFL file needs --vae and --text-encoder.
         let lone = tmp.path().join("elsewhere/flux2.safetensors");
         write(&lone, "");
-        let err = resolve_model(lone.to_str().unwrap(), &options(false)).unwrap_err().to_string();
+        let err = resolve_model(lone.to_str().unwrap(), &options(false))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--vae"), "{err}");
         let mut opts = options(true);
         opts.vae = Some(root.join("ae.safetensors").display().to_string());
@@ -315,21 +396,44 @@ mod tests {
         let root = tmp.path().join("p");
         pipeline(&root);
         std::fs::remove_file(root.join("tokenizer/tokenizer.json")).unwrap();
-        let err = resolve_model(root.to_str().unwrap(), &options(true)).unwrap_err().to_string();
-        assert!(err.contains("tokenizer.json") && err.contains("does not exist"), "{err}");
+        let err = resolve_model(root.to_str().unwrap(), &options(true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("does not exist"),
+            "{err}"
+        );
 
-        write(&root.join("scheduler/scheduler_config.json"), &SCHEDULER.replace("\"use_karras_sigmas\": false", "\"use_karras_sigmas\": true"));
-        let err = resolve_model(root.to_str().unwrap(), &options(false)).unwrap_err().to_string();
-        assert!(err.contains("scheduler_config.json") && err.contains("use_karras_sigmas"), "{err}");
+        write(
+            &root.join("scheduler/scheduler_config.json"),
+            &SCHEDULER.replace("\"use_karras_sigmas\": false", "\"use_karras_sigmas\": true"),
+        );
+        let err = resolve_model(root.to_str().unwrap(), &options(false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("scheduler_config.json") && err.contains("use_karras_sigmas"),
+            "{err}"
+        );
 
-        write(&root.join("model_index.json"), &INDEX.replace("Mistral3ForConditionalGeneration", "Qwen3ForCausalLM"));
+        write(
+            &root.join("model_index.json"),
+            &INDEX.replace("Mistral3ForConditionalGeneration", "Qwen3ForCausalLM"),
+        );
         write(&root.join("scheduler/scheduler_config.json"), SCHEDULER);
-        let err = resolve_model(root.to_str().unwrap(), &options(true)).unwrap_err().to_string();
-        assert!(err.contains("model_index.json") && err.contains("`text_encoder`") && err.contains("Qwen3"), "{err}");
+        let err = resolve_model(root.to_str().unwrap(), &options(true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model_index.json") && err.contains("`text_encoder`") && err.contains("Qwen3"),
+            "{err}"
+        );
 
         let err = resolve_model("no/such/place", &options(false)).unwrap_err().to_string();
         assert!(err.contains("no/such/place") && err.contains("repository id"), "{err}");
-        let err = resolve_model("owner/not-cached", &options(false)).unwrap_err().to_string();
+        let err = resolve_model("owner/not-cached", &options(false))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("owner/not-cached") && err.contains("cache"), "{err}");
     }
 }

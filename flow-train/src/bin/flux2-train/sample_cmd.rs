@@ -7,7 +7,8 @@ use std::time::Instant;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use flow_train::pipeline::{
-    Flux2Pipeline, GenerateOptions, LoraSpec, PipelineOptions, ReferenceImage, Stage, read_latents, save_image, save_image_tensor,
+    Flux2Pipeline, GenerateOptions, LoraSpec, PipelineOptions, ReferenceImage, Stage, read_latents, save_image,
+    save_image_tensor,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -104,14 +105,28 @@ pub fn run(args: SampleArgs) -> Result<(), String> {
     Err(format!(
         "--device {}: expected cpu{}",
         args.device,
-        if cfg!(feature = "cuda") { " or cuda:N" } else { " (this build has no GPU backend: rebuild with --features cuda for cuda:N)" }
+        if cfg!(feature = "cuda") {
+            " or cuda:N"
+        } else {
+            " (this build has no GPU backend: rebuild with --features cuda for cuda:N)"
+        }
     ))
 }
 
 fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), String> {
     // Cheap checks first, before minutes of loading.
-    let references = args.references.iter().map(ReferenceImage::open).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    let latents = args.latents.as_ref().map(|p| read_latents::<B>(p, device)).transpose().map_err(|e| e.to_string())?;
+    let references = args
+        .references
+        .iter()
+        .map(ReferenceImage::open)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let latents = args
+        .latents
+        .as_ref()
+        .map(|p| read_latents::<B>(p, device))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     for lora in &args.loras {
         if !lora.path.is_file() {
             return Err(format!("--lora {}: no such file", lora.path.display()));
@@ -163,7 +178,9 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
         }
         Stage::Decoding => bar.set_message("decoding"),
     };
-    let image = pipe.generate(args.prompt.as_str(), generate, Some(&mut on_stage)).map_err(|e| e.to_string())?;
+    let image = pipe
+        .generate(args.prompt.as_str(), generate, Some(&mut on_stage))
+        .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
 
     let [_, _, h, w] = image.dims();
@@ -171,6 +188,12 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
     if let Some(path) = &args.save_tensor {
         save_image_tensor(image, path).map_err(|e| e.to_string())?;
     }
-    eprintln!("{}x{} image written to {} in {:.1} s", w, h, args.out.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "{}x{} image written to {} in {:.1} s",
+        w,
+        h,
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
