@@ -9,7 +9,6 @@
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use dataset_buckets::{DatasetSet, LatentEncoder, SampleRef};
 use flow_train::job::{JobFormat, LoadedJob, load_job_str};
@@ -53,13 +52,7 @@ fn load(job: &LoadedJob) -> Flux2Pipeline<B> {
 }
 
 fn run(job: &LoadedJob) -> std::path::PathBuf {
-    let p = load(job);
-    let models = TrainModels::<A> {
-        transformer: flux2_dit::Flux2Transformer::<A>::from_inner(p.transformer),
-        vae: p.vae,
-        text_encoder: p.text_encoder,
-        identity: "demo".into(),
-    };
+    let models = TrainModels::<A>::load(job, &Default::default()).expect("demo pipeline loads");
     let summary = train(job, models, RunOptions { progress: false, ..RunOptions::default() }).expect("training runs");
     assert_eq!(summary.steps, STEPS);
     summary.lora

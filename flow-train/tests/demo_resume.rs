@@ -6,10 +6,8 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use flow_train::job::{JobFormat, LoadedJob, load_job_str};
-use flow_train::pipeline::{Flux2Pipeline, PipelineOptions};
 use flow_train::train::{RunOptions, TrainModels, TrainSummary, train};
 
 type A = Autodiff<Flex>;
@@ -32,18 +30,7 @@ fn run(job: &LoadedJob, stop_after: Option<u32>) -> TrainSummary {
 }
 
 fn run_on<T: AutodiffBackend<InnerBackend = Flex>>(job: &LoadedJob, stop_after: Option<u32>) -> TrainSummary {
-    let options = PipelineOptions {
-        text_encoder_out_layers: job.plan.model.text_encoder_out_layers.clone(),
-        max_sequence_length: job.plan.model.max_sequence_length,
-        ..PipelineOptions::default()
-    };
-    let p = Flux2Pipeline::<Flex>::load(&job.plan.model.name_or_path, &options, &Default::default()).unwrap();
-    let models = TrainModels::<T> {
-        transformer: flux2_dit::Flux2Transformer::<T>::from_inner(p.transformer),
-        vae: p.vae,
-        text_encoder: p.text_encoder,
-        identity: "demo".into(),
-    };
+    let models = TrainModels::<T>::load(job, &Default::default()).unwrap();
     train(job, models, RunOptions { progress: false, stop_after, ..RunOptions::default() }).unwrap()
 }
 

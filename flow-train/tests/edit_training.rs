@@ -3,9 +3,7 @@
 //! reference (CPU, a few steps of the demo pipeline).
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::AutodiffModule;
 use flow_train::job::{JobFormat, load_job_str};
-use flow_train::pipeline::{Flux2Pipeline, PipelineOptions};
 use flow_train::train::{RunOptions, TrainModels, train};
 
 type A = Autodiff<Flex>;
@@ -41,18 +39,7 @@ fn edit_dataset_trains_and_samples_with_references() {
     let set = dataset_buckets::DatasetSet::load(&job.plan.datasets, &job.plan.dataset_options).unwrap();
     let r = dataset_buckets::SampleRef { dataset: 0, sample: 0 };
     assert_eq!(set.record(r).unwrap().controls.len(), 1, "every target has its control image");
-    let options = PipelineOptions {
-        text_encoder_out_layers: job.plan.model.text_encoder_out_layers.clone(),
-        max_sequence_length: job.plan.model.max_sequence_length,
-        ..PipelineOptions::default()
-    };
-    let p = Flux2Pipeline::<Flex>::load(&job.plan.model.name_or_path, &options, &Default::default()).unwrap();
-    let models = TrainModels::<A> {
-        transformer: flux2_dit::Flux2Transformer::<A>::from_inner(p.transformer),
-        vae: p.vae,
-        text_encoder: p.text_encoder,
-        identity: "demo".into(),
-    };
+    let models = TrainModels::<A>::load(&job, &Default::default()).unwrap();
     let summary = train(&job, models, RunOptions { progress: false, ..RunOptions::default() }).unwrap();
     assert_eq!(summary.steps, 4);
     assert!(summary.final_loss.is_some_and(f32::is_finite));

@@ -29,7 +29,7 @@ use super::trainable;
 use crate::error::{Error, Result};
 use crate::job::{LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
-use crate::pipeline::ReferenceImage;
+use crate::pipeline::{Flux2Pipeline, PipelineOptions, ReferenceImage};
 use crate::{TimestepSampler, TrainRng, gaussian_noise};
 
 /// Name of the trained adapter inside the model.
@@ -44,6 +44,29 @@ pub struct TrainModels<B: AutodiffBackend> {
     pub text_encoder: Option<MistralEncoder<B::InnerBackend>>,
     /// Names the checkpoint for cache keys and LoRA metadata (path, dtype).
     pub identity: String,
+}
+
+impl<B: AutodiffBackend> TrainModels<B> {
+    /// Loads the job's pipeline (`model:` panel: local folder, Hub repo id or BFL file; `train.dtype`;
+    /// text-encoder layers and length) with the VAE and text encoder on the inner backend and the
+    /// transformer on `B` for training.
+    pub fn load(job: &LoadedJob, device: &B::Device) -> Result<Self> {
+        let plan = &job.plan;
+        let options = PipelineOptions {
+            dtype: plan.model.dtype.dtype(),
+            text_encoder_out_layers: plan.model.text_encoder_out_layers.clone(),
+            max_sequence_length: plan.model.max_sequence_length,
+            vae: plan.model.vae_path.clone(),
+            ..PipelineOptions::default()
+        };
+        let pipeline = Flux2Pipeline::<B::InnerBackend>::load(&plan.model.name_or_path, &options, device)?;
+        Ok(TrainModels {
+            transformer: Flux2Transformer::<B>::from_inner(pipeline.transformer),
+            vae: pipeline.vae,
+            text_encoder: pipeline.text_encoder,
+            identity: format!("{} {:?}", plan.model.name_or_path, plan.model.dtype),
+        })
+    }
 }
 
 /// How to run.

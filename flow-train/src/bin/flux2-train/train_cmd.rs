@@ -6,12 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use flow_train::job::{DeviceSpec, LoadedJob, load_job};
-use flow_train::pipeline::{Flux2Pipeline, PipelineOptions};
 use flow_train::train::{RunOptions, TrainModels, TrainSummary, train};
-use flux2_dit::Flux2Transformer;
 
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
@@ -51,29 +48,9 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
-fn load_models<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device) -> Result<TrainModels<B>, String>
-{
-    let plan = &job.plan;
-    let options = PipelineOptions {
-        dtype: plan.model.dtype.dtype(),
-        text_encoder_out_layers: plan.model.text_encoder_out_layers.clone(),
-        max_sequence_length: plan.model.max_sequence_length,
-        vae: plan.model.vae_path.clone(),
-        ..PipelineOptions::default()
-    };
-    let pipeline = Flux2Pipeline::<B::InnerBackend>::load(&plan.model.name_or_path, &options, device).map_err(|e| e.to_string())?;
-    let identity = format!("{} {:?}", plan.model.name_or_path, plan.model.dtype);
-    Ok(TrainModels {
-        transformer: Flux2Transformer::<B>::from_inner(pipeline.transformer),
-        vae: pipeline.vae,
-        text_encoder: pipeline.text_encoder,
-        identity,
-    })
-}
-
 fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool) -> Result<TrainSummary, String>
 {
-    let models = load_models::<B>(job, device)?;
+    let models = TrainModels::<B>::load(job, device).map_err(|e| e.to_string())?;
     let options = RunOptions { resume, interrupt: interrupt_flag(), ..RunOptions::default() };
     train(job, models, options).map_err(|e| e.to_string())
 }
