@@ -1,0 +1,487 @@
+//! One LoRA training step of a FLUX.2 [dev] slice, timed (issue 9; numbers in docs/performance.md).
+//!
+//! ```sh
+//! cargo run --release --features cuda -p examples --example bench_train_step              # full width, cuda:0
+//! cargo run --release -p examples --example bench_train_step -- --small --device cpu       # CI-sized smoke run
+//! ```
+//! Options: `--small`, `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32),
+//! `--steps N` (timed, default 12), `--warmup N` (default 3), `--breakdown` (phase timings plus
+//! micro-benchmarks of the step's matmuls, attention and a square matmul ceiling).
+//!
+//! Full width: D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 4096 image + 512 text
+//! tokens, batch 1, LoRA rank 32 (alpha 32) on every Linear inside the blocks, random bf16 base weights,
+//! AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 1e-2) over the f32 factors, loss = MSE of the
+//! prediction against a random target. The step is forward, backward, optimizer, then a device sync; the
+//! median over the timed steps is reported.
+//!
+//! FLOPs are counted analytically ("model FLOPs", no recompute): a frozen Linear (T tokens, i -> o) costs
+//! 2·T·i·o forward and 2·T·i·o backward (input gradient only); its LoRA branch 2·T·r·(i+o) forward and
+//! twice that backward (input and factor gradients); attention 4·H·L²·d forward and twice that
+//! backward. Norms, RoPE, modulation and the optimizer are not counted.
+
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::Param;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Distribution, Tensor};
+use flux2_dit::{Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use lora_adapters::{inject, LoraConfig, Targets};
+
+struct Shape {
+    config: Flux2Config,
+    img_h: usize,
+    img_w: usize,
+    txt: usize,
+    rank: usize,
+}
+
+fn full() -> Shape {
+    let mut config = Flux2Config::dev();
+    config.num_layers = 2;
+    config.num_single_layers = 6;
+    Shape { config, img_h: 64, img_w: 64, txt: 512, rank: 32 }
+}
+
+fn small() -> Shape {
+    let config = Flux2Config {
+        in_channels: 16,
+        num_layers: 2,
+        num_single_layers: 2,
+        attention_head_dim: 32,
+        num_attention_heads: 4,
+        joint_attention_dim: 64,
+        timestep_guidance_channels: 32,
+        axes_dims_rope: vec![8, 8, 8, 8],
+        ..Flux2Config::dev()
+    };
+    Shape { config, img_h: 16, img_w: 16, txt: 64, rank: 8 }
+}
+
+struct Args {
+    small: bool,
+    device: String,
+    dtype: DType,
+    steps: usize,
+    warmup: usize,
+    breakdown: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { small: false, device: "cuda:0".into(), dtype: DType::BF16, steps: 12, warmup: 3, breakdown: false };
+    let mut it = std::env::args().skip(1);
+    let mut device_given = false;
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--small" => args.small = true,
+            "--breakdown" => args.breakdown = true,
+            "--device" => {
+                args.device = value("--device")?;
+                device_given = true;
+            }
+            "--dtype" => {
+                args.dtype = match value("--dtype")?.as_str() {
+                    "bf16" => DType::BF16,
+                    "f32" => DType::F32,
+                    other => return Err(format!("--dtype {other}: expected bf16 or f32")),
+                }
+            }
+            "--steps" => args.steps = value("--steps")?.parse().map_err(|e| format!("--steps: {e}"))?,
+            "--warmup" => args.warmup = value("--warmup")?.parse().map_err(|e| format!("--warmup: {e}"))?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if !cfg!(feature = "cuda") && !device_given {
+        args.device = "cpu".into();
+    }
+    if args.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_train_step: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.device == "cpu" {
+        run::<Autodiff<burn::backend::Flex>>(&args, &Default::default(), None);
+        return;
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(index) = args.device.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+        let device = burn::backend::cuda::CudaDevice::new(index);
+        let probe: MemoryProbe = Box::new(move || cuda_memory(index));
+        run::<Autodiff<burn::backend::Cuda>>(&args, &device, Some(probe));
+        return;
+    }
+    eprintln!("bench_train_step: --device {}: expected cpu or cuda:N (cuda needs --features cuda)", args.device);
+    std::process::exit(2);
+}
+
+/// (bytes in use, bytes reserved by the memory pools) on the device.
+type MemoryProbe = Box<dyn Fn() -> (u64, u64)>;
+
+#[cfg(feature = "cuda")]
+fn cuda_memory(index: usize) -> (u64, u64) {
+    use burn::cubecl::Runtime;
+    let client = burn::cubecl::cuda::CudaRuntime::client(&burn::backend::cuda::CudaDevice::new(index));
+    match client.memory_usage() {
+        Ok(u) => (u.bytes_in_use, u.bytes_reserved),
+        Err(_) => (0, 0),
+    }
+}
+
+fn sync<B: Backend>(device: &B::Device) {
+    if let Err(e) = B::sync(device) {
+        panic!("device sync failed: {e:?}");
+    }
+}
+
+/// Plain AdamW (decoupled weight decay, bias correction) over the factors, on the inner backend.
+struct AdamW<B: Backend> {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    step: i32,
+    moments: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+}
+
+impl<B: Backend> AdamW<B> {
+    fn new(params: &[Tensor<B, 2>]) -> Self {
+        let moments = params.iter().map(|p| (p.zeros_like(), p.zeros_like())).collect();
+        Self { lr: 1e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-2, step: 0, moments }
+    }
+
+    fn update(&mut self, params: Vec<Tensor<B, 2>>, grads: Vec<Tensor<B, 2>>) -> Vec<Tensor<B, 2>> {
+        self.step += 1;
+        let (b1, b2) = self.betas;
+        let bc1 = 1.0 - b1.powi(self.step);
+        let bc2 = 1.0 - b2.powi(self.step);
+        let step_size = self.lr / bc1;
+        params
+            .into_iter()
+            .zip(grads)
+            .zip(self.moments.iter_mut())
+            .map(|((p, g), (m, v))| {
+                *m = m.clone().mul_scalar(b1).add(g.clone().mul_scalar(1.0 - b1));
+                *v = v.clone().mul_scalar(b2).add(g.square().mul_scalar(1.0 - b2));
+                let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(self.eps);
+                p.mul_scalar(1.0 - self.lr * self.weight_decay).sub(m.clone().div(denom).mul_scalar(step_size))
+            })
+            .collect()
+    }
+}
+
+fn factors<B: AutodiffBackend>(model: &Flux2Transformer<B>) -> Vec<Tensor<B::InnerBackend, 2>> {
+    model
+        .linears()
+        .into_iter()
+        .flat_map(|(_, l)| l.adapters.iter().flat_map(|a| [a.down.val().inner(), a.up.val().inner()]).collect::<Vec<_>>())
+        .collect()
+}
+
+fn factor_grads<B: AutodiffBackend>(model: &Flux2Transformer<B>, grads: &B::Gradients) -> Vec<Tensor<B::InnerBackend, 2>> {
+    let grad = |p: &Param<Tensor<B, 2>>| p.val().grad(grads).unwrap_or_else(|| p.val().inner().zeros_like());
+    model
+        .linears()
+        .into_iter()
+        .flat_map(|(_, l)| l.adapters.iter().flat_map(|a| [grad(&a.down), grad(&a.up)]).collect::<Vec<_>>())
+        .collect()
+}
+
+fn set_factors<B: AutodiffBackend>(model: &mut Flux2Transformer<B>, values: Vec<Tensor<B::InnerBackend, 2>>) {
+    let mut values = values.into_iter();
+    for (_, linear) in model.linears_mut() {
+        for a in linear.adapters.iter_mut() {
+            for p in [&mut a.down, &mut a.up] {
+                let v = values.next().expect("one value per factor");
+                *p = Param::initialized(p.id, Tensor::from_inner(v).require_grad());
+            }
+        }
+    }
+}
+
+/// Analytic model FLOPs of one step (see the file docs) and their split (linears, LoRA, attention).
+fn step_flops<B: Backend>(model: &Flux2Transformer<B>, shape: &Shape) -> (f64, f64, f64) {
+    let c = &shape.config;
+    let (img, txt) = ((shape.img_h * shape.img_w) as f64, shape.txt as f64);
+    let r = shape.rank as f64;
+    let (mut base, mut lora) = (0.0, 0.0);
+    for (path, l) in model.linears() {
+        let tokens = if path.starts_with("single_blocks.") {
+            img + txt
+        } else if path.starts_with("double_blocks.") {
+            if path.contains(".txt_") { txt } else { img }
+        } else {
+            continue;
+        };
+        let (i, o) = (l.in_features() as f64, l.out_features() as f64);
+        base += 4.0 * tokens * i * o;
+        if !l.adapters.is_empty() {
+            lora += 6.0 * tokens * r * (i + o);
+        }
+    }
+    let l = img + txt;
+    let blocks = (c.num_layers + c.num_single_layers) as f64;
+    let attention = blocks * 12.0 * c.num_attention_heads as f64 * l * l * c.attention_head_dim as f64;
+    (base, lora, attention)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<MemoryProbe>) {
+    let shape = if args.small { small() } else { full() };
+    let c = &shape.config;
+    let t0 = Instant::now();
+    let mut model = Flux2Transformer::<B>::from_source(c, &mut RandomSource::new(0), args.dtype, device)
+        .unwrap_or_else(|e| panic!("building the model: {e}"));
+    let lora = LoraConfig { rank: shape.rank, alpha: shape.rank as f32, dropout: 0.0, targets: Targets::Blocks, seed: 1 };
+    inject(&mut model, "bench", &lora).unwrap_or_else(|e| panic!("injecting LoRA: {e}"));
+    let adapted = model.linears().iter().filter(|(_, l)| !l.adapters.is_empty()).count();
+    let n_factors: usize = factors(&model).iter().map(|t| t.shape().num_elements()).sum();
+    println!(
+        "model: D={} heads={}x{} F={} double={} single={} tokens={}+{} rank={} dtype={:?} adapted_linears={adapted} lora_params={n_factors} build={:.1}s fused_attention={}",
+        c.inner_dim(),
+        c.num_attention_heads,
+        c.attention_head_dim,
+        (c.inner_dim() as f64 * c.mlp_ratio) as usize,
+        c.num_layers,
+        c.num_single_layers,
+        shape.img_h * shape.img_w,
+        shape.txt,
+        shape.rank,
+        args.dtype,
+        t0.elapsed().as_secs_f64(),
+        flux2_dit::fused_attention::is_registered::<B>(),
+    );
+
+    let n_img = shape.img_h * shape.img_w;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<B, 3>::random([1, n_img, c.in_channels], normal, device);
+    let ctx = Tensor::<B, 3>::random([1, shape.txt, c.joint_attention_dim], normal, device);
+    let target = Tensor::<B, 3>::random([1, n_img, c.in_channels], normal, device);
+    let t = Tensor::<B, 1>::from_floats([0.7], device);
+    let g = Tensor::<B, 1>::from_floats([4.0], device);
+    let rope = model.rope(&PositionIds::text(shape.txt), &PositionIds::image(shape.img_h, shape.img_w));
+    let mut opt = AdamW::<B::InnerBackend>::new(&factors(&model));
+
+    let mut forward_s = Vec::new();
+    let mut backward_s = Vec::new();
+    let mut optim_s = Vec::new();
+    let mut step_s = Vec::new();
+    let mut peak_in_use = 0u64;
+    let mut peak_reserved = 0u64;
+    let mut last_loss = 0.0f32;
+    for i in 0..args.warmup + args.steps {
+        let start = Instant::now();
+        let pred = model.forward(x.clone(), ctx.clone(), t.clone(), Some(g.clone()), &rope);
+        let loss = (pred.cast(DType::F32) - target.clone()).square().mean();
+        let phase = |v: &mut Vec<f64>, from: Instant| {
+            if args.breakdown {
+                sync::<B>(device);
+                v.push(from.elapsed().as_secs_f64());
+            }
+        };
+        phase(&mut forward_s, start);
+        if let Some(probe) = &memory {
+            // After the forward the graph holds every activation: the step's high-water mark.
+            sync::<B>(device);
+            let (u, r) = probe();
+            peak_in_use = peak_in_use.max(u);
+            peak_reserved = peak_reserved.max(r);
+        }
+        let b_start = Instant::now();
+        let grads = loss.backward();
+        let gs = factor_grads(&model, &grads);
+        drop(grads);
+        phase(&mut backward_s, b_start);
+        let o_start = Instant::now();
+        let new = opt.update(factors(&model), gs);
+        set_factors(&mut model, new);
+        phase(&mut optim_s, o_start);
+        sync::<B>(device);
+        let secs = start.elapsed().as_secs_f64();
+        if let Some(probe) = &memory {
+            let (u, r) = probe();
+            peak_in_use = peak_in_use.max(u);
+            peak_reserved = peak_reserved.max(r);
+        }
+        if i + 1 == args.warmup + args.steps {
+            last_loss = loss.into_scalar_f32();
+        }
+        if i >= args.warmup {
+            step_s.push(secs);
+        } else {
+            println!("warm-up step {}: {:.1} ms", i + 1, secs * 1e3);
+            forward_s.clear();
+            backward_s.clear();
+            optim_s.clear();
+        }
+    }
+    let step = median(step_s.clone());
+    let (base, lora_f, attn) = step_flops(&model, &shape);
+    let total = base + lora_f + attn;
+    println!(
+        "step: median {:.1} ms over {} steps (min {:.1}, max {:.1}); loss {last_loss:.4}",
+        step * 1e3,
+        step_s.len(),
+        step_s.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
+        step_s.iter().cloned().fold(0.0, f64::max) * 1e3
+    );
+    println!(
+        "flops/step: {:.1} TFLOP (linears {:.1}, lora {:.2}, attention {:.1}); achieved {:.1} TFLOP/s",
+        total / 1e12,
+        base / 1e12,
+        lora_f / 1e12,
+        attn / 1e12,
+        total / step / 1e12
+    );
+    if memory.is_some() {
+        println!("memory: peak in use {:.2} GiB, peak reserved {:.2} GiB", gib(peak_in_use), gib(peak_reserved));
+    }
+    if args.breakdown {
+        println!(
+            "phases (synced): forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms",
+            median(forward_s) * 1e3,
+            median(backward_s) * 1e3,
+            median(optim_s) * 1e3
+        );
+        micro::<B>(&model, &shape, args.dtype, device, total, step);
+    }
+    println!("RESULT ours_ms={:.3} ours_peak_in_use_gib={:.3} ours_peak_reserved_gib={:.3} ours_tflops={:.2}", step * 1e3, gib(peak_in_use), gib(peak_reserved), total / step / 1e12);
+}
+
+trait ScalarF32 {
+    fn into_scalar_f32(self) -> f32;
+}
+
+impl<B: Backend> ScalarF32 for Tensor<B, 1> {
+    fn into_scalar_f32(self) -> f32 {
+        use burn::tensor::ElementConversion;
+        self.into_scalar().elem::<f32>()
+    }
+}
+
+/// Median seconds of `f` over `reps` runs after one warm-up, syncing around each.
+fn time<B: Backend>(device: &B::Device, reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    sync::<B>(device);
+    let mut v = Vec::new();
+    for _ in 0..reps {
+        let s = Instant::now();
+        f();
+        sync::<B>(device);
+        v.push(s.elapsed().as_secs_f64());
+    }
+    median(v)
+}
+
+/// Where the step's time goes: the same matmuls and attention calls timed alone on the inner backend.
+fn micro<B: AutodiffBackend>(model: &Flux2Transformer<B>, shape: &Shape, dtype: DType, device: &B::Device, flops: f64, step: f64) {
+    type I<B> = <B as AutodiffBackend>::InnerBackend;
+    let c = &shape.config;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (img, txt) = (shape.img_h * shape.img_w, shape.txt);
+    let reps = 5;
+    // Square-matmul ceiling.
+    let n = if shape.config.inner_dim() >= 4096 { 8192 } else { 512 };
+    let a = Tensor::<I<B>, 2>::random([n, n], normal, device).cast(dtype);
+    let b = Tensor::<I<B>, 2>::random([n, n], normal, device).cast(dtype);
+    let s = time::<I<B>>(device, reps, || {
+        let _ = a.clone().matmul(b.clone());
+    });
+    let ceiling = 2.0 * (n as f64).powi(3) / s / 1e12;
+    println!("micro: matmul {n}^3 {dtype:?}: {:.2} ms = {ceiling:.1} TFLOP/s", s * 1e3);
+
+    // Every base Linear of the blocks: forward x W^T and backward dY W (input gradient).
+    let mut linear_s = 0.0;
+    let mut linear_flops = 0.0;
+    let mut seen: Vec<(usize, usize, usize, f64)> = Vec::new();
+    for (path, l) in model.linears() {
+        let tokens = if path.starts_with("single_blocks.") {
+            img + txt
+        } else if path.starts_with("double_blocks.") {
+            if path.contains(".txt_") { txt } else { img }
+        } else {
+            continue;
+        };
+        let (i, o) = (l.in_features(), l.out_features());
+        let secs = if let Some(&(_, _, _, s)) = seen.iter().find(|&&(t, a, b, _)| (t, a, b) == (tokens, i, o)) {
+            s
+        } else {
+            let w = Tensor::<I<B>, 2>::random([o, i], normal, device).cast(dtype);
+            let x = Tensor::<I<B>, 2>::random([tokens, i], normal, device).cast(dtype);
+            let dy = Tensor::<I<B>, 2>::random([tokens, o], normal, device).cast(dtype);
+            let s = time::<I<B>>(device, reps, || {
+                let _ = x.clone().matmul(w.clone().transpose());
+                let _ = dy.clone().matmul(w.clone());
+            });
+            println!(
+                "micro: linear {tokens}x{i}->{o} fwd+dgrad {:.2} ms = {:.1} TFLOP/s",
+                s * 1e3,
+                4.0 * (tokens * i * o) as f64 / s / 1e12
+            );
+            seen.push((tokens, i, o, s));
+            s
+        };
+        linear_s += secs;
+        linear_flops += 4.0 * (tokens * i * o) as f64;
+    }
+
+    // One attention call forward + backward through the autodiff op, as in the step.
+    let l = img + txt;
+    let h = c.num_attention_heads;
+    let d = c.attention_head_dim;
+    let q = Tensor::<B, 4>::random([1, h, l, d], normal, device).cast(dtype);
+    let k = Tensor::<B, 4>::random([1, h, l, d], normal, device).cast(dtype);
+    let v = Tensor::<B, 4>::random([1, h, l, d], normal, device).cast(dtype);
+    let fwd = time::<B>(device, reps, || {
+        // No input requires grad: the op runs untracked.
+        let _ = flux2_dit::attention::scaled_dot_product(q.clone(), k.clone(), v.clone());
+    });
+    let fwd_bwd = time::<B>(device, reps, || {
+        let q = q.clone().require_grad();
+        let k = k.clone().require_grad();
+        let v = v.clone().require_grad();
+        let out = flux2_dit::attention::scaled_dot_product(q.clone(), k.clone(), v.clone());
+        let grads = out.cast(DType::F32).sum().backward();
+        let _ = (q.grad(&grads), k.grad(&grads), v.grad(&grads));
+    });
+    let blocks = c.num_layers + c.num_single_layers;
+    let attn_flops = 12.0 * (h * l * l * d) as f64;
+    println!(
+        "micro: attention [1,{h},{l},{d}] forward {:.2} ms, fwd+bwd {:.2} ms = {:.1} TFLOP/s (model FLOPs)",
+        fwd * 1e3,
+        fwd_bwd * 1e3,
+        attn_flops / fwd_bwd / 1e12
+    );
+    let attn_s = fwd_bwd * blocks as f64;
+    let rest = step - linear_s - attn_s;
+    println!(
+        "breakdown (step {:.1} ms): base-linear matmuls {:.1} ms ({:.0}%, {:.1} TFLOP/s), attention {:.1} ms ({:.0}%), everything else (LoRA, norms, RoPE, modulation, casts, optimizer) {:.1} ms ({:.0}%)",
+        step * 1e3,
+        linear_s * 1e3,
+        100.0 * linear_s / step,
+        linear_flops / linear_s / 1e12,
+        attn_s * 1e3,
+        100.0 * attn_s / step,
+        rest * 1e3,
+        100.0 * rest / step
+    );
+    println!("MFU vs measured matmul ceiling: {:.1}%", 100.0 * flops / step / 1e12 / ceiling);
+}
