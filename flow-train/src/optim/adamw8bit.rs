@@ -20,25 +20,62 @@
 //! element is not skipped (the trainer stops on non-finite gradients before the optimizer runs); the
 //! codes of an all-zero block differ (they decode to 0 either way).
 //!
-//! State: 2 bytes per parameter plus 8 bytes per block (two f32 absmax) for quantized tensors, 8 bytes
-//! per parameter for the small ones. Everything runs on the device; nothing is read back per step.
+//! State: 2 bytes per parameter plus 12 bytes per block (two f32 absmax and the block's f32 count of
+//! valid values) for quantized tensors, 8 bytes per parameter for the small ones. Everything runs on the
+//! device; nothing is read back per step.
+//!
+//! All quantized tensors share one flat, block-aligned buffer per moment (each tensor padded to whole
+//! blocks, so no block straddles two tensors, as in bitsandbytes), and the small ones one flat f32
+//! buffer: a step is one concatenation of the gradients and parameters, ~60 ops on the whole buffer and
+//! views back into the tensors, instead of ~50 small ops per tensor. Measured on an H200 for a rank-32
+//! FLUX.2 LoRA's 195 M parameters in 320 tensors (`cuda::step_time_on_cuda_for_a_rank_32_lora` in
+//! `tests/optimizers.rs`): 90 ms per step, against 734 ms with per-tensor ops (AdamW: 39 ms).
 
 use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::blockwise_quant::DynamicCode;
 use super::{Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
 use crate::error::{Error, Result};
 use crate::job::{Adam8bitSettings, OptimizerPlan};
 
-/// One tensor's moments.
-enum Moments<B: Backend> {
-    /// 8-bit codes (u8, one per element) and f32 absmax per block, for the first and second moment.
-    Quantized { codes1: Tensor<B, 1, Int>, absmax1: Tensor<B, 1>, codes2: Tensor<B, 1, Int>, absmax2: Tensor<B, 1> },
-    /// f32 moments (tensors below `min_8bit_size`).
-    Full { exp_avg: Tensor<B, 2>, exp_avg_sq: Tensor<B, 2> },
+/// Where one trainable tensor lives in the flat buffers.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    /// Index of the tensor in the parameter list.
+    index: usize,
+    shape: [usize; 2],
+    /// Start in the group's flat buffer (elements; a multiple of the block size for quantized tensors).
+    offset: usize,
+    /// Elements of the tensor.
+    n: usize,
+    /// Blocks of the tensor (quantized group only).
+    blocks: usize,
+}
+
+/// The quantized group: every tensor with at least `min_8bit_size` elements.
+struct Quantized<B: Backend> {
+    segments: Vec<Segment>,
+    total_blocks: usize,
+    /// Codes of the first / second moment, `[total_blocks * block_size]` u8 (padding holds the kernel's
+    /// pad codes 128 / 0).
+    codes1: Tensor<B, 1, Int>,
+    codes2: Tensor<B, 1, Int>,
+    /// Scales, `[total_blocks]` f32.
+    absmax1: Tensor<B, 1>,
+    absmax2: Tensor<B, 1>,
+    /// Valid values per block, `[total_blocks, 1]` f32: the block size except in a tensor's last block;
+    /// positions at or past it are padding.
+    valid: Tensor<B, 2>,
+}
+
+/// The f32 group: the small tensors, one flat buffer per moment.
+struct Full<B: Backend> {
+    segments: Vec<Segment>,
+    exp_avg: Tensor<B, 1>,
+    exp_avg_sq: Tensor<B, 1>,
 }
 
 /// bitsandbytes' AdamW8bit.
@@ -52,11 +89,32 @@ pub struct AdamW8bit<B: Backend> {
     step: u64,
     signed: DynamicCode<B>,
     unsigned: DynamicCode<B>,
-    moments: Vec<Moments<B>>,
+    quantized: Option<Quantized<B>>,
+    full: Option<Full<B>>,
 }
 
-fn u8_zeros<B: Backend>(n: usize, device: &B::Device) -> Tensor<B, 1, Int> {
-    Tensor::zeros([n], (device, DType::U8))
+fn u8_full<B: Backend>(n: usize, code: i64, device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::full([n], code, (device, DType::U8))
+}
+
+/// `pieces` (flat tensors) laid out at `segments`' offsets, zero-padded to `len` (one concatenation).
+fn gather<B: Backend>(pieces: Vec<Tensor<B, 1>>, segments: &[Segment], len: usize, device: &B::Device) -> Tensor<B, 1> {
+    let max_gap = segments
+        .iter()
+        .enumerate()
+        .map(|(k, s)| segments.get(k + 1).map_or(len, |next| next.offset) - (s.offset + s.n))
+        .max()
+        .unwrap_or(0);
+    let pad = (max_gap > 0).then(|| zeros::<B, 1>([max_gap], device));
+    let mut parts = Vec::with_capacity(2 * segments.len());
+    for (k, (piece, s)) in pieces.into_iter().zip(segments).enumerate() {
+        parts.push(piece);
+        let gap = segments.get(k + 1).map_or(len, |next| next.offset) - (s.offset + s.n);
+        if let (true, Some(pad)) = (gap > 0, &pad) {
+            parts.push(pad.clone().narrow(0, 0, gap));
+        }
+    }
+    Tensor::cat(parts, 0)
 }
 
 impl<B: Backend> AdamW8bit<B> {
@@ -66,10 +124,48 @@ impl<B: Backend> AdamW8bit<B> {
         shapes: &[[usize; 2]],
         device: &B::Device,
     ) -> Result<Self> {
-        if settings.block_size == 0 {
+        let bs = settings.block_size;
+        if bs == 0 {
             return Err(Error::InvalidValue { what: "adamw8bit block_size", reason: "must be at least 1".into() });
         }
-        let mut this = AdamW8bit {
+        let (mut q_segments, mut f_segments) = (Vec::new(), Vec::new());
+        let (mut q_blocks, mut f_len) = (0usize, 0usize);
+        for (index, shape) in shapes.iter().enumerate() {
+            let n = shape[0] * shape[1];
+            if n >= settings.min_8bit_size {
+                let blocks = n.div_ceil(bs);
+                q_segments.push(Segment { index, shape: *shape, offset: q_blocks * bs, n, blocks });
+                q_blocks += blocks;
+            } else {
+                f_segments.push(Segment { index, shape: *shape, offset: f_len, n, blocks: 0 });
+                f_len += n;
+            }
+        }
+        // bitsandbytes starts from zero codes and zero scales (decoding to 0); padding holds the pad codes.
+        let quantized = (!q_segments.is_empty()).then(|| {
+            let mut valid = vec![bs as f32; q_blocks];
+            for s in &q_segments {
+                valid[s.offset / bs + s.blocks - 1] = (s.n - (s.blocks - 1) * bs) as f32;
+            }
+            let valid = Tensor::from_data(TensorData::new(valid, [q_blocks, 1]), (device, DType::F32));
+            let mut q = Quantized {
+                segments: q_segments,
+                total_blocks: q_blocks,
+                codes1: u8_full(q_blocks * bs, 0, device),
+                codes2: u8_full(q_blocks * bs, 0, device),
+                absmax1: zeros([q_blocks], device),
+                absmax2: zeros([q_blocks], device),
+                valid,
+            };
+            q.codes1 = Self::with_pad_codes(&q, q.codes1.clone(), DynamicCode::<B>::pad_code_of(true), bs, device);
+            q
+        });
+        let full = (!f_segments.is_empty()).then(|| Full {
+            segments: f_segments,
+            exp_avg: zeros([f_len], device),
+            exp_avg_sq: zeros([f_len], device),
+        });
+        Ok(AdamW8bit {
             betas: plan.betas,
             eps: plan.eps,
             weight_decay: plan.weight_decay,
@@ -79,43 +175,22 @@ impl<B: Backend> AdamW8bit<B> {
             step: 0,
             signed: DynamicCode::new(true, device),
             unsigned: DynamicCode::new(false, device),
-            moments: Vec::new(),
-        };
-        // bitsandbytes starts from zero codes and zero scales (decoding to 0).
-        this.moments = shapes
-            .iter()
-            .map(|s| {
-                let n = s[0] * s[1];
-                if this.quantized(n) {
-                    let blocks = this.blocks(n);
-                    Moments::Quantized {
-                        codes1: u8_zeros(n, device),
-                        absmax1: zeros([blocks], device),
-                        codes2: u8_zeros(n, device),
-                        absmax2: zeros([blocks], device),
-                    }
-                } else {
-                    Moments::Full { exp_avg: zeros(*s, device), exp_avg_sq: zeros(*s, device) }
-                }
-            })
-            .collect();
-        Ok(this)
+            quantized,
+            full,
+        })
     }
 
-    fn quantized(&self, n: usize) -> bool {
-        n >= self.settings.min_8bit_size
-    }
-
-    fn blocks(&self, n: usize) -> usize {
-        n.div_ceil(self.settings.block_size)
-    }
-
-    /// `codes` followed by `pad` entries of `code` (the kernel's out-of-range load value).
-    fn padded(codes: Tensor<B, 1, Int>, pad: usize, code: i64, device: &B::Device) -> Tensor<B, 1, Int> {
-        if pad == 0 {
-            return codes;
-        }
-        Tensor::cat(vec![codes, Tensor::full([pad], code, (device, DType::U8))], 0)
+    /// `codes` with every padding position set to `pad_code` (what the kernel loads past a tensor's end).
+    fn with_pad_codes(
+        q: &Quantized<B>,
+        codes: Tensor<B, 1, Int>,
+        pad_code: i64,
+        bs: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 1, Int> {
+        let position = Tensor::<B, 1, Int>::arange(0..bs as i64, device).float().reshape([1, bs]);
+        let padding = position.greater_equal(q.valid.clone()).reshape([q.total_blocks * bs]);
+        codes.mask_fill(padding, pad_code)
     }
 }
 
@@ -134,69 +209,83 @@ impl<B: Backend> Optimizer<B> for AdamW8bit<B> {
         let step_size = -lr32 * correction2 / correction1;
         let decay = 1.0 - lr32 * self.weight_decay as f32;
         let bs = self.settings.block_size;
-        let mut out = Vec::with_capacity(params.len());
-        for (i, (p, g)) in params.into_iter().zip(grads).enumerate() {
-            let [rows, cols] = self.shapes[i];
-            let n = rows * cols;
-            let (m, v, stored) = match &self.moments[i] {
-                Moments::Full { exp_avg, exp_avg_sq } => {
-                    let m = exp_avg.clone().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
-                    let v = exp_avg_sq.clone().mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2);
-                    (m.clone(), v.clone(), Moments::Full { exp_avg: m, exp_avg_sq: v })
-                }
-                Moments::Quantized { codes1, absmax1, codes2, absmax2 } => {
-                    let blocks = self.blocks(n);
-                    let pad = blocks * bs - n;
-                    let g = g.reshape([n]);
-                    let g = if pad == 0 { g } else { Tensor::cat(vec![g, zeros([pad], &self.device)], 0) };
-                    let g = g.reshape([blocks, bs]);
-                    let c1 = Self::padded(codes1.clone(), pad, self.signed.pad_code(), &self.device);
-                    let c2 = Self::padded(codes2.clone(), pad, self.unsigned.pad_code(), &self.device);
-                    let m = self.signed.decode(c1, absmax1.clone(), bs).mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
-                    let v = self.unsigned.decode(c2, absmax2.clone(), bs).mul_scalar(b2)
-                        + g.clone().mul_scalar(1.0 - b2) * g;
-                    let (codes1, absmax1) = self.signed.encode(m.clone());
-                    let (codes2, absmax2) = self.unsigned.encode(v.clone());
-                    let real = |t: Tensor<B, 2>| t.reshape([blocks * bs]).narrow(0, 0, n).reshape([rows, cols]);
-                    let keep = |c: Tensor<B, 1, Int>| if pad == 0 { c } else { c.narrow(0, 0, n) };
-                    let stored = Moments::Quantized { codes1: keep(codes1), absmax1, codes2: keep(codes2), absmax2 };
-                    (real(m), real(v), stored)
-                }
+        let device = self.device.clone();
+        let update = |p: Tensor<B, 1>, m: Tensor<B, 1>, v: Tensor<B, 1>| {
+            let p = p + (m / (v.sqrt().add_scalar(correction2 * eps))).mul_scalar(step_size);
+            if self.weight_decay > 0.0 { p.mul_scalar(decay) } else { p }
+        };
+        let mut params: Vec<Option<Tensor<B, 2>>> = params.into_iter().map(Some).collect();
+        let mut grads: Vec<Option<Tensor<B, 2>>> = grads.into_iter().map(Some).collect();
+        let mut out: Vec<Option<Tensor<B, 2>>> = vec![None; self.shapes.len()];
+        let mut take = |segments: &[Segment], len: usize| {
+            let pick = |v: &mut Vec<Option<Tensor<B, 2>>>| -> Vec<Tensor<B, 1>> {
+                segments.iter().filter_map(|s| v[s.index].take().map(|t| t.reshape([s.n]))).collect()
             };
-            let mut p = p + (m / (v.sqrt().add_scalar(correction2 * eps))).mul_scalar(step_size);
-            if self.weight_decay > 0.0 {
-                p = p.mul_scalar(decay);
+            let (p, g) = (pick(&mut params), pick(&mut grads));
+            (gather(p, segments, len, &device), gather(g, segments, len, &device))
+        };
+
+        if let Some(q) = self.quantized.as_mut() {
+            let len = q.total_blocks * bs;
+            let (p, g) = take(&q.segments, len);
+            let g = g.reshape([q.total_blocks, bs]);
+            let m = self.signed.decode(q.codes1.clone(), q.absmax1.clone(), bs).mul_scalar(b1)
+                + g.clone().mul_scalar(1.0 - b1);
+            let v = self.unsigned.decode(q.codes2.clone(), q.absmax2.clone(), bs).mul_scalar(b2)
+                + g.clone().mul_scalar(1.0 - b2) * g;
+            let (codes1, absmax1) = self.signed.encode(m.clone());
+            let (codes2, absmax2) = self.unsigned.encode(v.clone());
+            let p = update(p, m.reshape([len]), v.reshape([len]));
+            for s in &q.segments {
+                out[s.index] = Some(p.clone().narrow(0, s.offset, s.n).reshape(s.shape));
             }
-            out.push(p);
-            self.moments[i] = stored;
+            q.codes1 = Self::with_pad_codes(q, codes1, self.signed.pad_code(), bs, &device);
+            q.codes2 = Self::with_pad_codes(q, codes2, self.unsigned.pad_code(), bs, &device);
+            (q.absmax1, q.absmax2) = (absmax1, absmax2);
         }
-        Ok(out)
+        if let Some(f) = self.full.as_mut() {
+            let len = f.exp_avg.dims()[0];
+            let (p, g) = take(&f.segments, len);
+            let m = f.exp_avg.clone().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+            let v = f.exp_avg_sq.clone().mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2);
+            let p = update(p, m.clone(), v.clone());
+            for s in &f.segments {
+                out[s.index] = Some(p.clone().narrow(0, s.offset, s.n).reshape(s.shape));
+            }
+            (f.exp_avg, f.exp_avg_sq) = (m, v);
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     fn state_bytes(&self) -> u64 {
-        self.shapes
-            .iter()
-            .map(|s| {
-                let n = s[0] * s[1];
-                if self.quantized(n) { 2 * n as u64 + 8 * self.blocks(n) as u64 } else { 8 * n as u64 }
-            })
-            .sum()
+        let q = self
+            .quantized
+            .as_ref()
+            .map_or(0, |q| (2 * q.total_blocks * self.settings.block_size + 12 * q.total_blocks) as u64);
+        let f = self.full.as_ref().map_or(0, |f| 8 * f.exp_avg.dims()[0] as u64);
+        q + f
     }
 
     fn state(&self) -> OptimizerState {
+        // Per tensor, as bitsandbytes keeps it (codes without padding).
         let mut tensors = BTreeMap::new();
-        for (i, m) in self.moments.iter().enumerate() {
-            match m {
-                Moments::Quantized { codes1, absmax1, codes2, absmax2 } => {
-                    tensors.insert(format!("{i}.state1"), codes1.to_data().convert_dtype(DType::U8));
-                    tensors.insert(format!("{i}.absmax1"), f32_data(absmax1));
-                    tensors.insert(format!("{i}.state2"), codes2.to_data().convert_dtype(DType::U8));
-                    tensors.insert(format!("{i}.absmax2"), f32_data(absmax2));
-                }
-                Moments::Full { exp_avg, exp_avg_sq } => {
-                    tensors.insert(format!("{i}.exp_avg"), f32_data(exp_avg));
-                    tensors.insert(format!("{i}.exp_avg_sq"), f32_data(exp_avg_sq));
-                }
+        let bs = self.settings.block_size;
+        if let Some(q) = &self.quantized {
+            for s in &q.segments {
+                let (i, b0) = (s.index, s.offset / bs);
+                let codes =
+                    |c: &Tensor<B, 1, Int>| c.clone().narrow(0, s.offset, s.n).into_data().convert_dtype(DType::U8);
+                tensors.insert(format!("{i}.state1"), codes(&q.codes1));
+                tensors.insert(format!("{i}.state2"), codes(&q.codes2));
+                tensors.insert(format!("{i}.absmax1"), f32_data(&q.absmax1.clone().narrow(0, b0, s.blocks)));
+                tensors.insert(format!("{i}.absmax2"), f32_data(&q.absmax2.clone().narrow(0, b0, s.blocks)));
+            }
+        }
+        if let Some(f) = &self.full {
+            for s in &f.segments {
+                let piece = |t: &Tensor<B, 1>| f32_data(&t.clone().narrow(0, s.offset, s.n).reshape(s.shape));
+                tensors.insert(format!("{}.exp_avg", s.index), piece(&f.exp_avg));
+                tensors.insert(format!("{}.exp_avg_sq", s.index), piece(&f.exp_avg_sq));
             }
         }
         let scalars = serde_json::json!({
@@ -213,31 +302,48 @@ impl<B: Backend> Optimizer<B> for AdamW8bit<B> {
         state.expect_setting("block_size", self.settings.block_size as u64)?;
         state.expect_setting("min_8bit_size", self.settings.min_8bit_size as u64)?;
         let step = state.u64("step")?;
-        let mut moments = Vec::with_capacity(self.shapes.len());
-        for (i, s) in self.shapes.iter().enumerate() {
-            let n = s[0] * s[1];
-            moments.push(if self.quantized(n) {
-                let blocks = [self.blocks(n)];
+        let bs = self.settings.block_size;
+        let device = self.device.clone();
+        let mut loaded_q = None;
+        if let Some(q) = &self.quantized {
+            let (mut c1, mut c2, mut a1, mut a2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for s in &q.segments {
+                let i = s.index;
                 let mut codes = |key: &str| -> Result<Tensor<B, 1, Int>> {
-                    let data = state.take(&format!("{i}.{key}"), &[n], DType::U8)?;
-                    Ok(Tensor::from_data(data, (&self.device, DType::U8)))
+                    let data = state.take(&format!("{i}.{key}"), &[s.n], DType::U8)?;
+                    Ok(Tensor::from_data(data, (&device, DType::U8)))
                 };
-                let (codes1, codes2) = (codes("state1")?, codes("state2")?);
-                Moments::Quantized {
-                    codes1,
-                    absmax1: take_f32(&mut state, &format!("{i}.absmax1"), blocks, &self.device)?,
-                    codes2,
-                    absmax2: take_f32(&mut state, &format!("{i}.absmax2"), blocks, &self.device)?,
+                let pad = s.blocks * bs - s.n;
+                c1.push(codes("state1")?);
+                c2.push(codes("state2")?);
+                if pad > 0 {
+                    c1.push(u8_full(pad, self.signed.pad_code(), &device));
+                    c2.push(u8_full(pad, self.unsigned.pad_code(), &device));
                 }
-            } else {
-                Moments::Full {
-                    exp_avg: take_f32(&mut state, &format!("{i}.exp_avg"), *s, &self.device)?,
-                    exp_avg_sq: take_f32(&mut state, &format!("{i}.exp_avg_sq"), *s, &self.device)?,
-                }
-            });
+                a1.push(take_f32(&mut state, &format!("{i}.absmax1"), [s.blocks], &device)?);
+                a2.push(take_f32(&mut state, &format!("{i}.absmax2"), [s.blocks], &device)?);
+            }
+            loaded_q = Some((Tensor::cat(c1, 0), Tensor::cat(c2, 0), Tensor::cat(a1, 0), Tensor::cat(a2, 0)));
+        }
+        let mut loaded_f = None;
+        if let Some(f) = &self.full {
+            let (mut m, mut v) = (Vec::new(), Vec::new());
+            for s in &f.segments {
+                m.push(take_f32::<B, 2>(&mut state, &format!("{}.exp_avg", s.index), s.shape, &device)?.reshape([s.n]));
+                v.push(
+                    take_f32::<B, 2>(&mut state, &format!("{}.exp_avg_sq", s.index), s.shape, &device)?.reshape([s.n]),
+                );
+            }
+            loaded_f = Some((Tensor::cat(m, 0), Tensor::cat(v, 0)));
         }
         state.expect_consumed()?;
-        (self.step, self.moments) = (step, moments);
+        if let (Some(q), Some((c1, c2, a1, a2))) = (self.quantized.as_mut(), loaded_q) {
+            (q.codes1, q.codes2, q.absmax1, q.absmax2) = (c1, c2, a1, a2);
+        }
+        if let (Some(f), Some((m, v))) = (self.full.as_mut(), loaded_f) {
+            (f.exp_avg, f.exp_avg_sq) = (m, v);
+        }
+        self.step = step;
         Ok(())
     }
 }

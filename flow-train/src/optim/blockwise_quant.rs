@@ -78,7 +78,12 @@ impl<B: Backend> DynamicCode<B> {
 
     /// The padding code of this map (see [`SIGNED_PAD_CODE`]).
     pub fn pad_code(&self) -> i64 {
-        if self.signed { SIGNED_PAD_CODE } else { 0 }
+        Self::pad_code_of(self.signed)
+    }
+
+    /// The padding code of the signed or unsigned map.
+    pub fn pad_code_of(signed: bool) -> i64 {
+        if signed { SIGNED_PAD_CODE } else { 0 }
     }
 
     /// Values of `codes` (u8, `blocks * block_size` of them) scaled by their block's `absmax`:

@@ -4,7 +4,7 @@
 //! | name | reference | state per parameter |
 //! |---|---|---|
 //! | `adamw` | `torch.optim.AdamW` | 8 bytes (two f32 moments) |
-//! | `adamw8bit` | bitsandbytes `AdamW8bit` (block-wise dynamic 8-bit moments) | 2 bytes + 8 bytes per block |
+//! | `adamw8bit` | bitsandbytes `AdamW8bit` (block-wise dynamic 8-bit moments) | 2 bytes + 12 bytes per block |
 //! | `adafactor` | transformers `Adafactor` | 4 bytes per row + column (+ 4 with `beta1`) |
 //! | `prodigy` | prodigyopt 1.1 `Prodigy` | 16 bytes (12 for a tensor starting at zero, like LoRA's up factor) |
 //! | `lion` | lion-pytorch `Lion` | 4 bytes (one f32 moment) |
