@@ -341,13 +341,15 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         eprintln!("resuming from {} (step {step})", dir.display());
     }
     let total = total_updates(plan);
+    let state = optimizer.state_bytes();
     eprintln!(
-        "{}: {} LoRA layers, {params} trainable parameters ({:.1} MiB f32), optimizer {} state {:.1} MiB, seed {seed}",
+        "{}: {} LoRA layers, {params} trainable parameters ({} f32); optimizer {}: state {} ({:.2} bytes/parameter); seed {seed}",
         plan.name,
         keys.len() / 2,
-        params as f64 * 4.0 / 1048576.0,
+        human_bytes(params as u64 * 4),
         optimizer.name(),
-        optimizer.state_bytes() as f64 / 1048576.0
+        human_bytes(state),
+        state as f64 / params.max(1) as f64,
     );
 
     // ---- sample prompts ----
@@ -563,6 +565,16 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         interrupted: !finished,
     };
     Ok(summary)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1048576 => format!("{:.1} KiB", b / 1024.0),
+        1048576..1073741824 => format!("{:.1} MiB", b / 1048576.0),
+        _ => format!("{:.2} GiB", b / 1073741824.0),
+    }
 }
 
 fn points(log: &LossLog) -> Vec<(u32, f32)> {
