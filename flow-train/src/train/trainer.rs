@@ -494,6 +494,15 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             grads = grads.into_iter().map(|g| g / f64::from(micro)).collect();
         }
         let grad_norm = trainable::clip_grad_norm(&mut grads, plan.train.optimizer.max_grad_norm);
+        if !grad_norm.is_finite() {
+            // Stop before the optimizer folds NaN/inf into every factor and its state; the last
+            // checkpoint is intact.
+            return Err(Error::Invalid(format!(
+                "step {}: the LoRA gradients are not finite (norm {grad_norm}) although the loss was; \
+                 lower the learning rate or use fp32/bf16 instead of fp16, then resume from the last checkpoint",
+                step + 1
+            )));
+        }
         let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr, step);
         let updated = optimizer.step(lr, trainable::values(&model, ADAPTER), grads)?;
         if let (Some(e), Some(decay)) = (&mut ema, plan.train.ema_decay) {
