@@ -55,6 +55,8 @@ fn run(job: &LoadedJob) -> std::path::PathBuf {
     let models = TrainModels::<A>::load(job, &Default::default()).expect("demo pipeline loads");
     let summary = train(job, models, RunOptions { progress: false, ..RunOptions::default() }).expect("training runs");
     assert_eq!(summary.steps, STEPS);
+    // Batches of 2 in every epoch (12 images, so 25 epochs), not only the first.
+    assert_eq!(summary.items, 2 * u64::from(STEPS));
     summary.lora
 }
 

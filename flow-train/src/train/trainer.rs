@@ -104,6 +104,8 @@ pub struct TrainSummary {
     pub final_loss: Option<f32>,
     pub seconds: f64,
     pub interrupted: bool,
+    /// Images trained on by this process (every accumulated batch's items).
+    pub items: u64,
 }
 
 fn batches_per_update(plan: &TrainJob) -> u32 {
@@ -155,32 +157,40 @@ struct Data<'a, B: AutodiffBackend> {
     vae: &'a Vae<B::InnerBackend>,
     vae_identity: String,
     bank: PromptBank<B::InnerBackend>,
-    main_batches: Vec<Vec<Batch>>,
-    reg_batches: Vec<Vec<Batch>>,
+    /// The current epoch's batches of the main stream, and of the regularization stream if any.
+    main: Option<(u64, Vec<Batch>)>,
+    reg: Option<Option<(u64, Vec<Batch>)>>,
     seed: u64,
     trigger: Option<String>,
     dop_class: Option<String>,
     reg_weight: f32,
     /// `unload_text_encoder`: every item trains on the trigger word's embedding.
     trigger_only: bool,
+    /// `train.batch_size` (a dataset's own `batch_size` wins, see `dataset_buckets::Sampler`).
+    batch_size: usize,
 }
 
 impl<B: AutodiffBackend> Data<'_, B> {
     /// Batch number `n` of the run: main and regularization batches alternate when a reg stream exists.
+    /// Epoch `e` of a stream is the same list whenever it is drawn, so only the current one is kept.
     fn batch(&mut self, n: u64) -> Result<(Batch, bool)> {
-        let (use_reg, k) = if self.reg_batches.is_empty() { (false, n) } else { (n % 2 == 1, n / 2) };
-        let epochs = if use_reg { &mut self.reg_batches } else { &mut self.main_batches };
-        let stream = if use_reg { Stream::Reg } else { Stream::Main };
-        let per_epoch = epochs.first().map(Vec::len).unwrap_or(0).max(1) as u64;
+        let use_reg = self.reg.is_some() && n % 2 == 1;
+        let k = if self.reg.is_some() { n / 2 } else { n };
+        let (stream, cache) = match (&mut self.reg, use_reg) {
+            (Some(reg), true) => (Stream::Reg, reg),
+            _ => (Stream::Main, &mut self.main),
+        };
+        let sampler = self.set.sampler(stream, self.batch_size);
+        let per_epoch = sampler.batches_per_epoch().max(1) as u64;
         let (epoch, index) = (k / per_epoch, (k % per_epoch) as usize);
-        while epochs.len() as u64 <= epoch {
-            let e = epochs.len() as u64;
-            epochs.push(self.set.sampler(stream, 1).epoch(e));
+        if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            *cache = Some((epoch, sampler.epoch(epoch)));
         }
-        let batch = epochs[epoch as usize]
-            .get(index)
+        let batch = cache
+            .as_ref()
+            .and_then(|(_, batches)| batches.get(index))
             .cloned()
-            .ok_or_else(|| Error::Invalid("the dataset produced no batches".into()))?;
+            .ok_or_else(|| Error::Invalid(format!("the {stream:?} datasets produced no batches (no images found?)")))?;
         Ok((batch, use_reg))
     }
 
@@ -393,21 +403,16 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         vae: &vae,
         vae_identity,
         bank,
-        main_batches: Vec::new(),
-        reg_batches: Vec::new(),
+        main: None,
+        reg: (!set.sampler(Stream::Reg, plan.train.batch_size as usize).is_empty()).then_some(None),
         seed,
         trigger: trigger.clone(),
         dop_class,
         reg_weight: plan.train.reg_weight,
         trigger_only: plan.train.text_encoder == TextEncoderPlan::TriggerOnly,
+        batch_size: plan.train.batch_size as usize,
     };
-    if set.sampler(Stream::Reg, 1).is_empty() {
-        data.reg_batches.clear();
-    } else {
-        data.reg_batches.push(set.sampler(Stream::Reg, plan.train.batch_size as usize).epoch(0));
-    }
-    data.main_batches.push(set.sampler(Stream::Main, plan.train.batch_size as usize).epoch(0));
-    if data.main_batches[0].is_empty() {
+    if set.sampler(Stream::Main, plan.train.batch_size as usize).batches_per_epoch() == 0 {
         return Err(Error::Invalid("the training datasets produced no batches (no images found?)".into()));
     }
     let loss_options = LossOptions {
@@ -463,6 +468,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let pb = bar(u64::from(total), options.progress, "{bar:30} {pos}/{len} steps {msg} {per_sec} eta {eta}");
     pb.set_position(u64::from(start_step));
     let mut step = start_step;
+    let mut items = 0u64;
     let mut last_lora = None;
     while step < total {
         let mut grads_sum: Option<Vec<Tensor<B::InnerBackend, 2>>> = None;
@@ -471,6 +477,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             let n = u64::from(step) * u64::from(micro) + u64::from(m);
             let batch = data.train_batch(n, &device, loss_options.dop_multiplier.is_some())?;
             let [b, c, h, w] = batch.latents.dims();
+            items += b as u64;
             let mut noise_rng = TrainRng::with_stream(seed, 2 * n);
             let noise = gaussian_noise::<B, 4>(&mut noise_rng, [b, c, h, w], &device);
             let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
@@ -572,6 +579,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             .then(|| records[records.len() - tail.min(records.len())..].iter().map(|r| r.loss).sum::<f32>() / tail as f32),
         seconds: started.elapsed().as_secs_f64(),
         interrupted: !finished,
+        items,
     };
     Ok(summary)
 }
