@@ -581,3 +581,23 @@ fn env_vars_name_replacement_and_formats() {
     let err = check_job(&jobs_dir().join("does_not_exist.yaml")).unwrap_err();
     assert!(matches!(err, JobError::Io { .. }));
 }
+
+#[test]
+fn extras_supply_the_text_encoder_and_vae_of_a_lone_transformer_file() {
+    let text = job_with(&[
+        ("config.process[0].model.name_or_path", "/models/flux2-dev.safetensors"),
+        ("config.process[0].model.extras_name_or_path", "black-forest-labs/FLUX.2-dev"),
+    ]);
+    let plan = load_job_str(&text, JobFormat::Yaml, "extras").unwrap().plan;
+    assert_eq!(plan.model.text_encoder_path.as_deref(), Some("black-forest-labs/FLUX.2-dev"));
+    assert_eq!(plan.model.vae_path.as_deref(), Some("black-forest-labs/FLUX.2-dev"));
+    // Explicit component paths win over the extras.
+    let text = job_with(&[
+        ("config.process[0].model.extras_name_or_path", "extras"),
+        ("config.process[0].model.vae_path", "/vae/ae.safetensors"),
+        ("config.process[0].model.te_name_or_path", "/te"),
+    ]);
+    let plan = load_job_str(&text, JobFormat::Yaml, "explicit").unwrap().plan;
+    assert_eq!(plan.model.vae_path.as_deref(), Some("/vae/ae.safetensors"));
+    assert_eq!(plan.model.text_encoder_path.as_deref(), Some("/te"));
+}

@@ -103,7 +103,10 @@ impl DeviceSpec {
 pub struct ModelPlan {
     /// Local diffusers folder, BFL file/folder, or Hugging Face repo id (resolved by the loader).
     pub name_or_path: String,
+    /// VAE source: `vae_path`, else `extras_name_or_path`, else the VAE of `name_or_path`.
     pub vae_path: Option<String>,
+    /// Text-encoder source: `te_name_or_path`, else `extras_name_or_path`, else `name_or_path`'s.
+    pub text_encoder_path: Option<String>,
     /// Precision of the frozen weights and activations (`train.dtype`).
     pub dtype: Precision,
     /// Text-encoder layers stacked into prompt embeddings (`None`: FLUX.2's 10, 20, 30).
@@ -532,7 +535,8 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
         trigger_word: p.trigger_word.clone(),
         model: ModelPlan {
             name_or_path: p.model.name_or_path.clone().unwrap_or_default(),
-            vae_path: p.model.vae_path.clone(),
+            vae_path: p.model.vae_path.clone().or_else(|| p.model.extras_name_or_path.clone()),
+            text_encoder_path: p.model.te_name_or_path.clone().or_else(|| p.model.extras_name_or_path.clone()),
             dtype: t.dtype,
             text_encoder_out_layers: p.model.model_kwargs.text_encoder_out_layers.clone(),
             max_sequence_length: p.model.model_kwargs.max_sequence_length,

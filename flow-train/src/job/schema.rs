@@ -448,8 +448,14 @@ pub struct ModelConfig {
     pub name_or_path: Option<String>,
     /// Must be `flux2` (an ai-toolkit `arch:tag` suffix is dropped, as ai-toolkit does).
     pub arch: Option<String>,
-    /// Separate VAE file or repo (default: the one in `name_or_path`).
+    /// Separate VAE file or repo (default: the one in `name_or_path`, else `extras_name_or_path`).
     pub vae_path: Option<String>,
+    /// Text encoder (pipeline folder or repo with `text_encoder/` and `tokenizer/`) for a
+    /// `name_or_path` without one, such as a BFL transformer file.
+    pub te_name_or_path: Option<String>,
+    /// Pipeline folder or repo the text encoder and VAE come from when `name_or_path` is a lone
+    /// transformer file (ai-toolkit's key for the same).
+    pub extras_name_or_path: Option<String>,
     /// 8-bit transformer weights: not supported yet, must stay `false`.
     pub quantize: bool,
     /// 8-bit text encoder: not supported yet, must stay `false`. Defaults to `quantize`.
@@ -471,6 +477,8 @@ impl Default for ModelConfig {
             name_or_path: None,
             arch: None,
             vae_path: None,
+            te_name_or_path: None,
+            extras_name_or_path: None,
             quantize: false,
             quantize_te: None,
             qtype: "qfloat8".into(),

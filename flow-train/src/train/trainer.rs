@@ -57,6 +57,7 @@ impl<B: AutodiffBackend> TrainModels<B> {
             text_encoder_out_layers: plan.model.text_encoder_out_layers.clone(),
             max_sequence_length: plan.model.max_sequence_length,
             vae: plan.model.vae_path.clone(),
+            text_encoder: plan.model.text_encoder_path.clone(),
             ..PipelineOptions::default()
         };
         let pipeline = Flux2Pipeline::<B::InnerBackend>::load(&plan.model.name_or_path, &options, device)?;
