@@ -35,8 +35,28 @@ pub fn prepare<B: Backend>(root: &Path, device: &B::Device) -> Result<DemoPaths>
     if !marker.exists() {
         write_pipeline::<B>(&paths.pipeline, &DemoPipelineSpec::default(), device)?;
         write_dataset(&paths.dataset)?;
-        std::fs::write(&paths.job, DEMO_JOB).map_err(|e| Error::io(&paths.job, e))?;
+        // The job names its folders relative to the default root; point them at this one.
+        let job = DEMO_JOB.replace(DEMO_ROOT, &root.display().to_string());
+        std::fs::write(&paths.job, job).map_err(|e| Error::io(&paths.job, e))?;
         std::fs::write(&marker, "").map_err(|e| Error::io(&marker, e))?;
     }
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepared_job_points_into_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("elsewhere");
+        let paths = prepare::<burn::backend::Flex>(&root, &Default::default()).unwrap();
+        let job = crate::job::load_job(&paths.job).unwrap();
+        assert_eq!(std::path::Path::new(&job.plan.model.name_or_path), paths.pipeline);
+        assert_eq!(job.plan.output_dir, root.join("demo_ring_lora"));
+        assert_eq!(job.plan.datasets[0].folder_path.as_deref(), Some(paths.dataset.as_path()));
+        assert!(paths.pipeline.join("transformer/config.json").is_file());
+        assert_eq!(std::fs::read_dir(&paths.dataset).unwrap().count(), 24, "12 images + 12 captions");
+    }
 }

@@ -21,6 +21,9 @@ pub struct TrainArgs {
     /// Check the job file and print the plan, without loading models.
     #[arg(long)]
     pub check: bool,
+    /// Run on this device instead of the job's `device` (cpu, cuda, cuda:N).
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// Arguments of `demo`.
@@ -32,6 +35,9 @@ pub struct DemoArgs {
     /// Start over instead of resuming.
     #[arg(long)]
     pub fresh: bool,
+    /// Run on this device instead of the demo job's cpu (cuda, cuda:N with a `--features cuda` build).
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// Ctrl-C sets the flag; the trainer saves a checkpoint after the current step and stops. A second
@@ -116,16 +122,19 @@ fn report(summary: &TrainSummary) {
     );
 }
 
-fn load(path: &Path) -> Result<LoadedJob, String> {
-    let job = load_job(path).map_err(|e| e.to_string())?;
+fn load(path: &Path, device: Option<&str>) -> Result<LoadedJob, String> {
+    let mut job = load_job(path).map_err(|e| e.to_string())?;
     for warning in job.warnings() {
         eprintln!("{warning}");
+    }
+    if let Some(device) = device {
+        job.plan.device = DeviceSpec::parse(device).map_err(|e| format!("--device: {e}"))?;
     }
     Ok(job)
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    let job = load(&args.job)?;
+    let job = load(&args.job, args.device.as_deref())?;
     if args.check {
         let plan = serde_json::to_string_pretty(&job.plan).map_err(|e| e.to_string())?;
         println!("{plan}");
@@ -139,7 +148,7 @@ pub fn run_demo(args: DemoArgs) -> Result<(), String> {
     let device = Default::default();
     let paths = flow_train::demo::prepare::<burn::backend::Flex>(&args.root, &device).map_err(|e| e.to_string())?;
     eprintln!("demo pipeline: {}\ndemo images: {}\njob: {}", paths.pipeline.display(), paths.dataset.display(), paths.job.display());
-    let job = load(&paths.job)?;
+    let job = load(&paths.job, args.device.as_deref())?;
     report(&run_job(&job, !args.fresh)?);
     Ok(())
 }
