@@ -50,7 +50,8 @@ fn state_dir(output: &Path, step: u32) -> PathBuf {
     state_root(output).join(format!("step_{step:09}"))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file atomically (temp file + rename), so a crash never leaves a half-written one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     dataset_buckets::atomic_write(path, bytes).map_err(|e| Error::Invalid(e.to_string()))
 }
 

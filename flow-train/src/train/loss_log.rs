@@ -59,7 +59,7 @@ impl LossLog {
             text.push_str(&serde_json::to_string(r).map_err(|e| Error::Invalid(e.to_string()))?);
             text.push('\n');
         }
-        dataset_buckets::atomic_write(&self.path, text.as_bytes()).map_err(|e| Error::Invalid(e.to_string()))
+        super::checkpoint::write_atomic(&self.path, text.as_bytes())
     }
 
     /// Adds a record (appended to the file at once, so a crash loses at most the current line).

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 400;
@@ -156,11 +156,7 @@ pub fn render(points: &[(u32, f32)]) -> RgbImage {
 
 /// Writes the plot as PNG (atomically).
 pub fn write_plot(path: &Path, points: &[(u32, f32)]) -> Result<()> {
-    let img = render(points);
-    let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    dataset_buckets::atomic_write(path, &bytes).map_err(|e| Error::Invalid(e.to_string()))
+    super::previews::write_image(&render(points), path, image::ImageFormat::Png)
 }
 
 #[cfg(test)]

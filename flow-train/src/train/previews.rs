@@ -31,11 +31,12 @@ fn extension(format: ImageFormat) -> (&'static str, image::ImageFormat) {
     }
 }
 
-fn save(img: &RgbImage, path: &Path, format: image::ImageFormat) -> Result<()> {
+/// Encodes `img` as `format` and writes it atomically (sample images, grids, the loss plot).
+pub(crate) fn write_image(img: &RgbImage, path: &Path, format: image::ImageFormat) -> Result<()> {
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    dataset_buckets::atomic_write(path, &bytes).map_err(|e| Error::Invalid(e.to_string()))
+    super::checkpoint::write_atomic(path, &bytes)
 }
 
 /// Side-by-side grid (one row), images top-aligned on a dark background.
@@ -84,14 +85,14 @@ pub fn render<B: Backend>(
         let image = vae.decode_latents(latents?)?;
         let img = flux2_vae::tensor_to_rgb8(image)?.pop().ok_or_else(|| Error::Invalid("VAE decoded no image".into()))?;
         let path = dir.join(format!("{step:09}_{i}.{ext}"));
-        save(&img, &path, fmt)?;
+        write_image(&img, &path, fmt)?;
         paths.push(path);
         images.push(img);
         progress(i + 1, prompts.len());
     }
     if images.len() > 1 {
         let path = dir.join(format!("{step:09}_grid.{ext}"));
-        save(&grid(&images), &path, fmt)?;
+        write_image(&grid(&images), &path, fmt)?;
         paths.push(path);
     }
     Ok(paths)

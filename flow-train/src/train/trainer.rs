@@ -255,7 +255,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
     let job_copy = output.join("config.yaml");
     let yaml = serde_yaml::to_string(&job.file).map_err(|e| Error::Invalid(format!("job copy: {e}")))?;
-    dataset_buckets::atomic_write(&job_copy, yaml.as_bytes()).map_err(|e| Error::Invalid(e.to_string()))?;
+    checkpoint::write_atomic(&job_copy, yaml.as_bytes())?;
 
     let seed = seed_of(plan, &output);
     let device = models.transformer.device();
