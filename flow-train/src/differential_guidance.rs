@@ -82,6 +82,23 @@ mod tests {
     }
 
     #[test]
+    fn target_and_loss_match_ai_toolkit() {
+        use crate::reference::{f32s, formula_tensor, max_abs_err, max_rel_err, reference};
+        let f = &reference()["formulas"];
+        let dg = &f["differential_guidance"];
+        let scale = dg["scale"].as_f64().unwrap() as f32;
+        let pred = formula_tensor::<A>("pred");
+        let target = differential_guidance_target(pred.clone(), formula_tensor::<A>("target"), scale).unwrap();
+        let err = max_abs_err(&values(target.clone()), &f32s(&dg["target"]));
+        assert!(err <= 2e-6, "differential guidance target differs from ai-toolkit's by {err:e}");
+        let (weights, multipliers) = (f32s(&f["timestep_weights"]), f32s(&f["loss_multipliers"]));
+        let loss =
+            flow_matching_loss(pred, target, LossType::Mse, &weights, &multipliers).unwrap().check_finite().unwrap();
+        let rel = max_rel_err(&loss.per_sample, &f32s(&dg["mse"]["per_sample"]));
+        assert!(rel < 1e-5, "loss against the guided target: relative error {rel:e}");
+    }
+
+    #[test]
     fn errors() {
         let a = t2(vec![0.0; 3]);
         let b: Tensor<A, 2> = Tensor::from_data(TensorData::new(vec![0.0f32; 2], [1, 2]), &Default::default());

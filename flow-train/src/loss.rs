@@ -162,6 +162,31 @@ mod tests {
     }
 
     #[test]
+    fn losses_match_ai_toolkit() {
+        use crate::reference::{f32s, formula_tensor, max_rel_err, reference};
+        let f = &reference()["formulas"];
+        let pred = formula_tensor::<B>("pred");
+        let target = formula_tensor::<B>("target");
+        let weights = f32s(&f["timestep_weights"]);
+        let multipliers = f32s(&f["loss_multipliers"]);
+        let cases = f["losses"].as_object().unwrap();
+        assert_eq!(cases.len(), 3);
+        for (name, expect) in cases {
+            let loss_type: LossType = serde_json::from_value(serde_json::Value::String(name.clone())).unwrap();
+            let got = flow_matching_loss(pred.clone(), target.clone(), loss_type, &weights, &multipliers)
+                .unwrap()
+                .check_finite()
+                .unwrap();
+            let per_sample = max_rel_err(&got.per_sample, &f32s(&expect["per_sample"]));
+            let total = max_rel_err(&[got.total], &[expect["total"].as_f64().unwrap() as f32]);
+            assert!(
+                per_sample < 1e-5 && total < 1e-5,
+                "{name}: relative error per sample {per_sample:e}, total {total:e}"
+            );
+        }
+    }
+
+    #[test]
     fn rank_4_layout() {
         let p: Tensor<B, 4> = Tensor::from_data(TensorData::new((0..16).map(|x| x as f32).collect::<Vec<_>>(), [2, 2, 2, 2]), &Default::default());
         let t = p.zeros_like();

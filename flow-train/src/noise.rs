@@ -143,6 +143,21 @@ mod tests {
     }
 
     #[test]
+    fn noising_and_target_match_ai_toolkit() {
+        use crate::reference::{f32s, formula_tensor, max_abs_err, reference};
+        let f = &reference()["formulas"];
+        let x0 = formula_tensor::<B>("x0");
+        let eps = formula_tensor::<B>("noise");
+        // ai-toolkit's `timesteps / 1000` in f32, i.e. `TrainTimestep::sigma`.
+        let sigmas: Vec<f32> = f32s(&f["noise_timesteps"]).iter().map(|t| t / 1000.0).collect();
+        let noisy = values(noisy_latents(x0.clone(), eps.clone(), &sigmas).unwrap());
+        let err = max_abs_err(&noisy, &f32s(&f["noisy"]));
+        assert!(err <= 1e-6, "noisy latents differ from ai-toolkit's add_noise by {err:e}");
+        let target = values(flow_target(x0, eps).unwrap());
+        assert_eq!(target, f32s(&f["target"]), "target eps - x0");
+    }
+
+    #[test]
     fn velocity_is_the_path_derivative() {
         // x_sigma2 - x_sigma1 == (sigma2 - sigma1) * target for any pair of sigmas.
         let mut rng = TrainRng::new(1);

@@ -67,6 +67,18 @@ mod tests {
     }
 
     #[test]
+    fn matches_ai_toolkit() {
+        use crate::reference::{formula_tensor, max_rel_err, reference};
+        let dop = &reference()["formulas"]["dop"];
+        let multiplier = dop["multiplier"].as_f64().unwrap() as f32;
+        let (pred, prior) = (formula_tensor::<A>("pred"), formula_tensor::<A>("prior_pred"));
+        let loss = dop_preservation_loss(pred, prior, multiplier).unwrap();
+        let got: Vec<f32> = loss.into_data().iter::<f32>().collect();
+        let rel = max_rel_err(&got, &[dop["loss"].as_f64().unwrap() as f32]);
+        assert!(rel < 1e-5, "DOP loss: relative error {rel:e}");
+    }
+
+    #[test]
     fn errors() {
         let a = t3(vec![0.0; 4]);
         let b: Tensor<A, 3> = Tensor::from_data(TensorData::new(vec![0.0f32; 2], [1, 1, 2]), &Default::default());

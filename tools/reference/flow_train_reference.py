@@ -22,6 +22,12 @@ except where a section says otherwise):
 * `weighting`: ai-toolkit's measured 1000-entry 'weighted' table (index i = timestep 1000 - i), the
   piecewise-linear least-squares fit that flow-train ships instead of a verbatim copy (knots, fitted
   values at sample indices, fit statistics). See `derive_weighting` for the method.
+* `formulas`: noising, velocity target, the three loss types with timestep weights and loss
+  multipliers, the differential-guidance target and the DOP term on small seeded inputs (stored with
+  them, float32). Noising calls ai-toolkit's `CustomFlowMatchEulerDiscreteScheduler.add_noise` per
+  item (as `BaseModel.add_noise` does) and the weights come from its `get_weights_for_timesteps`;
+  the target, losses, reduction, differential guidance and DOP are inline expressions in
+  ai-toolkit's `SDTrainer` (`calculate_loss`, the DOP block), copied here verbatim.
 * `sampler_stats`: Monte Carlo statistics (mean and quantiles of sigma = timestep/1000) of
   ai-toolkit's training timestep selection: its own `set_train_timesteps` tables, and index selection
   re-implemented here after jobs/process/BaseSDTrainProcess.py (balanced: torch.randint(min, max);
@@ -178,6 +184,73 @@ def derive_weighting(weights_mod):
     )
 
 
+def formulas(sampler_mod):
+    """See the module docs (`formulas`). Latents in ai-toolkit's FLUX.2 layout [B, C, h, w]."""
+    gen = torch.Generator().manual_seed(20251126)
+    shape = (4, 4, 2, 3)
+    x0 = torch.randn(shape, generator=gen)
+    noise = torch.randn(shape, generator=gen)
+    # Prediction errors of different sizes per item, so pseudo-Huber (c = 0.01) is seen in its
+    # linear (|d| >> c), transitional and quadratic (|d| << c) regimes.
+    err_scale = torch.tensor([1.0, 0.05, 0.005, 0.3]).view(-1, 1, 1, 1)
+    target = (noise - x0).detach()  # SDTrainer, flow matching
+    pred = target + err_scale * torch.randn(shape, generator=gen)
+    prior_pred = pred + 0.1 * torch.randn(shape, generator=gen)
+
+    sched = sampler_mod.CustomFlowMatchEulerDiscreteScheduler(**AITK_FLUX2_SCHEDULER)
+    noise_timesteps = torch.tensor([1000.0, 876.5432, 437.0, 1.0])
+    noisy = torch.cat(
+        [sched.add_noise(x0[i : i + 1], noise[i : i + 1], noise_timesteps[i : i + 1]) for i in range(shape[0])]
+    )
+
+    sched.set_train_timesteps(1000, "cpu", timestep_type="weighted")
+    weight_timesteps = torch.tensor([1000.0, 876.0, 437.0, 1.0])
+    weights = sched.get_weights_for_timesteps(weight_timesteps, timestep_type="weighted")
+    loss_multiplier = torch.tensor([1.0, 0.5, 2.0, 1.25])
+
+    def calculate_loss(loss_type, pred, target):
+        # SDTrainer.calculate_loss: element loss in f32, x timestep weight, mean over [1, 2, 3],
+        # x loss_multiplier, mean.
+        if loss_type == "pseudo_huber":
+            diff = pred.float() - target.float()
+            c = 0.01
+            loss = torch.sqrt(diff.pow(2) + c**2) - c
+        elif loss_type == "mae":
+            loss = torch.nn.functional.l1_loss(pred.float(), target.float(), reduction="none")
+        else:
+            loss = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+        loss = loss * weights.view(-1, 1, 1, 1)
+        per_sample = loss.mean([1, 2, 3]) * loss_multiplier
+        return dict(per_sample=f32_list(per_sample), total=F32_REPR(per_sample.mean()))
+
+    losses = {t: calculate_loss(t, pred, target) for t in ["mse", "mae", "pseudo_huber"]}
+    dg_scale = 3.0
+    with torch.no_grad():
+        dg_target = pred + dg_scale * (target - pred)  # SDTrainer, do_differential_guidance
+    dop_multiplier = 0.75
+    dop = torch.nn.functional.mse_loss(pred, prior_pred) * dop_multiplier  # SDTrainer, DOP block
+    return dict(
+        shape=list(shape),
+        x0=f32_list(x0.flatten()),
+        noise=f32_list(noise.flatten()),
+        pred=f32_list(pred.flatten()),
+        prior_pred=f32_list(prior_pred.flatten()),
+        noise_timesteps=f32_list(noise_timesteps),
+        noisy=f32_list(noisy.flatten()),
+        target=f32_list(target.flatten()),
+        weight_timesteps=f32_list(weight_timesteps),
+        timestep_weights=f32_list(weights),
+        loss_multipliers=f32_list(loss_multiplier),
+        losses=losses,
+        differential_guidance=dict(
+            scale=dg_scale,
+            target=f32_list(dg_target.flatten()),
+            mse=calculate_loss("mse", pred, dg_target),
+        ),
+        dop=dict(multiplier=dop_multiplier, loss=F32_REPR(dop)),
+    )
+
+
 def aitk_indices(bias, batch, lo, hi, gen):
     """Index selection of BaseSDTrainProcess (flowmatch branch), vectorised over steps."""
     if bias == "balanced":
@@ -278,6 +351,7 @@ def main():
         train_shift=train_shift(sampler_mod),
         lognorm_blend_linear_part=lognorm_linear_part(),
         weighting=weighting,
+        formulas=formulas(sampler_mod),
         sampler_stats=stats,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
