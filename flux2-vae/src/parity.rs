@@ -33,7 +33,10 @@ pub fn relative_error(out: &[f32], reference: &[f32]) -> (f64, f64) {
         let d = o as f64 - r as f64;
         diff += d * d;
         norm += (r as f64) * (r as f64);
-        max_abs = max_abs.max(d.abs());
+        // `f64::max` would drop a NaN difference.
+        if d.is_nan() || d.abs() > max_abs {
+            max_abs = d.abs();
+        }
     }
     let rel = if norm > 0.0 { (diff / norm).sqrt() } else { diff.sqrt() };
     (rel, max_abs)
@@ -88,4 +91,20 @@ pub fn run_fixture<B: Backend>(dir: impl AsRef<Path>, device: &B::Device, option
         });
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_error;
+
+    #[test]
+    fn relative_error_keeps_nan_visible() {
+        let (rel, max_abs) = relative_error(&[1.5, 2.0], &[1.0, 2.0]);
+        assert!((rel - 0.5 / 5f64.sqrt()).abs() < 1e-12 && max_abs == 0.5, "{rel} {max_abs}");
+        // A NaN anywhere in the output must show in both measures (a NaN output is a failed parity).
+        for out in [[f32::NAN, 2.0], [1.0, f32::NAN]] {
+            let (rel, max_abs) = relative_error(&out, &[1.0, 2.0]);
+            assert!(rel.is_nan() && max_abs.is_nan(), "{out:?}: rel {rel}, max_abs {max_abs}");
+        }
+    }
 }
