@@ -94,4 +94,27 @@ mod tests {
         assert_eq!(r.rows().next().unwrap(), &[20, 0, 0, 0]);
         assert_eq!(PositionIds::concat(&[&t, &img, &r]).len(), 3 + 6 + 4);
     }
+
+    #[test]
+    fn packed_tokens_follow_the_image_ids_and_unpack_inverts() {
+        use burn::backend::Flex;
+        use burn::tensor::TensorData;
+        let (b, c, h, w) = (2, 3, 2, 3);
+        let values: Vec<f32> = (0..b * c * h * w).map(|v| v as f32).collect();
+        let latents = Tensor::<Flex, 4>::from_data(TensorData::new(values.clone(), [b, c, h, w]), &Default::default());
+        let tokens = pack_latents(latents);
+        assert_eq!(tokens.shape().dims::<3>(), [b, h * w, c]);
+        let packed: Vec<f32> = tokens.clone().into_data().to_vec().unwrap();
+        // Token i carries pixel (row, col) of PositionIds::image(h, w) row i, every channel of it.
+        for (i, id) in PositionIds::image(h, w).rows().enumerate() {
+            let (row, col) = (id[1] as usize, id[2] as usize);
+            for n in 0..b {
+                for k in 0..c {
+                    assert_eq!(packed[(n * h * w + i) * c + k], values[((n * c + k) * h + row) * w + col], "batch {n} token {i} channel {k}");
+                }
+            }
+        }
+        let unpacked: Vec<f32> = unpack_latents(tokens, h, w).into_data().to_vec().unwrap();
+        assert_eq!(unpacked, values);
+    }
 }
