@@ -134,7 +134,7 @@ fn unexpected_key_is_named() {
     let file = tmp.path().join("flux2.safetensors");
     rewrite(&fixture("bfl_inferred/transformer/flux2.safetensors"), &file, |k| Some(k.to_string()), vec![("double_blocks.0.img_attn.bias".into(), vec![3])]);
     let msg = load_err(&file);
-    assert!(msg.contains("double_blocks.0.img_attn.bias"), "{msg}");
+    assert!(msg.contains("double_blocks.0.img_attn.bias") && msg.contains("flux2.safetensors"), "{msg}");
 }
 
 #[test]
@@ -147,7 +147,13 @@ fn shape_mismatch_names_key_file_and_shapes() {
     let config = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"joint_attention_dim\": 24", "\"joint_attention_dim\": 20");
     std::fs::write(t.join("config.json"), config).unwrap();
     let msg = load_err(&t);
-    assert!(msg.contains("context_embedder.weight") && msg.contains("[16, 20]") && msg.contains("[16, 24]"), "{msg}");
+    assert!(
+        msg.contains("context_embedder.weight")
+            && msg.contains("diffusion_pytorch_model.safetensors")
+            && msg.contains("[16, 20]")
+            && msg.contains("[16, 24]"),
+        "{msg}"
+    );
 }
 
 #[test]
