@@ -177,7 +177,13 @@ fn shape_mismatch_is_named() {
     let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("decoder.conv_out.weight") && msg.contains("[2, 3, 3, 3]") && msg.contains("[3, 2, 3, 3]"), "{msg}");
+    assert!(
+        msg.contains("decoder.conv_out.weight")
+            && msg.contains("diffusion_pytorch_model.safetensors")
+            && msg.contains("[2, 3, 3, 3]")
+            && msg.contains("[3, 2, 3, 3]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -188,7 +194,7 @@ fn config_that_disagrees_with_weights() {
     let options = LoadOptions { config: Some(cfg), ..Default::default() };
     let err = Vae::<B>::load(fixture("tiny_default").join("vae"), &device, &options).unwrap_err();
     assert!(matches!(err, Error::UnusedTensors { .. }), "{err}");
-    assert!(err.to_string().contains("attentions.0"), "{err}");
+    assert!(err.to_string().contains("attentions.0") && err.to_string().contains("diffusion_pytorch_model.safetensors"), "{err}");
     let mut cfg = config_of("tiny_default");
     cfg.latent_channels = 8;
     let options = LoadOptions { config: Some(cfg), ..Default::default() };
