@@ -14,6 +14,8 @@ pub enum Error {
     FactorShape { file: PathBuf, module: String, down: Vec<usize>, up: Vec<usize>, out: usize, input: usize },
     #[error("{file}: no LoRA tensors recognised (expected `diffusion_model.*.lora_A.weight`, `transformer.*.lora_A.weight` or `lora_unet_*.lora_down.weight` keys)")]
     NotALora { file: PathBuf },
+    #[error("{file}: {count} tensor(s) that are not LoRA factors (lora_A/lora_B, lora_down/lora_up, alpha), e.g. `{key}`; DoRA, LoKr/LoHa and full-weight `.diff` files are not supported")]
+    UnsupportedTensor { file: PathBuf, key: String, count: usize },
     #[error("{file}: bad metadata `{key}`: {message}")]
     Metadata { file: PathBuf, key: String, message: String },
     #[error("no module matches the target selection {0}")]

@@ -235,13 +235,17 @@ pub fn load_into<B: Backend>(model: &mut Flux2Transformer<B>, path: &Path, name:
 pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Result<Vec<(String, Factors)>> {
     let mut store = TensorStore::open(&[path.to_path_buf()])?;
     let file = path.to_path_buf();
-    let (peft_alpha, alpha_pattern) = peft_alpha(store.metadata(), path)?;
+    let peft = peft_scaling(store.metadata(), path)?;
     let index = module_index(model);
     let mut keys: Vec<String> = store.keys().cloned().collect();
     keys.sort();
     let mut modules: BTreeMap<String, Parts> = BTreeMap::new();
+    let mut unsupported = Vec::new();
     for key in keys {
-        let Some((module, kind)) = split_factor_key(&key) else { continue };
+        let Some((module, kind)) = split_factor_key(&key) else {
+            unsupported.push(key);
+            continue;
+        };
         let module = strip_prefix(module).to_string();
         let parts = modules.entry(module).or_default();
         match kind {
@@ -252,6 +256,11 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
     }
     if modules.is_empty() {
         return Err(Error::NotALora { file });
+    }
+    // A tensor we cannot apply (DoRA magnitudes, LoKr/LoHa factors, full `.diff` weights) would make the
+    // loaded adapter silently differ from the file's: refuse the file instead.
+    if let Some(key) = unsupported.first() {
+        return Err(Error::UnsupportedTensor { file, key: key.clone(), count: unsupported.len() });
     }
     let linears: HashMap<String, (usize, usize)> =
         model.linears().into_iter().map(|(p, l)| (p, (l.out_features(), l.in_features()))).collect();
@@ -268,10 +277,13 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
         if down.shape.len() != 2 || up.shape.len() != 2 || down.shape[1] != input || up.shape[0] != part_out || up.shape[1] != rank {
             return Err(Error::FactorShape { file: file.clone(), module, down: down.shape.to_vec(), up: up.shape.to_vec(), out: part_out, input });
         }
-        let pattern = alpha_pattern.iter().find(|(k, _)| module == **k || module.ends_with(&format!(".{k}"))).map(|(_, v)| *v);
-        let alpha = parts.alpha.or(pattern).or(peft_alpha).unwrap_or(rank as f32);
+        let pattern = peft.alpha_pattern.iter().find(|(k, _)| module == **k || module.ends_with(&format!(".{k}"))).map(|(_, v)| *v);
+        let from_peft = parts.alpha.is_none();
+        let alpha = parts.alpha.or(pattern).or(peft.alpha).unwrap_or(rank as f32);
+        // PEFT's rank-stabilized LoRA (`use_rslora`) scales by alpha / sqrt(r) instead of alpha / r.
+        let divisor = if from_peft && peft.rslora { (rank as f32).sqrt() } else { rank as f32 };
         let up = if rows_of == Rows::SwappedHalves { swap_halves(&up) } else { up };
-        let f = Factors { down, up, scale: alpha / rank as f32 };
+        let f = Factors { down, up, scale: alpha / divisor };
         match rows_of {
             Rows::Third(i) => split.entry(bfl).or_default()[i] = Some(f),
             _ => whole.push((bfl, f)),
@@ -284,12 +296,20 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
     Ok(whole)
 }
 
-/// `lora_alpha` and `alpha_pattern` from diffusers' `lora_adapter_metadata` header entry, if any.
-fn peft_alpha(metadata: &HashMap<String, String>, path: &Path) -> Result<(Option<f32>, Vec<(String, f32)>)> {
-    let Some(text) = metadata.get("lora_adapter_metadata") else { return Ok((None, Vec::new())) };
+/// The scaling entries of diffusers' `lora_adapter_metadata` header entry (PEFT's LoraConfig), if any.
+#[derive(Debug, Default)]
+struct PeftScaling {
+    alpha: Option<f32>,
+    alpha_pattern: Vec<(String, f32)>,
+    rslora: bool,
+}
+
+/// `lora_alpha`, `alpha_pattern` and `use_rslora` from `lora_adapter_metadata`.
+fn peft_scaling(metadata: &HashMap<String, String>, path: &Path) -> Result<PeftScaling> {
+    let Some(text) = metadata.get("lora_adapter_metadata") else { return Ok(PeftScaling::default()) };
     let bad = |message: String| Error::Metadata { file: path.to_path_buf(), key: "lora_adapter_metadata".into(), message };
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let pattern: Vec<(String, f32)> = json
+    let alpha_pattern: Vec<(String, f32)> = json
         .get("transformer.alpha_pattern")
         .and_then(|p| p.as_object())
         .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()? as f32))).collect())
@@ -298,7 +318,11 @@ fn peft_alpha(metadata: &HashMap<String, String>, path: &Path) -> Result<(Option
         None => None,
         Some(v) => Some(v.as_f64().ok_or_else(|| bad(format!("lora_alpha {v} is not a number")))? as f32),
     };
-    Ok((alpha, pattern))
+    let rslora = match json.get("transformer.use_rslora").or_else(|| json.get("use_rslora")) {
+        None | Some(serde_json::Value::Null) => false,
+        Some(v) => v.as_bool().ok_or_else(|| bad(format!("use_rslora {v} is not a boolean")))?,
+    };
+    Ok(PeftScaling { alpha, alpha_pattern, rslora })
 }
 
 /// q/k/v adapters of a fused qkv Linear as one adapter with the identical output: shared A and equal
