@@ -1,5 +1,8 @@
 //! The fused attention's forward and gradients against plain matmul-softmax-matmul on any device (the
-//! CPU version of this check is `flux2-dit/tests/fused_attention.rs`; this one exists for the GPU).
+//! CPU version of this check is `flux2-dit/tests/fused_attention.rs`; this one exists for the GPU), and
+//! the model's matmul path (`flux2_dit::matmul`: cuBLAS on CUDA) against an f32 CPU reference for the
+//! operand layouts the model produces (transposed weights, narrowed blocks, head views), with its
+//! autodiff input gradient.
 //!
 //! ```sh
 //! cargo run --release --features cuda -p examples --example fused_attention_check -- --device cuda:0
@@ -91,10 +94,65 @@ fn check<B: AutodiffBackend + FusedAttentionBackend>(device: &B::Device, f32_tol
     ok
 }
 
+/// Max |diff| / max |ref| of a device tensor against an f32 CPU tensor.
+fn rel_cpu<B: Backend, const D: usize>(a: Tensor<B, D>, reference: Tensor<Cpu, D>) -> f32 {
+    let a = Tensor::<Cpu, D>::from_data(a.cast(DType::F32).into_data().convert::<f32>(), &Default::default());
+    let diff: f32 = (a - reference.clone()).abs().max().into_scalar();
+    diff / reference.abs().max().into_scalar()
+}
+
+type Cpu = burn::backend::Flex;
+
+fn to_cpu<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<Cpu, D> {
+    Tensor::from_data(t.clone().cast(DType::F32).into_data().convert::<f32>(), &Default::default())
+}
+
+/// `flux2_dit::matmul::matmul` on the layouts the model feeds it, forward and (under autodiff) the input
+/// gradient of a frozen-weight product, against f32 products on the CPU from the same rounded inputs.
+fn check_matmul<B: AutodiffBackend>(device: &B::Device) -> bool {
+    use flux2_dit::matmul::matmul;
+    let n = Distribution::Normal(0.0, 1.0);
+    let mut ok = true;
+    for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::BF16, 1e-2)] {
+        let rnd = |shape: [usize; 4]| Tensor::<B::InnerBackend, 4>::random(shape, n, device).cast(dtype);
+        let mut report = |name: &str, err: f32| {
+            let pass = err.is_finite() && err <= tol;
+            ok &= pass;
+            println!("{} matmul {dtype:?} {name}: rel_err {err:.2e} (tol {tol:e})", if pass { "PASS" } else { "FAIL" });
+        };
+        // Linear: x [257, 384] times a [320, 384] weight read transposed.
+        let x = rnd([1, 1, 257, 384]).reshape([257, 384]);
+        let w = rnd([1, 1, 320, 384]).reshape([320, 384]);
+        let want = to_cpu(&x).matmul(to_cpu(&w).transpose());
+        report("x Wt (transposed weight)", rel_cpu(matmul(x.clone(), w.clone().transpose()), want));
+        // Attention tile: narrowed query rows times transposed keys, batch over heads.
+        let q = rnd([1, 4, 300, 64]);
+        let k = rnd([1, 4, 200, 64]);
+        let qn = q.narrow(2, 10, 280);
+        let want = to_cpu(&qn).matmul(to_cpu(&k).swap_dims(2, 3));
+        report("q[10..290] Kt over 4 heads", rel_cpu(matmul(qn, k.swap_dims(2, 3)), want));
+        // Heads view of a [B, S, H, d] buffer (batch dims not one stride: copied first).
+        let h = rnd([2, 50, 3, 16]).swap_dims(1, 2);
+        let r = rnd([2, 3, 16, 40]);
+        let want = to_cpu(&h).matmul(to_cpu(&r));
+        report("[B,S,H,d] head view x [B,H,d,40]", rel_cpu(matmul(h, r), want));
+        // Autodiff: y = x Wᵀ with a frozen W; d x = g W.
+        let xa = Tensor::<B, 2>::from_inner(x.clone()).require_grad();
+        let y = matmul(xa.clone(), Tensor::<B, 2>::from_inner(w.clone()).transpose());
+        let g = Tensor::<B, 2>::random([257, 320], n, device);
+        let grads = y.cast(DType::F32).mul(g.clone()).sum().backward();
+        let dx = xa.grad(&grads).expect("input gradient");
+        let want = to_cpu(&g.inner()).matmul(to_cpu(&w));
+        report("autodiff d x = g W", rel_cpu(dx, want));
+    }
+    ok
+}
+
 fn main() {
     let device = std::env::args().skip_while(|a| a != "--device").nth(1).unwrap_or_else(|| "cpu".into());
     let ok = if device == "cpu" {
-        check::<Autodiff<burn::backend::Flex>>(&Default::default(), 2e-5, false)
+        let device = Default::default();
+        check_matmul::<Autodiff<burn::backend::Flex>>(&device) & check::<Autodiff<burn::backend::Flex>>(&device, 2e-5, false)
     } else {
         run_cuda(&device)
     };
@@ -109,7 +167,14 @@ fn run_cuda(device: &str) -> bool {
         eprintln!("--device {device}: expected cpu or cuda:N");
         std::process::exit(2);
     };
-    check::<Autodiff<burn::backend::Cuda>>(&burn::backend::cuda::CudaDevice::new(index), 5e-3, true)
+    type B = Autodiff<burn::backend::Cuda>;
+    let device = burn::backend::cuda::CudaDevice::new(index);
+    if !flux2_dit::matmul::is_registered::<B>() {
+        println!("FAIL the cuBLAS matmul is not registered for Autodiff<Cuda>");
+        return false;
+    }
+    let gemm_ok = check_matmul::<B>(&device);
+    check::<B>(&device, 5e-3, true) && gemm_ok
 }
 
 #[cfg(not(feature = "cuda"))]

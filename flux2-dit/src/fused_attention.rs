@@ -17,10 +17,6 @@
 //! through a registry keyed by the backend type ([`register`]); the backends compiled into this crate are
 //! registered on first use.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -29,6 +25,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
+
+use crate::backend_registry::{self, for_builtin_backends, OpMap, OpRegistry};
+use crate::matmul::matmul;
 
 /// Query/key block sizes of the tiled computation. Only peak memory and speed depend on them; results
 /// agree with the untiled computation to rounding.
@@ -125,7 +124,7 @@ fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 
 /// Splits `0..len` into consecutive ranges of at most `block` (the last one shorter when `len` is not a
 /// multiple).
-fn ranges(len: usize, block: usize) -> Vec<(usize, usize)> {
+pub(crate) fn ranges(len: usize, block: usize) -> Vec<(usize, usize)> {
     let block = block.max(1);
     (0..len).step_by(block).map(|s| (s, block.min(len - s))).collect()
 }
@@ -153,13 +152,13 @@ pub fn tiled_forward<B: Backend>(
         // Running max, running denominator, unnormalised output accumulator (all f32).
         let mut state: Option<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> = None;
         for (ktj, vj) in kt.iter().zip(&vs) {
-            let s = qi.clone().matmul(ktj.clone()).cast(DType::F32).mul_scalar(scale);
+            let s = matmul(qi.clone(), ktj.clone()).cast(DType::F32).mul_scalar(scale);
             let mj = s.clone().max_dim(3);
             state = Some(match state {
                 None => {
                     let p = s.sub(mj.clone()).exp();
                     let l = p.clone().sum_dim(3);
-                    let acc = p.cast(dtype).matmul(vj.clone()).cast(DType::F32);
+                    let acc = matmul(p.cast(dtype), vj.clone()).cast(DType::F32);
                     (mj, l, acc)
                 }
                 Some((m, l, acc)) => {
@@ -167,7 +166,7 @@ pub fn tiled_forward<B: Backend>(
                     let alpha = m.sub(m_new.clone()).exp();
                     let p = s.sub(m_new.clone()).exp();
                     let l = l.mul(alpha.clone()).add(p.clone().sum_dim(3));
-                    let acc = acc.mul(alpha).add(p.cast(dtype).matmul(vj.clone()).cast(DType::F32));
+                    let acc = acc.mul(alpha).add(matmul(p.cast(dtype), vj.clone()).cast(DType::F32));
                     (m_new, l, acc)
                 }
             });
@@ -216,15 +215,15 @@ pub fn tiled_backward<B: Backend>(
         let delta_i = delta.clone().narrow(2, qs, qn);
         let mut dq_i: Option<Tensor<B, 4>> = None;
         for (j, (kj, vj)) in ks.iter().zip(&vs).enumerate() {
-            let s = qi.clone().matmul(kj.clone().swap_dims(2, 3)).cast(DType::F32).mul_scalar(scale);
+            let s = matmul(qi.clone(), kj.clone().swap_dims(2, 3)).cast(DType::F32).mul_scalar(scale);
             let p = s.sub(lse_i.clone()).exp();
             let p_lo = p.clone().cast(qdt);
-            accumulate(&mut dv_acc[j], p_lo.swap_dims(2, 3).matmul(doi.clone()).cast(DType::F32));
-            let dp = doi.clone().matmul(vj.clone().swap_dims(2, 3)).cast(DType::F32);
+            accumulate(&mut dv_acc[j], matmul(p_lo.swap_dims(2, 3), doi.clone()).cast(DType::F32));
+            let dp = matmul(doi.clone(), vj.clone().swap_dims(2, 3)).cast(DType::F32);
             // dS scaled by `scale` once, so dq = dS K and dk = dSᵀ Q.
             let ds = p.mul(dp.sub(delta_i.clone())).mul_scalar(scale).cast(qdt);
-            accumulate(&mut dq_i, ds.clone().matmul(kj.clone()).cast(DType::F32));
-            accumulate(&mut dk_acc[j], ds.swap_dims(2, 3).matmul(qi.clone()).cast(DType::F32));
+            accumulate(&mut dq_i, matmul(ds.clone(), kj.clone()).cast(DType::F32));
+            accumulate(&mut dk_acc[j], matmul(ds.swap_dims(2, 3), qi.clone()).cast(DType::F32));
         }
         dqs.push(dq_i.expect("at least one key block (lk > 0)").cast(qdt));
     }
@@ -356,8 +355,32 @@ impl<B: FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBackend for 
 impl FusedAttentionBackend for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl FusedAttentionBackend for burn::backend::NdArray {}
+/// cuBLAS products and NVRTC row kernels on one stream (`cuda::attention`).
 #[cfg(feature = "cuda")]
-impl FusedAttentionBackend for burn::backend::Cuda {}
+impl FusedAttentionBackend for burn::backend::Cuda {
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cuda::attention::forward(q, k, v, scale, blocks)
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> [FloatTensor<Self>; 3] {
+        crate::cuda::attention::backward(q, k, v, out, lse, grad_out, scale, blocks)
+    }
+}
 
 /// softmax(scale · Q Kᵀ) V over [B, H, L, d] with blocks chosen by [`AttentionBlocks::for_shape`].
 pub fn fused_attention<B: FusedAttentionBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -380,37 +403,17 @@ pub fn fused_attention_with<B: FusedAttentionBackend>(
 
 type Entry<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>;
 
-fn registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut map: HashMap<TypeId, Box<dyn Any + Send + Sync>> = HashMap::new();
-        builtin::<()>(&mut map);
-        RwLock::new(map)
-    })
-}
+static REGISTRY: OpRegistry = OpRegistry::new(builtin);
 
-fn insert<B: FusedAttentionBackend>(map: &mut HashMap<TypeId, Box<dyn Any + Send + Sync>>) {
-    let entry: Entry<B> = fused_attention::<B>;
-    map.insert(TypeId::of::<B>(), Box::new(entry));
-}
-
-/// Registers `B` and `Autodiff<B>` (both checkpointing strategies) for the backends compiled into this
-/// crate (features `flex`, `ndarray`, `cuda`).
-fn builtin<T>(map: &mut HashMap<TypeId, Box<dyn Any + Send + Sync>>) {
+/// The backends compiled into this crate and their `Autodiff` wrappers.
+fn builtin(map: &mut OpMap) {
     #[allow(unused_macros)]
-    macro_rules! with_autodiff {
+    macro_rules! add {
         ($b:ty) => {
-            insert::<$b>(map);
-            insert::<Autodiff<$b>>(map);
-            insert::<Autodiff<$b, burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing>>(map);
+            backend_registry::insert::<$b, Entry<$b>>(map, fused_attention::<$b>);
         };
     }
-    #[cfg(feature = "flex")]
-    with_autodiff!(burn::backend::Flex);
-    #[cfg(feature = "ndarray")]
-    with_autodiff!(burn::backend::NdArray);
-    #[cfg(feature = "cuda")]
-    with_autodiff!(burn::backend::Cuda);
+    for_builtin_backends!(add);
     let _ = map;
 }
 
@@ -418,13 +421,12 @@ fn builtin<T>(map: &mut HashMap<TypeId, Box<dyn Any + Send + Sync>>) {
 /// backend `B`. Register the autodiff backend you train with (`Autodiff<Inner>`) and the inner one;
 /// backends of this crate's enabled features are registered already.
 pub fn register<B: FusedAttentionBackend>() {
-    let mut map = registry().write().unwrap_or_else(|e| e.into_inner());
-    insert::<B>(&mut map);
+    REGISTRY.insert::<B, Entry<B>>(fused_attention::<B>);
 }
 
 /// Whether `B` runs the fused attention inside the model.
 pub fn is_registered<B: Backend>() -> bool {
-    registry().read().unwrap_or_else(|e| e.into_inner()).contains_key(&TypeId::of::<B>())
+    REGISTRY.contains::<B>()
 }
 
 /// Runs the registered fused attention for `B`, or gives the inputs back when `B` is not registered.
@@ -433,11 +435,7 @@ pub(crate) fn dispatch<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Result<Tensor<B, 4>, [Tensor<B, 4>; 3]> {
-    let entry = {
-        let map = registry().read().unwrap_or_else(|e| e.into_inner());
-        map.get(&TypeId::of::<B>()).and_then(|e| e.downcast_ref::<Entry<B>>().copied())
-    };
-    match entry {
+    match REGISTRY.get::<B, Entry<B>>() {
         Some(f) => Ok(f(q, k, v)),
         None => Err([q, k, v]),
     }

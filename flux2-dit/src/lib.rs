@@ -16,16 +16,21 @@
 //! ```
 
 pub mod attention;
+mod backend_registry;
 pub mod compare;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod double_block;
 pub mod embeddings;
-pub mod fused_attention;
 pub mod error;
+pub mod fused_attention;
+pub mod gemm_layout;
 pub mod key_map;
 pub mod linear;
 pub mod loader;
 pub mod low_rank;
+pub mod matmul;
 pub mod model;
 pub mod named;
 pub mod modulation;

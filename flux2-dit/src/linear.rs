@@ -41,7 +41,7 @@ impl<B: Backend> Linear<B> {
         let dims = x.shape().dims::<D>();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
-        let mut y = x2.clone().matmul(self.weight.val().transpose());
+        let mut y = crate::matmul::matmul(x2.clone(), self.weight.val().transpose());
         for adapter in &self.adapters {
             if let Some(delta) = adapter.forward(x2.clone()) {
                 let dtype = y.dtype();

@@ -47,8 +47,11 @@ pub struct LowRankAdapter<B: Backend> {
     /// backends only); the base path never sees dropout.
     pub dropout: f64,
     /// True while the delta is folded into the base weight (`lora-adapters` merge): then it must not be
-    /// added again.
+    /// added again, and the switch and multiplier have no effect until it is unmerged.
     pub merged: bool,
+    /// `scale * multiplier` at merge time (0 when not merged): what unmerging subtracts, whatever the
+    /// multiplier has become since.
+    pub merged_factor: f32,
     /// Adapter name and its shared on/off switch and multiplier.
     pub name: String,
     pub switch: Arc<AdapterSwitch>,
@@ -74,7 +77,11 @@ impl<B: Backend> LowRankAdapter<B> {
             let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
             x = x * mask / keep;
         }
-        // (x A^T) B^T: two thin matmuls through rank space, never the dense B A.
-        Some(x.matmul(self.down.val().transpose()).matmul(self.up.val().transpose()) * factor)
+        // (x A^T) B^T: two thin matmuls through rank space, never the dense B A (the model's GEMM path,
+        // cuBLAS on CUDA, for the products and their gradients). The factor scales the [rows, rank]
+        // intermediate, not the [rows, out] result: the same product, one wide elementwise pass fewer
+        // forward and backward.
+        let down = crate::matmul::matmul(x, self.down.val().transpose()) * factor;
+        Some(crate::matmul::matmul(down, self.up.val().transpose()))
     }
 }

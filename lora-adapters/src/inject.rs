@@ -107,6 +107,7 @@ pub fn attach<B: Backend>(
             scale: f.scale,
             dropout,
             merged: false,
+            merged_factor: 0.0,
             name: name.to_string(),
             switch: switch.clone(),
         });

@@ -15,7 +15,8 @@ fn fold<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, merge: bool) ->
             continue;
         }
         let a = &linear.adapters[index];
-        let factor = a.scale * a.switch.multiplier() * if merge { 1.0 } else { -1.0 };
+        // Unmerging subtracts exactly what merging added, even if the multiplier changed in between.
+        let factor = if merge { a.scale * a.switch.multiplier() } else { -a.merged_factor };
         let delta = a.up.val().matmul(a.down.val()) * factor;
         let weight = linear.weight.clone();
         linear.weight = weight.map(|w| {
@@ -23,16 +24,19 @@ fn fold<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, merge: bool) ->
             (w.cast(DType::F32) + delta).cast(dtype)
         });
         linear.adapters[index].merged = merge;
+        linear.adapters[index].merged_factor = if merge { factor } else { 0.0 };
     }
     if found { Ok(()) } else { Err(Error::UnknownAdapter(name.into())) }
 }
 
-/// `W += multiplier * scale * B A` for every layer of adapter `name`, at its current multiplier.
+/// `W += multiplier * scale * B A` for every layer of adapter `name`, at its current multiplier. While
+/// merged, the adapter's switch and multiplier do nothing; [`unmerge`] first to change them.
 pub fn merge<B: Backend>(model: &mut Flux2Transformer<B>, name: &str) -> Result<()> {
     fold(model, name, true)
 }
 
-/// Inverse of [`merge`] (exact up to the base dtype's rounding).
+/// Inverse of [`merge`] (exact up to the base dtype's rounding): subtracts the delta at the multiplier it
+/// was merged with.
 pub fn unmerge<B: Backend>(model: &mut Flux2Transformer<B>, name: &str) -> Result<()> {
     fold(model, name, false)
 }

@@ -27,6 +27,7 @@ fn layer<Bk: Backend>(dropout: f64) -> (Linear<Bk>, Tensor<Bk, 2>) {
         scale: 1.5,
         dropout,
         merged: false,
+        merged_factor: 0.0,
         name: "d".into(),
         switch: AdapterSwitch::new(1.0),
     });

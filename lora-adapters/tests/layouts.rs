@@ -130,12 +130,16 @@ fn merge_and_unmerge_match_the_unmerged_forward() {
     let src = fixture("lora_all_linears");
     let mut model = Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
     let base = forward(&model);
-    load_into(&mut model, &src.join("lora.safetensors"), "l", 0.7).unwrap();
+    let handle = load_into(&mut model, &src.join("lora.safetensors"), "l", 0.7).unwrap();
     let live = forward(&model);
     merge(&mut model, "l").unwrap();
     let merged = forward(&model);
     assert!(max_abs_diff(&live, &merged) < 1e-4, "merged differs by {}", max_abs_diff(&live, &merged));
+    // While merged the multiplier does nothing, and unmerging removes what was merged (at 0.7).
+    handle.set_multiplier(0.2);
+    assert!(max_abs_diff(&merged, &forward(&model)) < 1e-6);
     unmerge(&mut model, "l").unwrap();
+    handle.set_multiplier(0.7);
     assert!(max_abs_diff(&live, &forward(&model)) < 1e-4);
     lora_adapters::remove(&mut model, "l").unwrap();
     assert!(max_abs_diff(&base, &forward(&model)) < 1e-4);

@@ -8,12 +8,45 @@ set -u -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 for f in device-bin/i9/*.gz; do [ -f "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal} PYTHONUNBUFFERED=1
+# The cuda feature loads libcublas.so.13 at run time: the toolkit's, else the pip wheel PyTorch uses.
+cublas=$(ls /usr/local/cuda/lib64/libcublas.so.13* 2>/dev/null | head -1)
+[ -z "$cublas" ] && cublas=$(python3 - <<'PY'
+import glob, site
+hits = sorted(p for d in site.getsitepackages() for p in glob.glob(d + "/nvidia/**/libcublas.so.13*", recursive=True))
+print(hits[0] if hits else "")
+PY
+)
+[ -n "$cublas" ] && export LD_LIBRARY_PATH="$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" && echo "cuBLAS: $cublas"
 if [ -f device-bin/i9/cubecl_cache.tgz ]; then mkdir -p target && tar xzf device-bin/i9/cubecl_cache.tgz -C target && echo "autotune cache restored"; fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site device-bin/i9/wheels/*.whl && export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 date -u
 if [ "${SKIP_CHECK:-0}" != 1 ]; then
   timeout 100 ./device-bin/i9/fused_attention_check --device cuda:0 2>&1 | tee "$OUT/check.log"
+fi
+if [ -x device-bin/i9/parity ]; then
+  # DiT parity fixtures on CUDA (flux2-dit's parity example built with --features cuda).
+  # f32 on every fixture; bf16 on the fixture with exactly representable sigma/guidance (docs/cuda.md).
+  for run in "f32 tests/fixtures/dit/*" "bf16 tests/fixtures/dit/bf16_realistic"; do
+    set -- $run; dt=$1; shift
+    timeout 120 ./device-bin/i9/parity "$@" --device cuda:0 --dtype $dt 2>&1 \
+      | grep -i "rel_err\|error\|panic" | sed "s/^/parity $dt: /" | tee -a "$OUT/parity.log"
+  done
+fi
+if [ -x device-bin/i9/flux2-train ] && [ "${SKIP_DEMO:-0}" != 1 ]; then
+  # The README's demo job on the GPU (trainer end to end: caching, 300 LoRA steps, samples, checkpoints).
+  { time timeout ${DEMO_TIMEOUT:-240} ./device-bin/i9/flux2-train demo --device cuda:0 --root /tmp/demo --fresh; } 2>&1 \
+    | tr '\r' '\n' | grep -v "^\s*$" | tail -25 | tee "$OUT/demo.log"
+fi
+if [ "${CACHE_DEMO:-0}" = 1 ]; then
+  # Autotune + compilation caches (cubecl.toml: both under target/): the same short run twice at the
+  # default tuning level, from an empty cache and then from the cache the first run wrote.
+  mkdir -p /tmp/cache-demo && cp cubecl.toml /tmp/cache-demo/ && echo '[package]' > /tmp/cache-demo/Cargo.toml
+  for run in cold warm; do
+    (cd /tmp/cache-demo && CUBECL_AUTOTUNE_LEVEL=balanced timeout 150 "$OLDPWD/device-bin/i9/bench_train_step" --steps 1 --warmup 1 2>&1 \
+      | grep "warm-up step 1\|step: median" | sed "s/^/cache $run: /" | tee -a "$OUT/cache.log")
+    echo "cache $run: target/ holds $(find /tmp/cache-demo/target -type f | wc -l) files, $(du -sh /tmp/cache-demo/target | cut -f1)" | tee -a "$OUT/cache.log"
+  done
 fi
 timeout ${BENCH_TIMEOUT:-330} ./device-bin/i9/bench_train_step ${BENCH_ARGS:---breakdown} 2>&1 | grep -v "^\s*$" | tee "$OUT/ours.log"
 ours_ms=$(sed -n 's/.*ours_ms=\([0-9.]*\).*/\1/p' "$OUT/ours.log")

@@ -1,0 +1,70 @@
+//! Per-backend tables of accelerated ops, looked up by backend type.
+//!
+//! The model is generic over `B: Backend`, but its fast paths (the fused attention, vendor GEMMs) exist
+//! for some backends only and need extra trait bounds. A registry keyed by `TypeId::of::<B>()` holds, for
+//! each backend that has one, a plain function pointer without those bounds, so generic code can find it
+//! at run time and fall back to Burn's op otherwise. Each op module owns one [`OpRegistry`] and fills it
+//! with the backends of this crate's features on first use.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+pub(crate) type OpMap = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
+
+pub(crate) struct OpRegistry {
+    map: OnceLock<RwLock<OpMap>>,
+    builtin: fn(&mut OpMap),
+}
+
+impl OpRegistry {
+    /// A registry that `builtin` fills on first use.
+    pub(crate) const fn new(builtin: fn(&mut OpMap)) -> Self {
+        Self { map: OnceLock::new(), builtin }
+    }
+
+    fn map(&self) -> &RwLock<OpMap> {
+        self.map.get_or_init(|| {
+            let mut map = OpMap::new();
+            (self.builtin)(&mut map);
+            RwLock::new(map)
+        })
+    }
+
+    pub(crate) fn insert<B: 'static, F: Any + Send + Sync>(&self, op: F) {
+        insert::<B, F>(&mut self.map().write().unwrap_or_else(|e| e.into_inner()), op);
+    }
+
+    /// The op registered for `B`, if any (`F` is the function-pointer type the module stores).
+    pub(crate) fn get<B: 'static, F: Any + Copy>(&self) -> Option<F> {
+        let map = self.map().read().unwrap_or_else(|e| e.into_inner());
+        map.get(&TypeId::of::<B>()).and_then(|e| e.downcast_ref::<F>().copied())
+    }
+
+    pub(crate) fn contains<B: 'static>(&self) -> bool {
+        self.map().read().unwrap_or_else(|e| e.into_inner()).contains_key(&TypeId::of::<B>())
+    }
+}
+
+pub(crate) fn insert<B: 'static, F: Any + Send + Sync>(map: &mut OpMap, op: F) {
+    map.insert(TypeId::of::<B>(), Box::new(op));
+}
+
+/// Calls `$register!(B)` for every backend compiled into this crate (features `flex`, `ndarray`, `cuda`)
+/// and its `Autodiff` wrappers (both checkpointing strategies); `@autodiff $register, B` does one backend.
+macro_rules! for_builtin_backends {
+    ($register:ident) => {
+        #[cfg(feature = "flex")]
+        $crate::backend_registry::for_builtin_backends!(@autodiff $register, burn::backend::Flex);
+        #[cfg(feature = "ndarray")]
+        $crate::backend_registry::for_builtin_backends!(@autodiff $register, burn::backend::NdArray);
+        #[cfg(feature = "cuda")]
+        $crate::backend_registry::for_builtin_backends!(@autodiff $register, burn::backend::Cuda);
+    };
+    (@autodiff $register:ident, $b:ty) => {
+        $register!($b);
+        $register!(burn::backend::Autodiff<$b>);
+        $register!(burn::backend::Autodiff<$b, burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing>);
+    };
+}
+pub(crate) use for_builtin_backends;

@@ -1,0 +1,102 @@
+//! One CUDA context, stream, cuBLAS handle and kernel module per device, and device pointers of Burn
+//! tensors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use burn_cubecl::cubecl::cuda::CudaRuntime;
+use burn_cubecl::cubecl::server::Handle;
+use burn_cubecl::tensor::CubeTensor;
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+
+/// The CUDA source of this crate's kernels, compiled with NVRTC on first use.
+const KERNELS: &str = include_str!("kernels.cu");
+
+pub(crate) struct Device {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub blas: CudaBlas,
+    module: Option<Arc<CudaModule>>,
+}
+
+impl Device {
+    /// A kernel of `kernels.cu` by name (the module is compiled once per device).
+    pub fn kernel(&mut self, name: &str) -> CudaFunction {
+        if self.module.is_none() {
+            let ptx = cudarc::nvrtc::compile_ptx(KERNELS).unwrap_or_else(|e| panic!("NVRTC: flux2-dit kernels: {e}"));
+            let module = self.ctx.load_module(ptx).unwrap_or_else(|e| panic!("loading flux2-dit kernels: {e}"));
+            self.module = Some(module);
+        }
+        let module = self.module.as_ref().expect("module loaded above");
+        module.load_function(name).unwrap_or_else(|e| panic!("kernel {name}: {e}"))
+    }
+
+    /// Waits for this device's own stream.
+    pub fn synchronize(&self) {
+        self.stream.synchronize().unwrap_or_else(|e| panic!("CUDA stream sync: {e}"));
+    }
+}
+
+type Shared = Arc<Mutex<Device>>;
+
+/// The device state for `ordinal`, locked (cuBLAS handles are not safe for concurrent use), with its
+/// context bound to this thread.
+pub(crate) fn device(ordinal: usize) -> DeviceGuard {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Shared>>> = OnceLock::new();
+    let shared = {
+        let mut devices = DEVICES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        devices.entry(ordinal).or_insert_with(|| Arc::new(Mutex::new(open(ordinal)))).clone()
+    };
+    DeviceGuard { shared }
+}
+
+fn open(ordinal: usize) -> Device {
+    // `CudaContext::new` retains the device's primary context, the one cubecl uses.
+    let ctx = CudaContext::new(ordinal).unwrap_or_else(|e| panic!("CUDA context for device {ordinal}: {e}"));
+    let stream = ctx.new_stream().unwrap_or_else(|e| panic!("CUDA stream on device {ordinal}: {e}"));
+    let blas = CudaBlas::new(stream.clone())
+        .unwrap_or_else(|e| panic!("cuBLAS on device {ordinal} (is libcublas on the library path?): {e}"));
+    Device { ctx, stream, blas, module: None }
+}
+
+pub(crate) struct DeviceGuard {
+    shared: Shared,
+}
+
+impl DeviceGuard {
+    pub fn lock(&self) -> MutexGuard<'_, Device> {
+        let guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        guard.ctx.bind_to_thread().unwrap_or_else(|e| panic!("binding the CUDA context: {e}"));
+        guard
+    }
+}
+
+/// Device buffers of cubecl tensors, held (so cubecl cannot reuse them) while a foreign op uses their
+/// pointers.
+pub(crate) struct Buffers {
+    held: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Buffers {
+    pub fn new() -> Self {
+        Self { held: Vec::new() }
+    }
+
+    /// The device address of the tensor's first element.
+    pub fn ptr(&mut self, t: &CubeTensor<CudaRuntime>) -> u64 {
+        self.handle_ptr(&t.client, t.handle.clone())
+    }
+
+    pub fn handle_ptr(&mut self, client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>, handle: Handle) -> u64 {
+        let resource = client.get_resource(handle).unwrap_or_else(|e| panic!("device buffer: {e:?}"));
+        let ptr = resource.resource().ptr;
+        self.held.push(Box::new(resource));
+        ptr
+    }
+}
+
+/// Waits until everything cubecl has queued on this thread's stream (the inputs' producers) is done.
+pub(crate) fn wait_for_cubecl(client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>) {
+    burn_cubecl::cubecl::future::block_on(client.sync()).unwrap_or_else(|e| panic!("cubecl sync: {e:?}"));
+}

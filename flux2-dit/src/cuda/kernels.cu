@@ -1,0 +1,173 @@
+// Kernels of flux2-dit's CUDA attention (src/cuda/attention.rs), compiled at run time with NVRTC.
+// No headers: bf16 and f16 travel as 16-bit integers and are converted here. Every kernel exists for
+// f32, f16 and bf16 (suffixes _f32, _f16, _bf16); statistics are f32 whatever the storage type.
+typedef unsigned short u16;
+
+__device__ __forceinline__ float load_f32(float x) { return x; }
+__device__ __forceinline__ float store_f32(float x) { return x; }
+__device__ __forceinline__ float load_bf16(u16 x) { return __uint_as_float(((unsigned int)x) << 16); }
+__device__ __forceinline__ u16 store_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7f800000u) == 0x7f800000u) {  // inf stays inf, NaN stays (quiet) NaN
+        return (u16)((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    return (u16)(u >> 16);
+}
+__device__ __forceinline__ float load_f16(u16 x) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x)); return f; }
+__device__ __forceinline__ u16 store_f16(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+
+// Four consecutive values written as one vector store (the address is 8- or 16-byte aligned: rows hold a
+// multiple of 4 values).
+__device__ __forceinline__ void store4_f32(float* dst, float a, float b, float c, float d) {
+    float4 v; v.x = a; v.y = b; v.z = c; v.w = d;
+    *(float4*)dst = v;
+}
+__device__ __forceinline__ void store4_bf16(u16* dst, float a, float b, float c, float d) {
+    uint2 v;
+    v.x = (unsigned int)store_bf16(a) | ((unsigned int)store_bf16(b) << 16);
+    v.y = (unsigned int)store_bf16(c) | ((unsigned int)store_bf16(d) << 16);
+    *(uint2*)dst = v;
+}
+__device__ __forceinline__ void store4_f16(u16* dst, float a, float b, float c, float d) {
+    uint2 v;
+    v.x = (unsigned int)store_f16(a) | ((unsigned int)store_f16(b) << 16);
+    v.y = (unsigned int)store_f16(c) | ((unsigned int)store_f16(d) << 16);
+    *(uint2*)dst = v;
+}
+__device__ __forceinline__ float max4(float4 v) { return fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)); }
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+// Reductions over a whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ float block_max(float v) {
+    __shared__ float buf[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    if (lane == 0) buf[warp] = v;
+    __syncthreads();
+    v = (lane < warps) ? buf[lane] : __int_as_float(0xff800000);
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+__device__ float block_sum(float v) {
+    __shared__ float buf[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) buf[warp] = v;
+    __syncthreads();
+    v = (lane < warps) ? buf[lane] : 0.0f;
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+// Scores per thread kept in registers by softmax_rows: rows of a multiple of 4 and at most ROW_REGS *
+// blockDim.x values (8192 keys at 256 threads) are read once, as float4; other rows are read three times.
+#define ROW_REGS 32
+
+// One block per score row of a query tile. s: [rows, n] f32 scaled scores (row = bh * qn + i, the tile's
+// row i of batch-head bh); writes p = exp(s - lse) in the storage type and lse[bh * lq + qs + i].
+#define SOFTMAX_ROWS(SUFFIX, T)                                                                        \
+extern "C" __global__ void softmax_rows_##SUFFIX(const float* s, T* p, float* lse, int n, int qn,      \
+                                                  int lq, int qs) {                                   \
+    long long row = blockIdx.x;                                                                        \
+    const float* sr = s + row * n;                                                                     \
+    T* pr = p + row * n;                                                                               \
+    const float neg_inf = __int_as_float(0xff800000);                                                  \
+    float m = neg_inf, l = 0.0f, lse_row;                                                              \
+    if ((n & 3) == 0 && n <= ROW_REGS * (int)blockDim.x) {                                             \
+        const float4* s4 = (const float4*)sr;                                                          \
+        int n4 = n >> 2;                                                                               \
+        float4 v[ROW_REGS / 4];                                                                        \
+        _Pragma("unroll")                                                                              \
+        for (int r = 0; r < ROW_REGS / 4; r++) {                                                       \
+            int j = threadIdx.x + r * blockDim.x;                                                      \
+            if (j < n4) { v[r] = s4[j]; m = fmaxf(m, max4(v[r])); }                                    \
+        }                                                                                              \
+        m = block_max(m);                                                                              \
+        _Pragma("unroll")                                                                              \
+        for (int r = 0; r < ROW_REGS / 4; r++) {                                                       \
+            int j = threadIdx.x + r * blockDim.x;                                                      \
+            if (j < n4) l += expf(v[r].x - m) + expf(v[r].y - m) + expf(v[r].z - m) + expf(v[r].w - m); \
+        }                                                                                              \
+        l = block_sum(l);                                                                              \
+        lse_row = m + logf(l);                                                                         \
+        _Pragma("unroll")                                                                              \
+        for (int r = 0; r < ROW_REGS / 4; r++) {                                                       \
+            int j = threadIdx.x + r * blockDim.x;                                                      \
+            if (j < n4) store4_##SUFFIX(pr + 4 * j, expf(v[r].x - lse_row), expf(v[r].y - lse_row),    \
+                                        expf(v[r].z - lse_row), expf(v[r].w - lse_row));             \
+        }                                                                                              \
+    } else {                                                                                           \
+        for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, sr[j]);                         \
+        m = block_max(m);                                                                              \
+        for (int j = threadIdx.x; j < n; j += blockDim.x) l += expf(sr[j] - m);                        \
+        l = block_sum(l);                                                                              \
+        lse_row = m + logf(l);                                                                         \
+        for (int j = threadIdx.x; j < n; j += blockDim.x) pr[j] = store_##SUFFIX(expf(sr[j] - lse_row)); \
+    }                                                                                                  \
+    if (threadIdx.x == 0) {                                                                            \
+        long long bh = row / qn, i = row % qn;                                                         \
+        lse[bh * lq + qs + i] = lse_row;                                                               \
+    }                                                                                                  \
+}
+
+// One block per score row of a query tile, backward: p = exp(s - lse), ds = p (dp - delta) scale, both
+// in the storage type (s and dp f32, same layout as softmax_rows).
+#define ATTENTION_DS(SUFFIX, T)                                                                        \
+extern "C" __global__ void attention_ds_##SUFFIX(const float* s, const float* dp, const float* lse,    \
+                                                  const float* delta, T* p, T* ds, int n, int qn,     \
+                                                  int lq, int qs, float scale) {                      \
+    long long row = blockIdx.x;                                                                        \
+    long long bh = row / qn, i = row % qn;                                                             \
+    float lse_row = lse[bh * lq + qs + i];                                                             \
+    float delta_row = delta[bh * lq + qs + i];                                                         \
+    const float* sr = s + row * n;                                                                     \
+    const float* dpr = dp + row * n;                                                                   \
+    if ((n & 3) == 0) {                                                                                \
+        const float4* s4 = (const float4*)sr;                                                          \
+        const float4* dp4 = (const float4*)dpr;                                                        \
+        for (int j = threadIdx.x; j < (n >> 2); j += blockDim.x) {                                     \
+            float4 a = s4[j], g = dp4[j];                                                              \
+            float p0 = expf(a.x - lse_row), p1 = expf(a.y - lse_row);                                  \
+            float p2 = expf(a.z - lse_row), p3 = expf(a.w - lse_row);                                  \
+            store4_##SUFFIX(p + row * n + 4 * j, p0, p1, p2, p3);                                      \
+            store4_##SUFFIX(ds + row * n + 4 * j, p0 * (g.x - delta_row) * scale,                      \
+                            p1 * (g.y - delta_row) * scale, p2 * (g.z - delta_row) * scale,            \
+                            p3 * (g.w - delta_row) * scale);                                           \
+        }                                                                                              \
+    } else {                                                                                           \
+        for (int j = threadIdx.x; j < n; j += blockDim.x) {                                            \
+            float pv = expf(sr[j] - lse_row);                                                          \
+            p[row * n + j] = store_##SUFFIX(pv);                                                       \
+            ds[row * n + j] = store_##SUFFIX(pv * (dpr[j] - delta_row) * scale);                       \
+        }                                                                                              \
+    }                                                                                                  \
+}
+
+// delta[r] = sum_d dout[r, d] out[r, d] over rows of width d; one warp per row.
+#define ATTENTION_DELTA(SUFFIX, T)                                                                     \
+extern "C" __global__ void attention_delta_##SUFFIX(const T* dout, const T* out, float* delta,         \
+                                                     long long rows, int d) {                         \
+    long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);                    \
+    if (row >= rows) return;                                                                           \
+    int lane = threadIdx.x & 31;                                                                       \
+    float acc = 0.0f;                                                                                  \
+    for (int j = lane; j < d; j += 32)                                                                 \
+        acc += load_##SUFFIX(dout[row * d + j]) * load_##SUFFIX(out[row * d + j]);                     \
+    acc = warp_sum(acc);                                                                               \
+    if (lane == 0) delta[row] = acc;                                                                   \
+}
+
+#define ALL(SUFFIX, T) SOFTMAX_ROWS(SUFFIX, T) ATTENTION_DS(SUFFIX, T) ATTENTION_DELTA(SUFFIX, T)
+ALL(f32, float)
+ALL(f16, u16)
+ALL(bf16, u16)
