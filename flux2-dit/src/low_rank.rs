@@ -77,11 +77,9 @@ impl<B: Backend> LowRankAdapter<B> {
             let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
             x = x * mask / keep;
         }
-        // (x A^T) B^T: two thin matmuls through rank space, never the dense B A (the model's GEMM path,
-        // cuBLAS on CUDA, for the products and their gradients). The factor scales the [rows, rank]
-        // intermediate, not the [rows, out] result: the same product, one wide elementwise pass fewer
-        // forward and backward.
-        let down = crate::matmul::matmul(x, self.down.val().transpose()) * factor;
-        Some(crate::matmul::matmul(down, self.up.val().transpose()))
+        // (x A^T) B^T: two thin matmuls through rank space, never the dense B A (one op on CUDA, see
+        // `matmul::low_rank`). The factor scales the [rows, rank] intermediate, not the [rows, out]
+        // result: the same product, one wide elementwise pass fewer forward and backward.
+        Some(crate::matmul::low_rank(x, self.down.val(), self.up.val(), factor))
     }
 }

@@ -15,17 +15,47 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::backend_registry::{OpMap, OpRegistry};
 
-/// A backend with its own GEMM for `lhs @ rhs` over the last two dims (batch dims equal, same dtype).
+/// A backend with its own GEMM for `lhs @ rhs` over the last two dims (batch dims equal, same dtype),
+/// and for the LoRA delta `(x Aᵀ · factor) Bᵀ` with its gradients (on CUDA: both products, or all four
+/// gradient products, in one round trip between cubecl's stream and cuBLAS instead of one per product).
 pub trait MatmulBackend: Backend {
     /// Defaults to Burn's matmul.
     fn fast_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(lhs, rhs)
+    }
+
+    /// `(out, down)` with `down = x Aᵀ · factor` [rows, r] and `out = down Bᵀ` [rows, out], for x
+    /// [rows, in], a [r, in], b [out, r].
+    fn low_rank_forward(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        factor: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let down = Self::fast_matmul(x, Self::float_transpose(a));
+        let down = Self::float_mul_scalar(down, burn::tensor::Scalar::from(factor));
+        (Self::fast_matmul(down.clone(), Self::float_transpose(b)), down)
+    }
+
+    /// `[dx, da, db]` of [`MatmulBackend::low_rank_forward`]'s `out` for its gradient `g` [rows, out].
+    fn low_rank_backward(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        down: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        factor: f32,
+    ) -> [FloatTensor<Self>; 3] {
+        let db = Self::fast_matmul(Self::float_transpose(g.clone()), down);
+        let g_down = Self::float_mul_scalar(Self::fast_matmul(g, b), burn::tensor::Scalar::from(factor));
+        let da = Self::fast_matmul(Self::float_transpose(g_down.clone()), x);
+        [Self::fast_matmul(g_down, a), da, db]
     }
 }
 
@@ -63,6 +93,56 @@ impl<B: MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fast_matmul(lhs.primitive, rhs.primitive)),
         }
     }
+
+    fn low_rank_forward(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        factor: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = LowRankBackward.prepare::<C>([x.node.clone(), a.node.clone(), b.node.clone()]);
+        match prep.compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, down) =
+                    B::low_rank_forward(x.primitive.clone(), a.primitive.clone(), b.primitive.clone(), factor);
+                let state = LowRankState { x: x.primitive, a: a.primitive, b: b.primitive, down: down.clone(), factor };
+                (prep.finish(state, out), Self::from_inner(down))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, down) = B::low_rank_forward(x.primitive, a.primitive, b.primitive, factor);
+                (prep.finish(out), Self::from_inner(down))
+            }
+        }
+    }
+}
+
+/// What the LoRA op keeps for backward: its inputs (the adapter factors and the branch input, which
+/// Burn's own matmuls would keep too) and the small [rows, r] intermediate.
+#[derive(Clone, Debug)]
+struct LowRankState<B: Backend> {
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    down: FloatTensor<B>,
+    factor: f32,
+}
+
+#[derive(Debug)]
+struct LowRankBackward;
+
+impl<B: MatmulBackend> Backward<B, 3> for LowRankBackward {
+    type State = LowRankState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let [dx, da, db] = B::low_rank_backward(s.x, s.a, s.b, s.down, grad, s.factor);
+        for (node, g) in ops.parents.into_iter().zip([dx, da, db]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
 }
 
 // The CPU backends keep Burn's matmul (the default); the impls let them be registered, for tests of the op.
@@ -76,9 +156,44 @@ impl MatmulBackend for burn::backend::Cuda {
     fn fast_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         crate::cuda::gemm::matmul(lhs, rhs)
     }
+
+    fn low_rank_forward(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        factor: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cuda::gemm::low_rank_forward(x, a, b, factor)
+    }
+
+    fn low_rank_backward(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        down: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        factor: f32,
+    ) -> [FloatTensor<Self>; 3] {
+        crate::cuda::gemm::low_rank_backward(x, a, b, down, g, factor)
+    }
 }
 
-type Entry<B> = fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
+/// The registered ops of one backend.
+struct Entry<B: Backend> {
+    matmul: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    low_rank: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> (FloatTensor<B>, FloatTensor<B>),
+}
+
+impl<B: Backend> Clone for Entry<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for Entry<B> {}
+
+fn entry<B: MatmulBackend>() -> Entry<B> {
+    Entry { matmul: B::fast_matmul, low_rank: B::low_rank_forward }
+}
 
 static REGISTRY: OpRegistry = OpRegistry::new(builtin);
 
@@ -88,7 +203,7 @@ fn builtin(map: &mut OpMap) {
     {
         macro_rules! add {
             ($b:ty) => {
-                crate::backend_registry::insert::<$b, Entry<$b>>(map, <$b as MatmulBackend>::fast_matmul);
+                crate::backend_registry::insert::<$b, Entry<$b>>(map, entry::<$b>());
             };
         }
         crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Cuda);
@@ -99,7 +214,7 @@ fn builtin(map: &mut OpMap) {
 /// Routes [`matmul`] for backend `B` through `B::fast_matmul` (register the `Autodiff` backend you train
 /// with and its inner backend).
 pub fn register<B: MatmulBackend>() {
-    REGISTRY.insert::<B, Entry<B>>(B::fast_matmul);
+    REGISTRY.insert::<B, Entry<B>>(entry::<B>());
 }
 
 /// Whether [`matmul`] uses a registered GEMM for `B`.
@@ -112,11 +227,25 @@ pub fn is_registered<B: Backend>() -> bool {
 pub fn matmul<B: Backend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
     let same_batch = lhs.shape().dims::<D>()[..D - 2] == rhs.shape().dims::<D>()[..D - 2];
     match REGISTRY.get::<B, Entry<B>>() {
-        Some(gemm) if same_batch && lhs.dtype() == rhs.dtype() => {
-            let out = gemm(lhs.into_primitive().tensor(), rhs.into_primitive().tensor());
+        Some(ops) if same_batch && lhs.dtype() == rhs.dtype() => {
+            let out = (ops.matmul)(lhs.into_primitive().tensor(), rhs.into_primitive().tensor());
             debug_assert_eq!(out.rank(), D);
             Tensor::from_primitive(TensorPrimitive::Float(out))
         }
         _ => lhs.matmul(rhs),
+    }
+}
+
+/// The LoRA delta `(x Aᵀ · factor) Bᵀ` for x [rows, in], `down` = A [r, in], `up` = B [out, r]: the
+/// registered op for `B` when all three share a dtype (one differentiable op), else two matmuls.
+pub fn low_rank<B: Backend>(x: Tensor<B, 2>, down: Tensor<B, 2>, up: Tensor<B, 2>, factor: f32) -> Tensor<B, 2> {
+    let same_dtype = x.dtype() == down.dtype() && x.dtype() == up.dtype();
+    match REGISTRY.get::<B, Entry<B>>() {
+        Some(ops) if same_dtype => {
+            let prim = |t: Tensor<B, 2>| t.into_primitive().tensor();
+            let (out, _down) = (ops.low_rank)(prim(x), prim(down), prim(up), factor);
+            Tensor::from_primitive(TensorPrimitive::Float(out))
+        }
+        _ => (x.matmul(down.transpose()) * factor).matmul(up.transpose()),
     }
 }

@@ -62,3 +62,26 @@ fn frozen_linear_gets_input_gradient_only() {
     let dx_ref = Tensor::<Flex, 2>::ones([6, 4], &Default::default()).matmul(weight).reshape([2, 3, 6]);
     assert!(max_diff(dx, dx_ref) < 1e-5);
 }
+
+#[test]
+fn registered_low_rank_op_matches_two_matmuls_and_their_gradients() {
+    register::<B>();
+    let (x0, a0, b0, w) = (random([9, 12]), random([3, 12]), random([7, 3]), random([9, 7]));
+    let factor = 0.37;
+    let run = |fused: bool| {
+        let x = Tensor::<B, 2>::from_inner(x0.clone()).require_grad();
+        let a = Tensor::<B, 2>::from_inner(a0.clone()).require_grad();
+        let b = Tensor::<B, 2>::from_inner(b0.clone()).require_grad();
+        let out = if fused {
+            flux2_dit::matmul::low_rank(x.clone(), a.clone(), b.clone(), factor)
+        } else {
+            x.clone().matmul(a.clone().transpose()).matmul(b.clone().transpose()) * factor
+        };
+        let grads = (out.clone() * Tensor::from_inner(w.clone())).sum().backward();
+        let g = |t: &Tensor<B, 2>| t.grad(&grads).expect("gradient");
+        [out.inner(), g(&x), g(&a), g(&b)]
+    };
+    for (fused, plain) in run(true).into_iter().zip(run(false)) {
+        assert!(max_diff(fused, plain) < 1e-5);
+    }
+}

@@ -83,6 +83,11 @@ impl Buffers {
         Self { held: Vec::new() }
     }
 
+    /// Keeps `value` (a tensor whose buffer a queued op reads or writes) alive with the buffers.
+    pub fn keep<T: 'static>(&mut self, value: T) {
+        self.held.push(Box::new(value));
+    }
+
     /// The device address of the tensor's first element.
     pub fn ptr(&mut self, t: &CubeTensor<CudaRuntime>) -> u64 {
         self.handle_ptr(&t.client, t.handle.clone())

@@ -160,3 +160,112 @@ pub fn matmul(lhs: FloatTensor<Cuda>, rhs: FloatTensor<Cuda>) -> FloatTensor<Cud
     drop(buffers);
     out
 }
+
+/// The tensor as a cuBLAS operand (made contiguous first when its view has no cuBLAS form); the tensor and
+/// its buffer stay held in `buffers`.
+fn as_matrix(t: CubeTensor<CudaRuntime>, buffers: &mut Buffers) -> Matrix {
+    let (t, layout) = prepared(t);
+    let m = Matrix { ptr: buffers.ptr(&t), dtype: t.dtype, layout };
+    buffers.keep(t);
+    m
+}
+
+/// A new contiguous [rows, cols] tensor like `like`, and its address (held in `buffers`).
+fn output(like: &CubeTensor<CudaRuntime>, rows: usize, cols: usize, buffers: &mut Buffers) -> (CubeTensor<CudaRuntime>, Matrix) {
+    let dtype = like.dtype;
+    let handle = like.client.empty(rows * cols * dtype.size());
+    let t = CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(vec![rows, cols]), handle, dtype);
+    let m = Matrix::row_major(buffers.ptr(&t), dtype, cols, 0);
+    (t, m)
+}
+
+fn dims2(t: &CubeTensor<CudaRuntime>) -> [usize; 2] {
+    let s = t.meta.shape();
+    assert_eq!(s.len(), 2, "low-rank product: expected a matrix, got shape {:?}", s.to_vec());
+    [s[0], s[1]]
+}
+
+/// Whether the LoRA products can run here: one float dtype cuBLAS knows, no empty dimension.
+fn low_rank_supported(ts: &[&CubeTensor<CudaRuntime>]) -> bool {
+    let dtype = ts[0].dtype;
+    cuda_type(dtype).is_some()
+        && ts.iter().all(|t| t.dtype == dtype && t.meta.shape().iter().all(|&d| d > 0))
+}
+
+/// `(out, down)`: `down = factor · x Aᵀ` [rows, r], `out = down Bᵀ` [rows, out], both products in one
+/// round trip (see [`crate::matmul::MatmulBackend::low_rank_forward`]).
+pub fn low_rank_forward(x: FloatTensor<Cuda>, a: FloatTensor<Cuda>, b: FloatTensor<Cuda>, factor: f32) -> (FloatTensor<Cuda>, FloatTensor<Cuda>) {
+    let ([rows, inner], [rank, _], [out_features, _]) = (dims2(&x), dims2(&a), dims2(&b));
+    if !low_rank_supported(&[&x, &a, &b]) {
+        let down = Cuda::float_mul_scalar(matmul(x, Cuda::float_transpose(a)), burn::tensor::Scalar::from(factor));
+        return (matmul(down.clone(), Cuda::float_transpose(b)), down);
+    }
+    let mut buffers = Buffers::new();
+    let client = x.client.clone();
+    let index = x.device.index;
+    let (down, d) = output(&x, rows, rank, &mut buffers);
+    let (out, o) = output(&x, rows, out_features, &mut buffers);
+    let xm = as_matrix(x, &mut buffers);
+    let at = as_matrix(Cuda::float_transpose(a), &mut buffers);
+    let bt = as_matrix(Cuda::float_transpose(b), &mut buffers);
+    wait_for_cubecl(&client);
+    let guard = device(index);
+    let dev = guard.lock();
+    // SAFETY: every buffer is held in `buffers` until after the stream sync; the inputs are complete.
+    unsafe {
+        gemm(&dev.blas, (rows, rank, inner, 1), factor, xm, at, 0.0, d);
+        gemm(&dev.blas, (rows, out_features, rank, 1), 1.0, d, bt, 0.0, o);
+    }
+    dev.synchronize();
+    drop(dev);
+    drop(buffers);
+    (out, down)
+}
+
+/// `[dx, da, db]` for the gradient `g` of [`low_rank_forward`]'s output: the four products in one round
+/// trip.
+pub fn low_rank_backward(
+    x: FloatTensor<Cuda>,
+    a: FloatTensor<Cuda>,
+    b: FloatTensor<Cuda>,
+    down: FloatTensor<Cuda>,
+    g: FloatTensor<Cuda>,
+    factor: f32,
+) -> [FloatTensor<Cuda>; 3] {
+    let ([rows, inner], [rank, _], [out_features, _]) = (dims2(&x), dims2(&a), dims2(&b));
+    if !low_rank_supported(&[&x, &a, &b, &down, &g]) {
+        let db = matmul(Cuda::float_transpose(g.clone()), down);
+        let g_down = Cuda::float_mul_scalar(matmul(g, b), burn::tensor::Scalar::from(factor));
+        let da = matmul(Cuda::float_transpose(g_down.clone()), x);
+        return [matmul(g_down, a), da, db];
+    }
+    let mut buffers = Buffers::new();
+    let client = x.client.clone();
+    let index = x.device.index;
+    let (g_down, gd) = output(&x, rows, rank, &mut buffers);
+    let (db, dbm) = output(&x, out_features, rank, &mut buffers);
+    let (da, dam) = output(&x, rank, inner, &mut buffers);
+    let (dx, dxm) = output(&x, rows, inner, &mut buffers);
+    let gt = as_matrix(Cuda::float_transpose(g.clone()), &mut buffers);
+    let gm = as_matrix(g, &mut buffers);
+    let downm = as_matrix(down, &mut buffers);
+    let bm = as_matrix(b, &mut buffers);
+    let xm = as_matrix(x, &mut buffers);
+    let am = as_matrix(a, &mut buffers);
+    let gd_t = Matrix::transposed(gd.ptr, gd.dtype, rank, 0);
+    wait_for_cubecl(&client);
+    let guard = device(index);
+    let dev = guard.lock();
+    // SAFETY: every buffer is held in `buffers` until after the stream sync; the inputs are complete.
+    unsafe {
+        gemm(&dev.blas, (out_features, rank, rows, 1), 1.0, gt, downm, 0.0, dbm); // dB = gᵀ down
+        gemm(&dev.blas, (rows, rank, out_features, 1), factor, gm, bm, 0.0, gd); // g_down = factor g B
+        gemm(&dev.blas, (rank, inner, rows, 1), 1.0, gd_t, xm, 0.0, dam); // dA = g_downᵀ x
+        gemm(&dev.blas, (rows, inner, rank, 1), 1.0, gd, am, 0.0, dxm); // dx = g_down A
+    }
+    dev.synchronize();
+    drop(dev);
+    drop(buffers);
+    drop(g_down);
+    [dx, da, db]
+}
