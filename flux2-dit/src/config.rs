@@ -116,7 +116,7 @@ impl Flux2Config {
         if self.axes_dims_rope.iter().any(|d| d % 2 != 0) {
             return bad("axes_dims_rope", format!("{:?}: every axis needs an even size", self.axes_dims_rope));
         }
-        if self.in_channels == 0 || self.joint_attention_dim == 0 || self.timestep_guidance_channels % 2 != 0 {
+        if self.in_channels == 0 || self.joint_attention_dim == 0 || !self.timestep_guidance_channels.is_multiple_of(2) {
             return bad("in_channels", "in_channels, joint_attention_dim must be positive and timestep_guidance_channels even".into());
         }
         Ok(())

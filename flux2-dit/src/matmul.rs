@@ -178,10 +178,13 @@ impl MatmulBackend for burn::backend::Cuda {
     }
 }
 
+type MatmulFn<B> = fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
+type LowRankFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> (FloatTensor<B>, FloatTensor<B>);
+
 /// The registered ops of one backend.
 struct Entry<B: Backend> {
-    matmul: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
-    low_rank: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> (FloatTensor<B>, FloatTensor<B>),
+    matmul: MatmulFn<B>,
+    low_rank: LowRankFn<B>,
 }
 
 impl<B: Backend> Clone for Entry<B> {

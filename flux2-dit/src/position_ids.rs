@@ -16,7 +16,7 @@ pub struct PositionIds {
 impl PositionIds {
     /// From a flat row-major [len, axes] buffer.
     pub fn from_flat(data: Vec<i64>, axes: usize) -> Self {
-        assert!(axes > 0 && data.len() % axes == 0, "position ids: {} values are not rows of {axes}", data.len());
+        assert!(axes > 0 && data.len().is_multiple_of(axes), "position ids: {} values are not rows of {axes}", data.len());
         Self { axes, data }
     }
 

@@ -53,7 +53,7 @@ pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata:
         offset += len;
     }
     let mut header_bytes = serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serializes");
-    while header_bytes.len() % 8 != 0 {
+    while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
 
