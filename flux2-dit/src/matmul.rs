@@ -38,9 +38,7 @@ pub trait MatmulBackend: Backend {
         b: FloatTensor<Self>,
         factor: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let down = Self::fast_matmul(x, Self::float_transpose(a));
-        let down = Self::float_mul_scalar(down, burn::tensor::Scalar::from(factor));
-        (Self::fast_matmul(down.clone(), Self::float_transpose(b)), down)
+        low_rank_forward_products::<Self>(x, a, b, factor)
     }
 
     /// `[dx, da, db]` of [`MatmulBackend::low_rank_forward`]'s `out` for its gradient `g` [rows, out].
@@ -52,11 +50,36 @@ pub trait MatmulBackend: Backend {
         g: FloatTensor<Self>,
         factor: f32,
     ) -> [FloatTensor<Self>; 3] {
-        let db = Self::fast_matmul(Self::float_transpose(g.clone()), down);
-        let g_down = Self::float_mul_scalar(Self::fast_matmul(g, b), burn::tensor::Scalar::from(factor));
-        let da = Self::fast_matmul(Self::float_transpose(g_down.clone()), x);
-        [Self::fast_matmul(g_down, a), da, db]
+        low_rank_backward_products::<Self>(x, a, b, down, g, factor)
     }
+}
+
+/// [`MatmulBackend::low_rank_forward`] as separate `fast_matmul` calls (the default, and the CUDA
+/// fallback for dtypes cuBLAS does not take).
+pub(crate) fn low_rank_forward_products<B: MatmulBackend>(
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    factor: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let down = B::fast_matmul(x, B::float_transpose(a));
+    let down = B::float_mul_scalar(down, burn::tensor::Scalar::from(factor));
+    (B::fast_matmul(down.clone(), B::float_transpose(b)), down)
+}
+
+/// [`MatmulBackend::low_rank_backward`] as separate `fast_matmul` calls.
+pub(crate) fn low_rank_backward_products<B: MatmulBackend>(
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    down: FloatTensor<B>,
+    g: FloatTensor<B>,
+    factor: f32,
+) -> [FloatTensor<B>; 3] {
+    let db = B::fast_matmul(B::float_transpose(g.clone()), down);
+    let g_down = B::float_mul_scalar(B::fast_matmul(g, b), burn::tensor::Scalar::from(factor));
+    let da = B::fast_matmul(B::float_transpose(g_down.clone()), x);
+    [B::fast_matmul(g_down, a), da, db]
 }
 
 /// Keeps only what the gradients need: `rhs` for `d lhs = g rhsᵀ` when `lhs` is tracked, `lhs` for

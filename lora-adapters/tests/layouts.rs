@@ -1,50 +1,19 @@
 //! LoRA files: every layout round-trips to the same outputs, adapters switch and merge correctly,
 //! targets select what they say.
 
+mod common;
+
 #[path = "../../flux2-dit/examples/parity.rs"]
 #[allow(dead_code)]
 mod parity;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use burn::backend::Flex;
-use burn::tensor::{DType, Tensor};
-use flux2_dit::{Checkpoint, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use burn::tensor::DType;
+use common::{fixture, forward, tiny, B};
+use flux2_dit::{Checkpoint, Flux2Config, Flux2Transformer, RandomSource};
 use lora_adapters::{inject, load_into, merge, read_factors, save, unmerge, LoraConfig, LoraLayout, SaveOptions, Targets};
 use proptest::prelude::*;
-
-type B = Flex;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dit").join(name)
-}
-
-fn tiny(layers: usize, singles: usize) -> Flux2Config {
-    Flux2Config {
-        num_layers: layers,
-        num_single_layers: singles,
-        attention_head_dim: 8,
-        num_attention_heads: 2,
-        in_channels: 8,
-        joint_attention_dim: 12,
-        timestep_guidance_channels: 16,
-        axes_dims_rope: vec![2, 2, 2, 2],
-        ..Flux2Config::dev()
-    }
-}
-
-fn forward(model: &Flux2Transformer<B>) -> Vec<f32> {
-    let c = &model.config;
-    let device = Default::default();
-    let mut rng = RandomSource::new(42);
-    let mut rand = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
-    let x = Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(rand(2 * 6 * c.in_channels), [2, 6, c.in_channels]), &device);
-    let t = Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(rand(2 * 3 * c.joint_attention_dim), [2, 3, c.joint_attention_dim]), &device);
-    let rope = model.rope(&PositionIds::text(3), &PositionIds::image(2, 3));
-    let s = Tensor::<B, 1>::from_floats([0.3, 0.8], &device);
-    let g = Tensor::<B, 1>::from_floats([3.5, 3.5], &device);
-    model.forward(x, t, s, Some(g), &rope).into_data().to_vec().unwrap()
-}
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)

@@ -32,6 +32,17 @@ fn model(seed: u64) -> Flux2Transformer<B> {
     .unwrap()
 }
 
+/// A model of `seed` with a trained rank-`rank` adapter `name` (alpha `alpha`, seed `seed + 1`) on the
+/// block Linears, saved in the diffusers layout in f32 to `file`.
+fn saved_diffusers_f32(seed: u64, name: &str, rank: usize, alpha: f32, file: &Path) -> Flux2Transformer<B> {
+    let mut model = model(seed);
+    let config = LoraConfig { rank, alpha, targets: Targets::Blocks, seed: seed + 1, ..Default::default() };
+    trained_adapter(&mut model, name, &config);
+    let options = SaveOptions { layout: LoraLayout::Diffusers, dtype: DType::F32, ..Default::default() };
+    save(&model, name, file, &options).unwrap();
+    model
+}
+
 /// Rewrites a LoRA file with the same tensors plus `extra` and `metadata` as its header.
 fn rewrite(src: &Path, dst: &Path, metadata: &BTreeMap<String, String>, extra: Vec<PendingTensor<'static>>) {
     let mut store = TensorStore::open(&[src.to_path_buf()]).unwrap();
@@ -120,27 +131,8 @@ fn default_save_is_bf16_and_the_header_records_the_training() {
 #[test]
 fn peft_scale_is_lora_alpha_over_r_and_alpha_defaults_to_rank() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut model = model(5);
-    let config = LoraConfig {
-        rank: 4,
-        alpha: 2.0,
-        targets: Targets::Blocks,
-        seed: 6,
-        ..Default::default()
-    };
-    trained_adapter(&mut model, "p", &config);
     let file = tmp.path().join("peft.safetensors");
-    save(
-        &model,
-        "p",
-        &file,
-        &SaveOptions {
-            layout: LoraLayout::Diffusers,
-            dtype: DType::F32,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    saved_diffusers_f32(5, "p", 4, 2.0, &file);
     let peft: serde_json::Value =
         serde_json::from_str(header(&file)["__metadata__"]["lora_adapter_metadata"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -192,27 +184,8 @@ fn peft_scale_is_lora_alpha_over_r_and_alpha_defaults_to_rank() {
 #[test]
 fn tensors_that_are_not_lora_factors_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut model = model(8);
-    let config = LoraConfig {
-        rank: 2,
-        alpha: 2.0,
-        targets: Targets::Blocks,
-        seed: 9,
-        ..Default::default()
-    };
-    trained_adapter(&mut model, "d", &config);
     let file = tmp.path().join("lora.safetensors");
-    save(
-        &model,
-        "d",
-        &file,
-        &SaveOptions {
-            layout: LoraLayout::Diffusers,
-            dtype: DType::F32,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let model = saved_diffusers_f32(8, "d", 2, 2.0, &file);
     // A DoRA file: PEFT adds a per-output magnitude vector that a plain LoRA load would silently drop.
     let key = "transformer.transformer_blocks.0.attn.to_q.lora_magnitude_vector";
     let out = model.config.num_attention_heads * model.config.attention_head_dim;

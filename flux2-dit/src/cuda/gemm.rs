@@ -197,8 +197,7 @@ fn low_rank_supported(ts: &[&CubeTensor<CudaRuntime>]) -> bool {
 pub fn low_rank_forward(x: FloatTensor<Cuda>, a: FloatTensor<Cuda>, b: FloatTensor<Cuda>, factor: f32) -> (FloatTensor<Cuda>, FloatTensor<Cuda>) {
     let ([rows, inner], [rank, _], [out_features, _]) = (dims2(&x), dims2(&a), dims2(&b));
     if !low_rank_supported(&[&x, &a, &b]) {
-        let down = Cuda::float_mul_scalar(matmul(x, Cuda::float_transpose(a)), burn::tensor::Scalar::from(factor));
-        return (matmul(down.clone(), Cuda::float_transpose(b)), down);
+        return crate::matmul::low_rank_forward_products::<Cuda>(x, a, b, factor);
     }
     let mut buffers = Buffers::new();
     let client = x.client.clone();
@@ -234,10 +233,7 @@ pub fn low_rank_backward(
 ) -> [FloatTensor<Cuda>; 3] {
     let ([rows, inner], [rank, _], [out_features, _]) = (dims2(&x), dims2(&a), dims2(&b));
     if !low_rank_supported(&[&x, &a, &b, &down, &g]) {
-        let db = matmul(Cuda::float_transpose(g.clone()), down);
-        let g_down = Cuda::float_mul_scalar(matmul(g, b), burn::tensor::Scalar::from(factor));
-        let da = matmul(Cuda::float_transpose(g_down.clone()), x);
-        return [matmul(g_down, a), da, db];
+        return crate::matmul::low_rank_backward_products::<Cuda>(x, a, b, down, g, factor);
     }
     let mut buffers = Buffers::new();
     let client = x.client.clone();
