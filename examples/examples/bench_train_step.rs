@@ -4,15 +4,26 @@
 //! cargo run --release --features cuda -p examples --example bench_train_step              # full width, cuda:0
 //! cargo run --release -p examples --example bench_train_step -- --small --device cpu       # CI-sized smoke run
 //! ```
-//! Options: `--small`, `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32),
-//! `--steps N` (timed, default 12), `--warmup N` (default 3), `--breakdown` (phase timings plus
-//! micro-benchmarks of the step's matmuls, attention and a square matmul ceiling).
+//! Options: `--small`, `--full` (the whole FLUX.2 [dev]: 8 double + 48 single blocks), `--double N`,
+//! `--single N`, `--img HxW` (image token grid), `--txt N` (text tokens), `--ckpt` (block-level
+//! gradient checkpointing, `flux2_dit::BlockCheckpointing`, what `gradient_checkpointing: true`
+//! selects), `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32), `--steps N`
+//! (timed, default 12), `--warmup N` (default 3), `--breakdown` (phase timings plus micro-benchmarks
+//! of the step's matmuls, attention and a square matmul ceiling).
 //!
-//! Full width: D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 4096 image + 512 text
-//! tokens, batch 1, LoRA rank 32 (alpha 32) on every Linear inside the blocks, random bf16 base weights,
+//! Default (the slice): D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 64x64 = 4096
+//! image + 512 text tokens, batch 1, LoRA rank 32 (alpha 32) on every Linear inside the blocks, random bf16 base weights,
 //! AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 1e-2) over the f32 factors, loss = MSE of the
 //! prediction against a random target. The step is forward, backward, optimizer, then a device sync; the
-//! median over the timed steps is reported.
+//! median over the timed steps is reported. On CUDA the weights are drawn on the device
+//! (`Flux2Transformer::random_on_device`: seconds for 32B parameters), on the CPU by `RandomSource`.
+//!
+//! Memory (CUDA): after the timed steps, one more step runs with the allocator sampled (after a device
+//! sync) at every point where the step's memory can peak: after every block of the forward, after the
+//! forward, after every recomputed block before its backward (with `--ckpt`), after the backward and
+//! after the optimizer. "peak in use" is the maximum of cubecl's `bytes_in_use` over those samples,
+//! "peak reserved" of `bytes_reserved` (what the pools hold from the driver); PyTorch's twin reports
+//! `max_memory_allocated` / `max_memory_reserved`.
 //!
 //! FLOPs are counted analytically ("model FLOPs", no recompute): a frozen Linear (T tokens, i -> o) costs
 //! 2·T·i·o forward and 2·T·i·o backward (input gradient only); its LoRA branch 2·T·r·(i+o) forward and
@@ -25,7 +36,7 @@ use burn::backend::Autodiff;
 use burn::module::Param;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
-use flux2_dit::{Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
 use lora_adapters::{inject, LoraConfig, Targets};
 
 struct Shape {
@@ -36,6 +47,7 @@ struct Shape {
     rank: usize,
 }
 
+/// The 2 + 6 block slice (`--full` widens it to the whole model).
 fn full() -> Shape {
     let mut config = Flux2Config::dev();
     config.num_layers = 2;
@@ -60,6 +72,12 @@ fn small() -> Shape {
 
 struct Args {
     small: bool,
+    full: bool,
+    double: Option<usize>,
+    single: Option<usize>,
+    img: Option<(usize, usize)>,
+    txt: Option<usize>,
+    ckpt: bool,
     device: String,
     dtype: DType,
     steps: usize,
@@ -68,13 +86,32 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { small: false, device: "cuda:0".into(), dtype: DType::BF16, steps: 12, warmup: 3, breakdown: false };
+    let mut args = Args {
+        small: false,
+        full: false,
+        double: None,
+        single: None,
+        img: None,
+        txt: None,
+        ckpt: false,
+        device: "cuda:0".into(), dtype: DType::BF16, steps: 12, warmup: 3, breakdown: false };
     let mut it = std::env::args().skip(1);
     let mut device_given = false;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
             "--small" => args.small = true,
+            "--full" => args.full = true,
+            "--ckpt" => args.ckpt = true,
+            "--double" => args.double = Some(value("--double")?.parse().map_err(|e| format!("--double: {e}"))?),
+            "--single" => args.single = Some(value("--single")?.parse().map_err(|e| format!("--single: {e}"))?),
+            "--txt" => args.txt = Some(value("--txt")?.parse().map_err(|e| format!("--txt: {e}"))?),
+            "--img" => {
+                let v = value("--img")?;
+                let (h, w) = v.split_once('x').ok_or(format!("--img {v}: expected HxW, e.g. 64x64"))?;
+                let parse = |s: &str| s.parse::<usize>().map_err(|e| format!("--img {v}: {e}"));
+                args.img = Some((parse(h)?, parse(w)?));
+            }
             "--breakdown" => args.breakdown = true,
             "--device" => {
                 args.device = value("--device")?;
@@ -98,7 +135,35 @@ fn parse_args() -> Result<Args, String> {
     if args.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
+    if args.small && args.full {
+        return Err("--small and --full exclude each other".into());
+    }
+    if args.img.is_some_and(|(h, w)| h == 0 || w == 0) || args.txt == Some(0) {
+        return Err("--img and --txt need at least one token".into());
+    }
     Ok(args)
+}
+
+/// The benchmarked shape: the preset, then the explicit flags over it.
+fn shape(args: &Args) -> Shape {
+    let mut shape = if args.small { small() } else { full() };
+    if args.full {
+        shape.config.num_layers = 8;
+        shape.config.num_single_layers = 48;
+    }
+    if let Some(n) = args.double {
+        shape.config.num_layers = n;
+    }
+    if let Some(n) = args.single {
+        shape.config.num_single_layers = n;
+    }
+    if let Some((h, w)) = args.img {
+        (shape.img_h, shape.img_w) = (h, w);
+    }
+    if let Some(n) = args.txt {
+        shape.txt = n;
+    }
+    shape
 }
 
 fn main() {
@@ -245,17 +310,27 @@ fn gib(bytes: u64) -> f64 {
 }
 
 fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<MemoryProbe>) {
-    let shape = if args.small { small() } else { full() };
+    let shape = shape(args);
     let c = &shape.config;
     let t0 = Instant::now();
-    let mut model = Flux2Transformer::<B>::from_source(c, &mut RandomSource::new(0), args.dtype, device)
-        .unwrap_or_else(|e| panic!("building the model: {e}"));
+    let mut model = if memory.is_some() {
+        B::seed(device, 0);
+        Flux2Transformer::<B>::random_on_device(c, args.dtype, device)
+    } else {
+        Flux2Transformer::<B>::from_source(c, &mut RandomSource::new(0), args.dtype, device)
+    }
+    .unwrap_or_else(|e| panic!("building the model: {e}"));
     let lora = LoraConfig { rank: shape.rank, alpha: shape.rank as f32, dropout: 0.0, targets: Targets::Blocks, seed: 1 };
     inject(&mut model, "bench", &lora).unwrap_or_else(|e| panic!("injecting LoRA: {e}"));
     let adapted = model.linears().iter().filter(|(_, l)| !l.adapters.is_empty()).count();
     let n_factors: usize = factors(&model).iter().map(|t| t.shape().num_elements()).sum();
+    if let Some(probe) = &memory {
+        sync::<B>(device);
+        let (u, r) = probe();
+        println!("memory after building: in use {:.2} GiB, reserved {:.2} GiB", gib(u), gib(r));
+    }
     println!(
-        "model: D={} heads={}x{} F={} double={} single={} tokens={}+{} rank={} dtype={:?} adapted_linears={adapted} lora_params={n_factors} build={:.1}s fused_attention={} registered_gemm={}",
+        "model: D={} heads={}x{} F={} double={} single={} tokens={}+{} rank={} dtype={:?} ckpt={} adapted_linears={adapted} lora_params={n_factors} build={:.1}s fused_attention={} registered_gemm={}",
         c.inner_dim(),
         c.num_attention_heads,
         c.attention_head_dim,
@@ -266,6 +341,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         shape.txt,
         shape.rank,
         args.dtype,
+        args.ckpt,
         t0.elapsed().as_secs_f64(),
         flux2_dit::fused_attention::is_registered::<B>(),
         flux2_dit::matmul::is_registered::<B>(),
@@ -285,42 +361,60 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let mut backward_s = Vec::new();
     let mut optim_s = Vec::new();
     let mut step_s = Vec::new();
-    let mut peak_in_use = 0u64;
-    let mut peak_reserved = 0u64;
+    let peak = std::cell::Cell::new((0u64, 0u64));
+    let sample = || {
+        if let Some(probe) = &memory {
+            sync::<B>(device);
+            let (u, r) = probe();
+            let (pu, pr) = peak.get();
+            peak.set((pu.max(u), pr.max(r)));
+        }
+    };
     let mut last_loss = 0.0f32;
-    for i in 0..args.warmup + args.steps {
+    // The timed steps, then (CUDA) one untimed step with the allocator sampled inside it.
+    let probe_step = usize::from(memory.is_some());
+    for i in 0..args.warmup + args.steps + probe_step {
+        let probing = i >= args.warmup + args.steps;
         let start = Instant::now();
-        let pred = model.forward(x.clone(), ctx.clone(), t.clone(), Some(g.clone()), &rope);
-        let loss = (pred.cast(DType::F32) - target.clone()).square().mean();
         let phase = |v: &mut Vec<f64>, from: Instant| {
-            if args.breakdown {
+            if args.breakdown && !probing {
                 sync::<B>(device);
                 v.push(from.elapsed().as_secs_f64());
             }
         };
+        let mut tape = args.ckpt.then(|| {
+            let tape = BlockCheckpointing::new(&model, 0);
+            if probing { tape.observe(sample) } else { tape }
+        });
+        let pred = match &mut tape {
+            Some(tape) => tape.forward(x.clone(), ctx.clone(), t.clone(), Some(g.clone()), &rope),
+            None => model.forward(x.clone(), ctx.clone(), t.clone(), Some(g.clone()), &rope),
+        };
+        let loss = (pred.cast(DType::F32) - target.clone()).square().mean();
         phase(&mut forward_s, start);
-        if let Some(probe) = &memory {
-            // After the forward the graph holds every activation: the step's high-water mark.
-            sync::<B>(device);
-            let (u, r) = probe();
-            peak_in_use = peak_in_use.max(u);
-            peak_reserved = peak_reserved.max(r);
+        if probing {
+            sample();
         }
         let b_start = Instant::now();
-        let grads = loss.backward();
+        let grads = match tape {
+            Some(tape) => tape.backward(loss.clone()),
+            None => loss.clone().backward(),
+        };
         let gs = factor_grads(&model, &grads);
         drop(grads);
         phase(&mut backward_s, b_start);
+        if probing {
+            sample();
+        }
         let o_start = Instant::now();
         let new = opt.update(factors(&model), gs);
         set_factors(&mut model, new);
         phase(&mut optim_s, o_start);
         sync::<B>(device);
         let secs = start.elapsed().as_secs_f64();
-        if let Some(probe) = &memory {
-            let (u, r) = probe();
-            peak_in_use = peak_in_use.max(u);
-            peak_reserved = peak_reserved.max(r);
+        if probing {
+            sample();
+            continue;
         }
         if i + 1 == args.warmup + args.steps {
             last_loss = loss.into_scalar_f32();
@@ -334,6 +428,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
             optim_s.clear();
         }
     }
+    let (peak_in_use, peak_reserved) = peak.get();
     let step = median(step_s.clone());
     let (base, lora_f, attn) = step_flops(&model, &shape);
     let total = base + lora_f + attn;
@@ -353,7 +448,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         total / step / 1e12
     );
     if memory.is_some() {
-        println!("memory: peak in use {:.2} GiB, peak reserved {:.2} GiB", gib(peak_in_use), gib(peak_reserved));
+        println!("memory: peak in use {:.2} GiB, peak reserved {:.2} GiB (sampled inside one step)", gib(peak_in_use), gib(peak_reserved));
     }
     if args.breakdown {
         println!(

@@ -17,6 +17,7 @@
 
 pub mod attention;
 mod backend_registry;
+pub mod checkpoint;
 pub mod compare;
 pub mod config;
 #[cfg(feature = "cuda")]
@@ -43,12 +44,13 @@ pub mod single_block;
 pub mod tensor_store;
 pub mod weight_source;
 
+pub use checkpoint::BlockCheckpointing;
 pub use config::Flux2Config;
 pub use error::{Error, Result};
 pub use linear::Linear;
 pub use loader::{load, load_bfl_file, load_diffusers_folder, Checkpoint};
 pub use low_rank::{AdapterSwitch, LowRankAdapter};
-pub use model::Flux2Transformer;
+pub use model::{Conditioning, Flux2Transformer};
 pub use position_ids::{pack_latents, unpack_latents, PositionIds};
 pub use rope::RopeTable;
 pub use saver::{save_bfl_file, save_diffusers_folder};

@@ -36,6 +36,13 @@ impl<B: Backend> Linear<B> {
         self.weight.shape().dims::<2>()[1]
     }
 
+    /// Whether a forward through this layer now builds autodiff graph: its weight trains (full
+    /// fine-tuning) or an active adapter's factors do.
+    pub fn trains(&self) -> bool {
+        self.weight.val().is_require_grad()
+            || self.adapters.iter().any(|a| a.is_active() && (a.down.val().is_require_grad() || a.up.val().is_require_grad()))
+    }
+
     /// `x @ W^T (+ adapters)` over the last dimension of a [.., in] tensor of any rank.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dims = x.shape().dims::<D>();

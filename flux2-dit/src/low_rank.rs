@@ -62,15 +62,17 @@ impl<B: Backend> LowRankAdapter<B> {
         self.down.shape().dims::<2>()[0]
     }
 
+    /// Whether [`Self::forward`] adds a delta now: not merged, switched on, non-zero multiplier.
+    pub fn is_active(&self) -> bool {
+        !self.merged && self.switch.enabled() && self.scale * self.switch.multiplier() != 0.0
+    }
+
     /// The delta for a [rows, in] input, in f32; `None` when the adapter is switched off.
     pub fn forward(&self, x: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        if self.merged || !self.switch.enabled() {
+        if !self.is_active() {
             return None;
         }
         let factor = self.scale * self.switch.multiplier();
-        if factor == 0.0 {
-            return None;
-        }
         let mut x = x.cast(DType::F32);
         if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
             let keep = 1.0 - self.dropout;

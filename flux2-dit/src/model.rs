@@ -4,11 +4,11 @@ use burn::module::{Module, Param};
 use burn::tensor::{activation::silu, backend::Backend, DType, Tensor, TensorData};
 
 use crate::config::Flux2Config;
-use crate::double_block::{DoubleBlock, QkNorm, StreamAttention, SwiGlu};
+use crate::double_block::{DoubleBlock, QkNorm, StreamAttention, StreamMods, SwiGlu};
 use crate::embeddings::{MlpEmbedder, TimeGuidanceEmbed};
 use crate::error::{Error, Result};
 use crate::linear::Linear;
-use crate::modulation::Modulation;
+use crate::modulation::{ModParams, Modulation};
 use crate::norm::{layer_norm, RmsNorm};
 use crate::position_ids::PositionIds;
 use crate::rope::RopeTable;
@@ -21,6 +21,17 @@ pub struct FinalLayer<B: Backend> {
     /// D -> 2D, rows [shift; scale] (BFL order; diffusers stores [scale; shift]).
     pub ada_ln_modulation: Linear<B>,
     pub linear: Linear<B>,
+}
+
+/// What every block reads besides its stream: the modulation triples (computed once per forward) and
+/// the timestep embedding the final layer reads.
+#[derive(Clone, Debug)]
+pub struct Conditioning<B: Backend> {
+    pub img_mods: StreamMods<B>,
+    pub txt_mods: StreamMods<B>,
+    pub single_mod: ModParams<B>,
+    /// [B, D].
+    pub temb: Tensor<B, 2>,
 }
 
 #[derive(Module, Debug)]
@@ -37,17 +48,58 @@ pub struct Flux2Transformer<B: Backend> {
     pub config: Flux2Config,
 }
 
-/// Builds modules from a [`WeightSource`], asking for each parameter by BFL name.
-struct Builder<'a, B: Backend, S: WeightSource> {
+/// Where the builder's tensors come from.
+trait Provide<B: Backend> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>>;
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// A [`WeightSource`] (checkpoint, [`crate::RandomSource`]): host data, uploaded tensor by tensor.
+struct FromSource<'a, B: Backend, S: WeightSource> {
     source: &'a mut S,
     dtype: DType,
     device: &'a B::Device,
 }
 
-impl<B: Backend, S: WeightSource> Builder<'_, B, S> {
+impl<B: Backend, S: WeightSource> Provide<B> for FromSource<'_, B, S> {
     fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let data: TensorData = self.source.take(name, &shape, self.dtype)?;
         Ok(Tensor::from_data(data, (self.device, self.dtype)))
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.source.finish()
+    }
+}
+
+/// Weights drawn on the device by the backend's RNG, with [`crate::RandomSource`]'s scales.
+struct OnDevice<'a, B: Backend> {
+    dtype: DType,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Provide<B> for OnDevice<'_, B> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        if name.ends_with(".scale") {
+            return Ok(Tensor::ones(shape, (self.device, self.dtype)));
+        }
+        let std = 1.0 / (*shape.last().unwrap_or(&1) as f64).sqrt();
+        // Drawn in f32 one Linear at a time, so the f32 scratch is one layer, not the model.
+        Ok(Tensor::<B, D>::random(shape, burn::tensor::Distribution::Normal(0.0, std), self.device).cast(self.dtype))
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds modules from a [`Provide`]r, asking for each parameter by BFL name.
+struct Builder<B, P> {
+    source: P,
+    backend: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend, P: Provide<B>> Builder<B, P> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        self.source.tensor(name, shape)
     }
 
     fn linear(&mut self, module: &str, out_features: usize, in_features: usize) -> Result<Linear<B>> {
@@ -140,7 +192,15 @@ impl<B: Backend, S: WeightSource> Builder<'_, B, S> {
 impl<B: Backend> Flux2Transformer<B> {
     /// Builds the model parameter by parameter from `source` (a checkpoint or [`crate::RandomSource`]).
     pub fn from_source<S: WeightSource>(config: &Flux2Config, source: &mut S, dtype: DType, device: &B::Device) -> Result<Self> {
-        Builder::<B, S> { source, dtype, device }.model(config)
+        Builder { source: FromSource::<B, S> { source, dtype, device }, backend: std::marker::PhantomData }.model(config)
+    }
+
+    /// A model with random weights drawn on the device by the backend's RNG (seed it with
+    /// `B::seed`), at [`crate::RandomSource`]'s scales: N(0, 1/fan_in) matrices, unit norm scales.
+    /// Seconds for the full 32B model on a GPU where the host fill takes minutes; the values depend
+    /// on the backend, so tests that compare numbers use [`Self::from_source`].
+    pub fn random_on_device(config: &Flux2Config, dtype: DType, device: &B::Device) -> Result<Self> {
+        Builder { source: OnDevice::<B> { dtype, device }, backend: std::marker::PhantomData }.model(config)
     }
 
     /// The dtype of the weights; activations run in it.
@@ -165,6 +225,10 @@ impl<B: Backend> Flux2Transformer<B> {
     /// * `encoder_hidden_states` [B, L, joint_attention_dim] prompt embeddings
     /// * `timestep` [B] sigma in [0, 1]; `guidance` [B] (ignored by models without guidance embedding)
     /// * `rope` from [`Self::rope`] over the L text then N image ids
+    ///
+    /// Training at full size goes through [`crate::checkpoint::BlockCheckpointing`] instead, which runs
+    /// the same three stages ([`Self::embed`], the blocks, [`Self::head`]) without keeping the blocks'
+    /// activations.
     pub fn forward(
         &self,
         hidden_states: Tensor<B, 3>,
@@ -173,6 +237,29 @@ impl<B: Backend> Flux2Transformer<B> {
         guidance: Option<Tensor<B, 1>>,
         rope: &RopeTable<B>,
     ) -> Tensor<B, 3> {
+        let (mut img, mut txt, cond) = self.embed(hidden_states, encoder_hidden_states, timestep, guidance, rope);
+        let txt_len = txt.dims()[1];
+        let img_len = img.dims()[1];
+        for block in &self.double_blocks {
+            (img, txt) = block.forward(img, txt, &cond.img_mods, &cond.txt_mods, rope);
+        }
+        let mut h = Tensor::cat(vec![txt, img], 1);
+        for block in &self.single_blocks {
+            h = block.forward(h, &cond.single_mod, rope);
+        }
+        self.head(h.narrow(1, txt_len, img_len), cond.temb)
+    }
+
+    /// The stage before the blocks: timestep/guidance embedding, the shared modulation (computed once
+    /// per forward), and the input projections. Returns (image stream, text stream, conditioning).
+    pub fn embed(
+        &self,
+        hidden_states: Tensor<B, 3>,
+        encoder_hidden_states: Tensor<B, 3>,
+        timestep: Tensor<B, 1>,
+        guidance: Option<Tensor<B, 1>>,
+        rope: &RopeTable<B>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Conditioning<B>) {
         let dtype = self.dtype();
         let txt_len = encoder_hidden_states.shape().dims::<3>()[1];
         let img_len = hidden_states.shape().dims::<3>()[1];
@@ -186,26 +273,41 @@ impl<B: Backend> Flux2Transformer<B> {
         let img_mods = self.double_stream_modulation_img.forward(temb.clone());
         let txt_mods = self.double_stream_modulation_txt.forward(temb.clone());
         let single_mod = self.single_stream_modulation.forward(temb.clone()).remove(0);
-        let img_mods = [img_mods[0].clone(), img_mods[1].clone()];
-        let txt_mods = [txt_mods[0].clone(), txt_mods[1].clone()];
+        let cond = Conditioning {
+            img_mods: [img_mods[0].clone(), img_mods[1].clone()],
+            txt_mods: [txt_mods[0].clone(), txt_mods[1].clone()],
+            single_mod,
+            temb,
+        };
+        let img = self.img_in.forward(hidden_states.cast(dtype));
+        let txt = self.txt_in.forward(encoder_hidden_states.cast(dtype));
+        (img, txt, cond)
+    }
 
-        let mut img = self.img_in.forward(hidden_states.cast(dtype));
-        let mut txt = self.txt_in.forward(encoder_hidden_states.cast(dtype));
-        for block in &self.double_blocks {
-            (img, txt) = block.forward(img, txt, &img_mods, &txt_mods, rope);
-        }
-        let mut h = Tensor::cat(vec![txt, img], 1);
-        for block in &self.single_blocks {
-            h = block.forward(h, &single_mod, rope);
-        }
-        let img = h.narrow(1, txt_len, img_len);
-
+    /// The stage after the blocks: adaptive LayerNorm from `temb`, then the projection to latent
+    /// channels, on the image tokens of the joint stream.
+    pub fn head(&self, img: Tensor<B, 3>, temb: Tensor<B, 2>) -> Tensor<B, 3> {
         let d = self.config.inner_dim();
         let m = self.final_layer.ada_ln_modulation.forward(silu(temb)).unsqueeze_dim::<3>(1);
         let shift = m.clone().narrow(2, 0, d);
         let scale = m.narrow(2, d, d);
         let x = layer_norm(img, self.config.eps) * (scale + 1.0) + shift;
         self.final_layer.linear.forward(x)
+    }
+
+    /// The Linears of [`Self::embed`] (embedders, modulation, input projections), in [`Self::linears`]
+    /// order: block checkpointing asks whether any of them trains.
+    pub fn embed_linears(&self) -> Vec<&Linear<B>> {
+        let mut out = vec![&self.img_in, &self.txt_in, &self.time_guidance.time_in.in_layer, &self.time_guidance.time_in.out_layer];
+        if let Some(g) = &self.time_guidance.guidance_in {
+            out.extend([&g.in_layer, &g.out_layer]);
+        }
+        out.extend([
+            &self.double_stream_modulation_img.lin,
+            &self.double_stream_modulation_txt.lin,
+            &self.single_stream_modulation.lin,
+        ]);
+        out
     }
 
     /// Checks input shapes against the config; the forward itself asserts, this returns errors.

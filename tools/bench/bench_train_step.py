@@ -1,15 +1,30 @@
 """PyTorch reference for `examples/examples/bench_train_step.rs` (issue 9): the same FLUX.2 [dev] slice,
 the same LoRA, optimizer and timing, in diffusers + peft.
 
-    python tools/bench/bench_train_step.py [--small] [--steps 12] [--warmup 3] [--ours-ms X --ours-gib Y]
+    python tools/bench/bench_train_step.py [--small | --full] [--double N] [--single N] [--img HxW] [--txt N]
+        [--ckpt] [--steps 12] [--warmup 3] [--matmul] [--ours-ms X --ours-gib Y]
 
-Slice: D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 4096 image + 512 text tokens,
-batch 1; random bf16 base weights; peft LoRA rank 32 (alpha 32) on every nn.Linear inside
+Default slice: D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 64x64 = 4096 image + 512 text
+tokens, batch 1; random bf16 base weights; peft LoRA rank 32 (alpha 32) on every nn.Linear inside
 `transformer_blocks` / `single_transformer_blocks`, adapters kept in f32 (peft's autocast_adapter_dtype);
 attention via SDPA (diffusers' default processor); torch.optim.AdamW (lr 1e-4, wd 1e-2) over the
 adapters; loss = MSE against a random target. Step = forward, backward, optimizer step, zero_grad,
 cuda synchronize; median over the timed steps. Memory: torch.cuda.max_memory_allocated and
-max_memory_reserved over the timed steps.
+max_memory_reserved over the timed steps (peak stats reset after the warm-up).
+
+Shape flags (the same names as the Burn benchmark's):
+  --full        full FLUX.2 [dev]: 8 double + 48 single blocks, 64x64 image, 512 text tokens (32B params,
+                ~60 GiB of bf16 weights)
+  --small       a tiny config (D=128, 2 + 2 blocks, 16x16 image, 64 text tokens, rank 8) for smoke tests
+  --double N    number of double-stream blocks      } override the preset (default, --small or --full)
+  --single N    number of single-stream blocks      } when given
+  --img HxW     image token grid (e.g. 64x64; a single number means square)
+  --txt N       text tokens
+  --ckpt        gradient checkpointing per block (diffusers' `enable_gradient_checkpointing`,
+                torch.utils.checkpoint with use_reentrant=False)
+The base weights are created directly in bf16 on the GPU (default dtype bf16 during construction, nn.Linear's
+own uniform(+-1/sqrt(fan_in)) init), never in f32, so the full model builds in seconds within its 60 GiB.
+A `config:` line names blocks, tokens, rank and ckpt so the log describes itself.
 
 With --ours-ms/--ours-gib (the Burn run's numbers) it prints the final comparison line
 `ratio=<ours/pytorch> mem_ratio=<ours/pytorch>`.
@@ -24,15 +39,33 @@ from diffusers import Flux2Transformer2DModel
 from peft import LoraConfig, get_peft_model
 
 
+def grid(v):
+    """`HxW` (or `N` for a square grid) -> (H, W)."""
+    parts = v.lower().split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(x.isdigit() and int(x) > 0 for x in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 64x64), got {v!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--small", action="store_true")
+    p.add_argument("--full", action="store_true", help="full FLUX.2 [dev]: 8 double + 48 single blocks")
+    p.add_argument("--double", type=int, help="double-stream blocks (default 2; --full 8)")
+    p.add_argument("--single", type=int, help="single-stream blocks (default 6; --full 48)")
+    p.add_argument("--img", type=grid, help="image token grid HxW (default 64x64)")
+    p.add_argument("--txt", type=int, help="text tokens (default 512)")
+    p.add_argument("--ckpt", action="store_true", help="gradient checkpointing per block")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--ours-ms", type=float)
     p.add_argument("--ours-gib", type=float)
     p.add_argument("--matmul", action="store_true", help="also time a bf16 8192^3 matmul and SDPA fwd+bwd")
     a = p.parse_args()
+    if a.small and a.full:
+        p.error("--small and --full exclude each other")
 
     dev = "cuda"
     torch.manual_seed(0)
@@ -46,9 +79,39 @@ def main():
                    joint_attention_dim=15360, timestep_guidance_channels=256, axes_dims_rope=(32, 32, 32, 32))
         h = w = 64
         txt, rank = 512, 32
-    with torch.device(dev):
-        model = Flux2Transformer2DModel(**cfg).to(torch.bfloat16)
+        if a.full:
+            cfg.update(num_layers=8, num_single_layers=48)
+    if a.double is not None:
+        cfg["num_layers"] = a.double
+    if a.single is not None:
+        cfg["num_single_layers"] = a.single
+    if a.img is not None:
+        h, w = a.img
+    if a.txt is not None:
+        txt = a.txt
+    print(f"config: {'small' if a.small else 'full' if a.full else 'slice'} double={cfg['num_layers']} "
+          f"single={cfg['num_single_layers']} D={cfg['num_attention_heads'] * cfg['attention_head_dim']} "
+          f"tokens={h * w}+{txt} (img {h}x{w}) rank={rank} ckpt={a.ckpt} steps={a.steps} warmup={a.warmup}")
+    # Built straight in bf16 on the GPU: an f32 build then .to(bf16) would need twice the memory (128 GB at
+    # the full size). nn.Linear's default init (uniform +-1/sqrt(fan_in)) runs in bf16 on the device.
+    s = time.perf_counter()
+    prev_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(dev):
+            model = Flux2Transformer2DModel(**cfg)
+    finally:
+        torch.set_default_dtype(prev_dtype)
+    model.to(torch.bfloat16)
     model.requires_grad_(False)
+    torch.cuda.synchronize()
+    n_base = sum(p.numel() for p in model.parameters())
+    print(f"torch: base params {n_base / 1e9:.3f} B, {torch.cuda.memory_allocated() / 2**30:.2f} GiB allocated, "
+          f"build {time.perf_counter() - s:.1f} s")
+    if a.ckpt:
+        # Before peft wraps it: sets gradient_checkpointing on the Flux2Transformer2DModel, whose forward then
+        # runs every double / single block under torch.utils.checkpoint (use_reentrant=False).
+        model.enable_gradient_checkpointing()
     targets = [n for n, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) and n.split(".")[0] in ("transformer_blocks", "single_transformer_blocks")]
     lora = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, init_lora_weights=True, target_modules=targets)
