@@ -1,11 +1,11 @@
 //! Resuming the demo from a checkpoint continues bit for bit: stopping at step 40 and resuming gives
 //! the same adapter, EMA, optimizer state and loss log at step 80 as an uninterrupted run (CPU,
-//! release). Gradient checkpointing (recomputation in the backward pass) changes no bit either.
+//! release). Block-level gradient checkpointing (recomputation in the backward pass) changes the trained
+//! adapter only within f32 rounding.
 
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::tensor::backend::AutodiffBackend;
 use flow_train::job::{JobFormat, LoadedJob, load_job_str};
 use flow_train::train::{RunOptions, TrainModels, TrainSummary, train};
@@ -93,7 +93,23 @@ fn gradient_checkpointing_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     flow_train::demo::prepare::<Flex>(dir.path(), &Default::default()).unwrap();
     let plain = run_on::<A>(&job(dir.path(), "plain", "adamw"), Some(15));
-    let checkpointed = run_on::<Autodiff<Flex, BalancedCheckpointing>>(&job(dir.path(), "checkpointed", "adamw"), Some(15));
-    assert!(state_bytes(&plain, 15) == state_bytes(&checkpointed, 15), "checkpointing changed the trained adapter");
-    assert_eq!(losses(&plain), losses(&checkpointed));
+    let mut checkpointed_job = job(dir.path(), "checkpointed", "adamw");
+    checkpointed_job.plan.train.gradient_checkpointing = true;
+    let checkpointed = run_on::<A>(&checkpointed_job, Some(15));
+    // Block recomputation sums the same products in another order: equal within f32 rounding (the
+    // job has LoRA dropout: both draw the same per-block masks).
+    let loss_values = |s: &TrainSummary| -> Vec<f64> {
+        losses(s).iter().map(|l| serde_json::from_str::<serde_json::Value>(&format!("{l}}}")).unwrap()["loss"].as_f64().unwrap()).collect()
+    };
+    let (a, b) = (loss_values(&plain), loss_values(&checkpointed));
+    assert_eq!(a.len(), 15);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "checkpointing changed the loss: {x} vs {y}");
+    }
+    let tensors = |s: &TrainSummary| flow_train::train::checkpoint::read_tensors(&s.lora).unwrap();
+    for ((name, x), (_, y)) in tensors(&plain).iter().zip(tensors(&checkpointed).iter()) {
+        let err = flux2_dit::compare::relative_error(y, x).unwrap();
+        assert!(err <= 1e-4, "checkpointing changed {name} by {err:e} after 15 steps");
+    }
 }

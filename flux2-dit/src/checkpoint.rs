@@ -156,13 +156,50 @@ impl<'m, B: AutodiffBackend> BlockCheckpointing<'m, B> {
     }
 
     fn uses_dropout(&self) -> bool {
-        let blocks = self.model.linears().into_iter().filter(|(p, _)| p.starts_with("double_blocks.") || p.starts_with("single_blocks."));
-        blocks.into_iter().any(|(_, l)| l.adapters.iter().any(|a| a.dropout > 0.0 && a.is_active()))
+        uses_dropout(self.model)
     }
 
     fn reseed(&self, dropout: bool, call: u64, block: usize) {
         reseed::<B>(&self.model.device(), dropout, self.seed, call, block);
     }
+}
+
+/// Whether an active adapter inside the blocks draws dropout masks.
+fn uses_dropout<B: AutodiffBackend>(model: &Flux2Transformer<B>) -> bool {
+    let blocks = model.linears().into_iter().filter(|(p, _)| p.starts_with("double_blocks.") || p.starts_with("single_blocks."));
+    blocks.into_iter().any(|(_, l)| l.adapters.iter().any(|a| a.dropout > 0.0 && a.is_active()))
+}
+
+/// [`Flux2Transformer::forward`] with all activations kept (one ordinary graph), reseeding the backend
+/// before every block as forward number `call` of a tape seeded with `seed` does: a trainer that
+/// switches checkpointing on or off draws the same LoRA dropout masks either way.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_reseeded<B: AutodiffBackend>(
+    model: &Flux2Transformer<B>,
+    seed: u64,
+    call: u64,
+    hidden_states: Tensor<B, 3>,
+    encoder_hidden_states: Tensor<B, 3>,
+    timestep: Tensor<B, 1>,
+    guidance: Option<Tensor<B, 1>>,
+    rope: &RopeTable<B>,
+) -> Tensor<B, 3> {
+    if !uses_dropout(model) {
+        return model.forward(hidden_states, encoder_hidden_states, timestep, guidance, rope);
+    }
+    let device = model.device();
+    let (mut img, mut txt, cond) = model.embed(hidden_states, encoder_hidden_states, timestep, guidance, rope);
+    let (txt_len, img_len) = (txt.dims()[1], img.dims()[1]);
+    for (i, block) in model.double_blocks.iter().enumerate() {
+        reseed::<B>(&device, true, seed, call, i);
+        (img, txt) = block.forward(img, txt, &cond.img_mods, &cond.txt_mods, rope);
+    }
+    let mut h = Tensor::cat(vec![txt, img], 1);
+    for (j, block) in model.single_blocks.iter().enumerate() {
+        reseed::<B>(&device, true, seed, call, model.double_blocks.len() + j);
+        h = block.forward(h, &cond.single_mod, rope);
+    }
+    model.head(h.narrow(1, txt_len, img_len), cond.temb)
 }
 
 /// The backend seed block `block` (doubles first, then singles) of forward `call` of a tape seeded

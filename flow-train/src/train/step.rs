@@ -4,9 +4,9 @@
 //! Everything here is a pure function of its inputs (latents, embeddings, noise, timesteps), so the
 //! trainer, the learning test and resumed runs compute bit-identical losses from the same draws.
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
-use flux2_dit::{Flux2Transformer, PositionIds, RopeTable, pack_latents};
+use flux2_dit::{BlockCheckpointing, Flux2Transformer, PositionIds, RopeTable, pack_latents};
 use lora_adapters::AdapterHandle;
 
 use crate::error::{Error, Result};
@@ -92,6 +92,20 @@ pub(crate) fn predict<B: Backend>(
     text: Tensor<B, 3>,
     sigmas: &[f32],
 ) -> Tensor<B, 3> {
+    predict_with(model, ctx, noisy_tokens, text, sigmas, &mut |x, c, t, g, rope| model.forward(x, c, t, g, rope))
+}
+
+/// The transformer call of [`predict`]: `Flux2Transformer::forward` or a checkpointing tape's.
+type Forward<'f, B> = dyn FnMut(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>, Option<Tensor<B, 1>>, &RopeTable<B>) -> Tensor<B, 3> + 'f;
+
+fn predict_with<B: Backend>(
+    model: &Flux2Transformer<B>,
+    ctx: &Context<B>,
+    noisy_tokens: Tensor<B, 3>,
+    text: Tensor<B, 3>,
+    sigmas: &[f32],
+    forward: &mut Forward<'_, B>,
+) -> Tensor<B, 3> {
     let device = noisy_tokens.device();
     let n = sigmas.len();
     let timestep = Tensor::<B, 1>::from_data(TensorData::new(sigmas.to_vec(), [n]), (&device, DType::F32));
@@ -104,7 +118,24 @@ pub(crate) fn predict<B: Backend>(
         Some(c) => Tensor::cat(vec![input, c.clone()], 1),
         None => input,
     };
-    model.forward(input, text, timestep, guidance, &ctx.rope).narrow(1, 0, ctx.image_len).cast(DType::F32)
+    forward(input, text, timestep, guidance, &ctx.rope).narrow(1, 0, ctx.image_len).cast(DType::F32)
+}
+
+/// The scalar loss of a step and what its backward needs: with gradient checkpointing, the tape of
+/// the block inputs the backward recomputes from (`flux2_dit::checkpoint`).
+pub struct Loss<'m, B: AutodiffBackend> {
+    pub total: Tensor<B, 1>,
+    tape: Option<BlockCheckpointing<'m, B>>,
+}
+
+impl<B: AutodiffBackend> Loss<'_, B> {
+    /// The gradients of every trainable parameter, whichever way the forward ran.
+    pub fn backward(self) -> B::Gradients {
+        match self.tape {
+            Some(tape) => tape.backward(self.total),
+            None => self.total.backward(),
+        }
+    }
 }
 
 /// The scalar loss to backpropagate and its host values.
@@ -112,14 +143,29 @@ pub(crate) fn predict<B: Backend>(
 /// `noise` is `[B, C, h, w]` like the latents. With DOP, the prior pass runs with `adapter` switched
 /// off (no graph is built for it: nothing in it requires a gradient), then the LoRA-on pass on the
 /// preservation captions; one backward covers the sum, as ai-toolkit does it.
-pub fn batch_loss<B: Backend>(
-    model: &Flux2Transformer<B>,
+///
+/// `checkpointing` runs the LoRA-on passes block-checkpointed (`flux2_dit::checkpoint`); the
+/// gradients are the same up to float rounding. `seed` draws the LoRA dropout masks, per block, the
+/// same way with or without checkpointing.
+pub fn batch_loss<'m, B: AutodiffBackend>(
+    model: &'m Flux2Transformer<B>,
     adapter: &AdapterHandle,
     batch: &TrainBatch<B>,
     noise: Tensor<B, 4>,
     timesteps: &TimestepBatch,
     options: &LossOptions,
-) -> Result<(Tensor<B, 1>, StepLosses)> {
+    seed: u64,
+    checkpointing: bool,
+) -> Result<(Loss<'m, B>, StepLosses)> {
+    let mut tape = checkpointing.then(|| BlockCheckpointing::new(model, seed));
+    let mut calls = 0;
+    let mut forward = |x, c, t, g, rope: &RopeTable<B>| match &mut tape {
+        Some(tape) => tape.forward(x, c, t, g, rope),
+        None => {
+            calls += 1;
+            flux2_dit::checkpoint::forward_reseeded(model, seed, calls - 1, x, c, t, g, rope)
+        }
+    };
     let ctx = context(model, batch)?;
     let sigmas = timesteps.sigmas();
     let x0 = pack_latents(batch.latents.clone());
@@ -127,7 +173,7 @@ pub fn batch_loss<B: Backend>(
     let noisy = noisy_latents(x0.clone(), noise.clone(), &sigmas)?;
     let mut target = flow_target(x0, noise)?;
 
-    let pred = predict(model, &ctx, noisy.clone(), batch.text.clone(), &sigmas);
+    let pred = predict_with(model, &ctx, noisy.clone(), batch.text.clone(), &sigmas, &mut forward);
     if let Some(scale) = options.differential_guidance {
         target = differential_guidance_target(pred.clone(), target, scale)?;
     }
@@ -137,10 +183,11 @@ pub fn batch_loss<B: Backend>(
     let mut preservation = None;
     if let (Some(multiplier), Some(class_text)) = (options.dop_multiplier, &batch.preservation_text) {
         let prior = adapter.without(|| predict(model, &ctx, noisy.clone(), class_text.clone(), &sigmas)).detach();
-        let kept = predict(model, &ctx, noisy, class_text.clone(), &sigmas);
+        let kept = predict_with(model, &ctx, noisy, class_text.clone(), &sigmas, &mut forward);
         let term = dop_preservation_loss(kept, prior, multiplier)?;
         preservation = Some(term.to_data().iter::<f32>().next().unwrap_or(f32::NAN));
         total = total + term;
     }
-    Ok((total, StepLosses { loss: values.total, preservation }))
+    drop(forward);
+    Ok((Loss { total, tape }, StepLosses { loss: values.total, preservation }))
 }

@@ -484,9 +484,11 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
             let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), TrainRng::with_stream(seed, 2 * n + 1))?;
             let timesteps = sampler.sample(b, h * w)?;
-            B::seed(&device, seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let step_seed = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            B::seed(&device, step_seed);
             adapter.set_multiplier(batch.network_weight);
-            let result = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options);
+            let checkpointing = plan.train.gradient_checkpointing;
+            let result = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options, step_seed, checkpointing);
             adapter.set_multiplier(1.0);
             let (loss, values) = result?;
             let grads = loss.backward();

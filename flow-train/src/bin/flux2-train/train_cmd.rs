@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::tensor::backend::AutodiffBackend;
 use flow_train::job::{DeviceSpec, LoadedJob, load_job};
 use flow_train::train::{RunOptions, TrainModels, TrainSummary, train};
@@ -62,25 +61,14 @@ fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool)
 }
 
 fn run_job(job: &LoadedJob, resume: bool) -> Result<TrainSummary, String> {
-    let checkpointing = job.plan.train.gradient_checkpointing;
+    // `gradient_checkpointing` is block-level recomputation inside the trainer (flux2_dit::checkpoint),
+    // the same on every backend; Burn's op-level `BalancedCheckpointing` raised memory (docs/performance.md).
     match job.plan.device {
-        DeviceSpec::Cpu => {
-            let device = Default::default();
-            if checkpointing {
-                run_on::<Autodiff<burn::backend::Flex, BalancedCheckpointing>>(job, &device, resume)
-            } else {
-                run_on::<Autodiff<burn::backend::Flex>>(job, &device, resume)
-            }
-        }
+        DeviceSpec::Cpu => run_on::<Autodiff<burn::backend::Flex>>(job, &Default::default(), resume),
         #[cfg(feature = "cuda")]
         DeviceSpec::Auto | DeviceSpec::Cuda { .. } => {
             let index = if let DeviceSpec::Cuda { index } = job.plan.device { index } else { 0 };
-            let device = burn::backend::cuda::CudaDevice::new(index);
-            if checkpointing {
-                run_on::<Autodiff<burn::backend::Cuda, BalancedCheckpointing>>(job, &device, resume)
-            } else {
-                run_on::<Autodiff<burn::backend::Cuda>>(job, &device, resume)
-            }
+            run_on::<Autodiff<burn::backend::Cuda>>(job, &burn::backend::cuda::CudaDevice::new(index), resume)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Auto => {
