@@ -182,7 +182,14 @@ fn main() {
     if let Some(index) = args.device.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
         let device = burn::backend::cuda::CudaDevice::new(index);
         let probe: MemoryProbe = Box::new(move || cuda_memory(index));
-        run::<Autodiff<burn::backend::Cuda>>(&args, &device, Some(probe));
+        let guarded = flow_train::out_of_memory::guard(
+            || run::<Autodiff<burn::backend::Cuda>>(&args, &device, Some(probe)),
+            || flux2_dit::cuda::device::memory_info(index),
+        );
+        if let Err(oom) = guarded {
+            eprintln!("bench_train_step: {oom}");
+            std::process::exit(3);
+        }
         return;
     }
     eprintln!("bench_train_step: --device {}: expected cpu or cuda:N (cuda needs --features cuda)", args.device);
@@ -313,6 +320,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let shape = shape(args);
     let c = &shape.config;
     let t0 = Instant::now();
+    flow_train::out_of_memory::set_phase("building the model");
     let mut model = if memory.is_some() {
         B::seed(device, 0);
         Flux2Transformer::<B>::random_on_device(c, args.dtype, device)
@@ -375,6 +383,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let probe_step = usize::from(memory.is_some());
     for i in 0..args.warmup + args.steps + probe_step {
         let probing = i >= args.warmup + args.steps;
+        flow_train::out_of_memory::set_phase(format!("training step {} (forward, backward, optimizer)", i + 1));
         let start = Instant::now();
         let phase = |v: &mut Vec<f64>, from: Instant| {
             if args.breakdown && !probing {
@@ -396,10 +405,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
             sample();
         }
         let b_start = Instant::now();
-        let grads = match tape {
-            Some(tape) => tape.backward(loss.clone()),
-            None => loss.clone().backward(),
-        };
+        // Consumed whole (map_or_else), so the tape's borrow of the model ends here.
+        let grads = tape.map_or_else(|| loss.clone().backward(), |tape| tape.backward(loss.clone()));
         let gs = factor_grads(&model, &grads);
         drop(grads);
         phase(&mut backward_s, b_start);

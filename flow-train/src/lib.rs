@@ -34,6 +34,7 @@ pub mod job;
 mod loss;
 mod noise;
 pub mod optim;
+pub mod out_of_memory;
 pub mod pipeline;
 mod preservation;
 mod reference_images;

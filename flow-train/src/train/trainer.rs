@@ -384,6 +384,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         if prompts.is_empty() {
             return Ok(());
         }
+        crate::out_of_memory::set_phase(format!("sampling previews at step {step}"));
         let pb = bar(prompts.len() as u64, options.progress, "sampling {bar:30} {pos}/{len} eta {eta}");
         let inner = with_weights(model, ema, |m| m.valid())?;
         previews::render(&inner, &vae, &adapter, &prompts, &samples_dir, step, plan.sample.format, |i, _| {
@@ -446,6 +447,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
                 step: u32,
                 log: &LossLog|
      -> Result<PathBuf> {
+        crate::out_of_memory::set_phase(format!("saving step {step}"));
         let lora = output.join(checkpoint::lora_file_name(&plan.name, step));
         save_lora(model, ema, &lora, &save_opts(Some(step)))?;
         let host = |ts: &[Tensor<B::InnerBackend, 2>]| ts.iter().map(|t| t.to_data()).collect::<Vec<_>>();
@@ -488,9 +490,11 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             B::seed(&device, step_seed);
             adapter.set_multiplier(batch.network_weight);
             let checkpointing = plan.train.gradient_checkpointing;
+            crate::out_of_memory::set_phase(format!("training step {} forward", step + 1));
             let result = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options, step_seed, checkpointing);
             adapter.set_multiplier(1.0);
             let (loss, values) = result?;
+            crate::out_of_memory::set_phase(format!("training step {} backward", step + 1));
             let grads = loss.backward();
             let g = trainable::gradients(&model, ADAPTER, &grads);
             grads_sum = Some(match grads_sum {
@@ -514,6 +518,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
             )));
         }
         let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr, step);
+        crate::out_of_memory::set_phase(format!("training step {} optimizer update", step + 1));
         let updated = optimizer.step(lr, trainable::values(&model, ADAPTER), grads)?;
         if let (Some(e), Some(decay)) = (&mut ema, plan.train.ema_decay) {
             *e = e.iter().zip(&updated).map(|(a, p)| a.clone() * decay + p.clone() * (1.0 - decay)).collect();

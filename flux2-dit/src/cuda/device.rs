@@ -105,3 +105,12 @@ impl Buffers {
 pub(crate) fn wait_for_cubecl(client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>) {
     burn_cubecl::cubecl::future::block_on(client.sync()).unwrap_or_else(|e| panic!("cubecl sync: {e:?}"));
 }
+
+/// (free, total) bytes of device `ordinal` as the driver reports them (`cuMemGetInfo`): what every
+/// process and pool on the device leaves. `None` when the device cannot be opened.
+pub fn memory_info(ordinal: usize) -> Option<(u64, u64)> {
+    let ctx = CudaContext::new(ordinal).ok()?;
+    ctx.bind_to_thread().ok()?;
+    let (free, total) = cudarc::driver::result::mem_get_info().ok()?;
+    Some((free as u64, total as u64))
+}

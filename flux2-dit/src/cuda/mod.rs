@@ -15,5 +15,5 @@
 //! - [`attention`]: the fused attention's forward and backward for [`crate::fused_attention`].
 
 pub(crate) mod attention;
-pub(crate) mod device;
+pub mod device;
 pub mod gemm;

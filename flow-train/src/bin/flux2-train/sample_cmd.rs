@@ -100,7 +100,14 @@ pub fn run(args: SampleArgs) -> Result<(), String> {
     }
     #[cfg(feature = "cuda")]
     if let Some(index) = args.device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-        return run_on::<burn::backend::Cuda>(&args, &burn::backend::cuda::CudaDevice::new(index));
+        use flow_train::out_of_memory;
+        // A failed GPU allocation panics inside cubecl: one message instead (flow_train::out_of_memory).
+        out_of_memory::set_phase("loading the models and sampling");
+        return out_of_memory::guard(
+            || run_on::<burn::backend::Cuda>(&args, &burn::backend::cuda::CudaDevice::new(index)),
+            || flux2_dit::cuda::device::memory_info(index),
+        )
+        .map_err(|oom| oom.to_string())?;
     }
     Err(format!(
         "--device {}: expected cpu{}",

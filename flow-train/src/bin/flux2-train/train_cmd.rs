@@ -55,9 +55,26 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool) -> Result<TrainSummary, String>
 {
-    let models = TrainModels::<B>::load(job, device).map_err(|e| e.to_string())?;
-    let options = RunOptions { resume, interrupt: interrupt_flag(), ..RunOptions::default() };
-    train(job, models, options).map_err(|e| e.to_string())
+    use flow_train::out_of_memory;
+    let memory = || match job.plan.device {
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Auto => flux2_dit::cuda::device::memory_info(0),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda { index } => flux2_dit::cuda::device::memory_info(index),
+        _ => None,
+    };
+    // A failed GPU allocation panics inside cubecl; the guard turns it into one message (see
+    // flow_train::out_of_memory).
+    out_of_memory::guard(
+        || {
+            out_of_memory::set_phase("loading the models");
+            let models = TrainModels::<B>::load(job, device).map_err(|e| e.to_string())?;
+            let options = RunOptions { resume, interrupt: interrupt_flag(), ..RunOptions::default() };
+            train(job, models, options).map_err(|e| e.to_string())
+        },
+        memory,
+    )
+    .map_err(|oom| oom.to_string())?
 }
 
 fn run_job(job: &LoadedJob, resume: bool) -> Result<TrainSummary, String> {
