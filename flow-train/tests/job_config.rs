@@ -216,6 +216,17 @@ fn repository_job_loads_clean_and_toml_matches_yaml() {
     assert_eq!(yaml.plan.sample.prompts[1].width, 768);
 }
 
+/// The full-size rehearsal job (`train --random-weights`, docs/performance.md) is a plain job: clean,
+/// checkpointing on, 1024x1024, 5 steps.
+#[test]
+fn rehearsal_job_loads_clean() {
+    let job = load_job(&jobs_dir().join("flux2_dev_rehearsal.yaml")).unwrap();
+    assert_eq!(job.diagnostics, vec![], "no warnings or notes");
+    assert!(job.plan.train.gradient_checkpointing);
+    assert_eq!(job.plan.train.steps, 5);
+    assert_eq!(job.plan.model.random_weights, None, "random weights come from the command line only");
+}
+
 /// Printing the resolved file gives a job that reads back to the same file, with no unknown key:
 /// every typed field is in the key table.
 #[test]

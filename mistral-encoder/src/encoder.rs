@@ -7,7 +7,8 @@ use burn::tensor::{DType, Tensor, backend::Backend};
 use crate::config::MistralConfig;
 use crate::embeds::PromptEmbeds;
 use crate::error::{Error, Result};
-use crate::loader::{LoadPlan, WeightStore, detect_prefix, load_text_model};
+use crate::loader::{LoadPlan, WeightStore, build_text_model, detect_prefix, load_text_model};
+use crate::random_init::RandomWeights;
 use crate::model::MistralTextModel;
 use crate::prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch};
 use crate::tokenizer::PromptTokenizer;
@@ -69,6 +70,43 @@ impl<B: Backend> MistralEncoder<B> {
         options: EncoderOptions,
         device: &B::Device,
     ) -> Result<Self> {
+        let (tokenizer, config, deepest) = Self::read_parts(text_encoder_dir, tokenizer_json, &options)?;
+        let mut store = WeightStore::open_dir(text_encoder_dir)?;
+        let dtype = match options.dtype {
+            Some(dtype) => dtype,
+            None => {
+                let prefix = detect_prefix(&store)?;
+                store.dtype(&format!("{prefix}embed_tokens.weight"))?
+            }
+        };
+        let plan = Self::plan(&config, &options, deepest, dtype);
+        let model = load_text_model(&mut store, &config, plan, device)?;
+        Ok(MistralEncoder { model, tokenizer, config, options })
+    }
+
+    /// The encoder of [`Self::from_parts`] with seeded random weights ([`RandomWeights`]) instead of
+    /// the folder's weight files, which need not exist: only `config.json` and the tokenizer are read.
+    /// For rehearsing a job at the real size; `options.dtype` `None` means F32.
+    pub fn random_from_parts(
+        text_encoder_dir: &Path,
+        tokenizer_json: &Path,
+        options: EncoderOptions,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (tokenizer, config, deepest) = Self::read_parts(text_encoder_dir, tokenizer_json, &options)?;
+        let plan = Self::plan(&config, &options, deepest, options.dtype.unwrap_or(DType::F32));
+        let mut source = RandomWeights::new::<B>(seed, device);
+        let model = build_text_model(&mut source, "", &config, plan, device)?;
+        Ok(MistralEncoder { model, tokenizer, config, options })
+    }
+
+    /// The tokenizer, the validated config and the deepest hidden state `options` asks for.
+    fn read_parts(
+        text_encoder_dir: &Path,
+        tokenizer_json: &Path,
+        options: &EncoderOptions,
+    ) -> Result<(PromptTokenizer, MistralConfig, usize)> {
         let tokenizer = PromptTokenizer::from_file(tokenizer_json)?;
         let config_path = text_encoder_dir.join("config.json");
         let config = MistralConfig::from_file(&config_path)?;
@@ -86,26 +124,17 @@ impl<B: Backend> MistralEncoder<B> {
                 ),
             });
         }
-        let mut store = WeightStore::open_dir(text_encoder_dir)?;
-        let dtype = match options.dtype {
-            Some(dtype) => dtype,
-            None => {
-                let prefix = detect_prefix(&store)?;
-                store.dtype(&format!("{prefix}embed_tokens.weight"))?
-            }
-        };
-        let plan = LoadPlan {
+        Ok((tokenizer, config, deepest))
+    }
+
+    /// Only the layers up to the deepest requested hidden state run; the final norm only when the
+    /// last layer's output is requested.
+    fn plan(config: &MistralConfig, options: &EncoderOptions, deepest: usize, dtype: DType) -> LoadPlan {
+        LoadPlan {
             layers: deepest,
-            final_norm: layers.contains(&config.num_hidden_layers),
+            final_norm: options.hidden_states_layers.contains(&config.num_hidden_layers),
             dtype,
-        };
-        let model = load_text_model(&mut store, &config, plan, device)?;
-        Ok(MistralEncoder {
-            model,
-            tokenizer,
-            config,
-            options,
-        })
+        }
     }
 
     /// FLUX.2 token layout of the prompts (see `prompt.rs`).

@@ -382,6 +382,34 @@ pub struct LoadPlan {
     pub dtype: DType,
 }
 
+/// Where [`build_text_model`] takes each weight from: a checkpoint ([`WeightStore`]) or seeded
+/// random draws ([`crate::RandomWeights`], for rehearsing a job at the real size without the files).
+pub trait TensorSource {
+    /// The tensor `key` of shape `expected` (`why` says where the shape comes from, for errors) in
+    /// `dtype` on `device`.
+    fn tensor<B: Backend, const D: usize>(
+        &mut self,
+        key: &str,
+        expected: [usize; D],
+        why: &str,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>>;
+}
+
+impl TensorSource for WeightStore {
+    fn tensor<B: Backend, const D: usize>(
+        &mut self,
+        key: &str,
+        expected: [usize; D],
+        why: &str,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        WeightStore::tensor(self, key, expected, why, dtype, device)
+    }
+}
+
 /// Loads the embedding, the first `plan.layers` decoder layers and (optionally) the final norm.
 pub fn load_text_model<B: Backend>(
     store: &mut WeightStore,
@@ -390,6 +418,18 @@ pub fn load_text_model<B: Backend>(
     device: &B::Device,
 ) -> Result<MistralTextModel<B>> {
     config.validate(&store.dir().join("config.json"))?;
+    let prefix = detect_prefix(store)?;
+    build_text_model(store, prefix, config, plan, device)
+}
+
+/// Builds the model of [`load_text_model`] from any [`TensorSource`], keys under `prefix`.
+pub fn build_text_model<B: Backend, S: TensorSource>(
+    store: &mut S,
+    prefix: &str,
+    config: &MistralConfig,
+    plan: LoadPlan,
+    device: &B::Device,
+) -> Result<MistralTextModel<B>> {
     if plan.layers > config.num_hidden_layers {
         return Err(Error::Layers {
             message: format!(
@@ -398,7 +438,6 @@ pub fn load_text_model<B: Backend>(
             ),
         });
     }
-    let prefix = detect_prefix(store)?;
     let dtype = plan.dtype;
     let (h, i, q, kv) = (
         config.hidden_size,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 
 pub use dataset::write_dataset;
-pub use pipeline::{DemoPipelineSpec, write_pipeline};
+pub use pipeline::{DemoPipelineSpec, write_pipeline, write_pipeline_configs};
 
 use crate::error::{Error, Result};
 

@@ -71,6 +71,23 @@ impl Default for DemoPipelineSpec {
 }
 
 impl DemoPipelineSpec {
+    /// FLUX.2 [dev]'s real sizes (32B transformer, Mistral Small 3.x 24B text encoder, FLUX.2 VAE), for
+    /// [`write_pipeline_configs`]: far too large to write with weights, drawn at random on the device
+    /// instead (`flux2-train train --random-weights`). Its text encoder feeds layers 10, 20, 30.
+    pub fn flux2_dev() -> Self {
+        DemoPipelineSpec {
+            seed: 0,
+            transformer: Flux2Config::dev(),
+            vae: VaeConfig::flux2(),
+            text_hidden: 5120,
+            text_layers: 40,
+            text_heads: 32,
+            text_kv_heads: 8,
+            text_head_dim: 128,
+            text_intermediate: 32768,
+        }
+    }
+
     /// The hidden-state layers to stack: all of the tiny encoder's (FLUX.2 [dev] uses 10, 20, 30).
     pub fn text_encoder_out_layers(&self) -> Vec<usize> {
         (1..=self.text_layers).collect()
@@ -125,11 +142,12 @@ fn write_vae<B: Backend>(dir: &Path, spec: &DemoPipelineSpec, device: &B::Device
     write_tensors(&dir.join("diffusion_pytorch_model.safetensors"), recording.tensors)
 }
 
-fn write_text_encoder(dir: &Path, spec: &DemoPipelineSpec) -> Result<()> {
+/// The Tekken tokenizer's vocabulary (Mistral Small 3.x's embedding rows).
+const VOCAB: usize = 131072;
+
+fn write_text_encoder_config(dir: &Path, spec: &DemoPipelineSpec) -> Result<()> {
     mkdir(dir)?;
-    let vocab = 131072usize;
-    let (h, i) = (spec.text_hidden, spec.text_intermediate);
-    let (q, kv) = (spec.text_heads * spec.text_head_dim, spec.text_kv_heads * spec.text_head_dim);
+    let (vocab, h, i) = (VOCAB, spec.text_hidden, spec.text_intermediate);
     let config = serde_json::json!({
         "architectures": ["MistralForCausalLM"],
         "model_type": "mistral",
@@ -148,7 +166,14 @@ fn write_text_encoder(dir: &Path, spec: &DemoPipelineSpec) -> Result<()> {
         "tie_word_embeddings": false,
         "torch_dtype": "float32",
     });
-    write_json(&dir.join("config.json"), &config)?;
+    write_json(&dir.join("config.json"), &config)
+}
+
+fn write_text_encoder(dir: &Path, spec: &DemoPipelineSpec) -> Result<()> {
+    write_text_encoder_config(dir, spec)?;
+    let vocab = VOCAB;
+    let (h, i) = (spec.text_hidden, spec.text_intermediate);
+    let (q, kv) = (spec.text_heads * spec.text_head_dim, spec.text_kv_heads * spec.text_head_dim);
     let mut rng = RandomSource::new(spec.seed ^ 0x4d49_5354);
     let mut random = |shape: [usize; 2], std: f32| {
         let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.normal() * std).collect();
@@ -186,6 +211,32 @@ fn write_tokenizer(dir: &Path) -> Result<()> {
 /// Writes the pipeline folder (`model_index.json`, `scheduler/`, `text_encoder/`, `tokenizer/`,
 /// `transformer/`, `vae/`). Same spec, same bytes.
 pub fn write_pipeline<B: Backend>(root: &Path, spec: &DemoPipelineSpec, device: &B::Device) -> Result<()> {
+    write_index(root)?;
+    write_transformer::<B>(&root.join("transformer"), spec, device)?;
+    write_vae::<B>(&root.join("vae"), spec, device)?;
+    write_text_encoder(&root.join("text_encoder"), spec)?;
+    write_tokenizer(&root.join("tokenizer"))
+}
+
+/// The pipeline folder of [`write_pipeline`] without weight files: every component's `config.json`,
+/// the scheduler and the real tokenizer. Loaders read it with random weights
+/// (`PipelineOptions::random_weights`); with `DemoPipelineSpec::flux2_dev()` it is FLUX.2 [dev]'s layout.
+pub fn write_pipeline_configs(root: &Path, spec: &DemoPipelineSpec) -> Result<()> {
+    write_index(root)?;
+    let transformer = root.join("transformer");
+    mkdir(&transformer)?;
+    let path = transformer.join("config.json");
+    std::fs::write(&path, spec.transformer.to_json_string()).map_err(|e| Error::io(&path, e))?;
+    let vae = root.join("vae");
+    mkdir(&vae)?;
+    let config = serde_json::to_value(&spec.vae).map_err(|e| Error::Invalid(format!("vae config: {e}")))?;
+    write_json(&vae.join("config.json"), &config)?;
+    write_text_encoder_config(&root.join("text_encoder"), spec)?;
+    write_tokenizer(&root.join("tokenizer"))
+}
+
+/// `model_index.json` and `scheduler/` (FLUX.2 [dev]'s).
+fn write_index(root: &Path) -> Result<()> {
     mkdir(root)?;
     write_json(
         &root.join("model_index.json"),
@@ -209,9 +260,5 @@ pub fn write_pipeline<B: Backend>(root: &Path, spec: &DemoPipelineSpec, device: 
             "use_dynamic_shifting": true,
             "time_shift_type": "exponential",
         }),
-    )?;
-    write_transformer::<B>(&root.join("transformer"), spec, device)?;
-    write_vae::<B>(&root.join("vae"), spec, device)?;
-    write_text_encoder(&root.join("text_encoder"), spec)?;
-    write_tokenizer(&root.join("tokenizer"))
+    )
 }

@@ -113,6 +113,10 @@ pub struct ModelPlan {
     pub text_encoder_out_layers: Option<Vec<usize>>,
     /// Prompt length in tokens (`None`: 512).
     pub max_sequence_length: Option<usize>,
+    /// `Some(seed)`: every model with seeded random weights drawn from its `config.json` instead of
+    /// its weight files (`flux2-train train --random-weights`; not a job key). A rehearsal of the
+    /// job's memory and speed at the real size; what it trains is meaningless.
+    pub random_weights: Option<u64>,
 }
 
 /// Checkpoints.
@@ -540,6 +544,7 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
             dtype: t.dtype,
             text_encoder_out_layers: p.model.model_kwargs.text_encoder_out_layers.clone(),
             max_sequence_length: p.model.model_kwargs.max_sequence_length,
+            random_weights: None,
         },
         lora,
         save: SavePlan {

@@ -4,8 +4,8 @@
 //! caption is encoded.
 
 use burn::tensor::{DType, backend::Backend};
-use flux2_dit::{Checkpoint, Flux2Transformer};
-use flux2_vae::{LoadOptions, Vae};
+use flux2_dit::{Checkpoint, Flux2Config, Flux2Transformer};
+use flux2_vae::{LoadOptions, Parts, Vae, VaeConfig};
 use lora_adapters::AdapterHandle;
 use mistral_encoder::{DEFAULT_MAX_SEQUENCE_LENGTH, EncoderOptions, MistralEncoder};
 
@@ -36,6 +36,9 @@ pub struct PipelineOptions {
     pub text_encoder: Option<String>,
     /// Hugging Face Hub settings (default: from the environment).
     pub hub: HubOptions,
+    /// `Some(seed)`: draw every model's weights at random from its `config.json` instead of reading
+    /// weight files (a rehearsal of the real sizes without the files; see [`random_transformer`]).
+    pub random_weights: Option<u64>,
 }
 
 impl Default for PipelineOptions {
@@ -48,6 +51,7 @@ impl Default for PipelineOptions {
             vae: None,
             text_encoder: None,
             hub: HubOptions::from_env(),
+            random_weights: None,
         }
     }
 }
@@ -132,6 +136,58 @@ pub fn load_text_encoder<B: Backend>(
     })
 }
 
+/// The `config.json` of a component folder; random weights need one (a lone checkpoint file has no
+/// config to draw from).
+fn component_config(component: &'static str, path: &std::path::Path) -> Result<std::path::PathBuf> {
+    let config = path.join("config.json");
+    if config.is_file() {
+        return Ok(config);
+    }
+    Err(Error::Component {
+        component,
+        message: format!(
+            "{}: random weights are drawn from a diffusers folder's config.json, and there is none here",
+            path.display()
+        ),
+    })
+}
+
+/// The transformer of `files` with random weights drawn on the device from its `config.json` (weight
+/// files need not exist): the memory and speed of the real model without its 64 GB, e.g. to check
+/// that a job fits a GPU before downloading. The values depend on the backend (seeded by `seed`).
+pub fn random_transformer<B: Backend>(
+    files: &ModelFiles,
+    dtype: DType,
+    seed: u64,
+    device: &B::Device,
+) -> Result<Flux2Transformer<B>> {
+    let component = |e: &dyn std::fmt::Display| Error::Component { component: "transformer", message: format!("{}: {e}", files.transformer.display()) };
+    let config = Flux2Config::from_json_file(&component_config("transformer", &files.transformer)?).map_err(|e| component(&e))?;
+    B::seed(device, seed);
+    Flux2Transformer::random_on_device(&config, dtype, device).map_err(|e| component(&e))
+}
+
+/// The VAE of `files` with seeded random weights from its `config.json` (see [`random_transformer`]).
+pub fn random_vae<B: Backend>(files: &ModelFiles, dtype: DType, seed: u64, device: &B::Device) -> Result<Vae<B>> {
+    let component = |e: &dyn std::fmt::Display| Error::Component { component: "vae", message: format!("{}: {e}", files.vae.display()) };
+    let config = VaeConfig::from_json_file(component_config("vae", &files.vae)?).map_err(|e| component(&e))?;
+    Vae::random(config, device, dtype, Parts::Both, seed).map_err(|e| component(&e))
+}
+
+/// The text encoder of `files` with seeded random weights from its `config.json` (see
+/// [`random_transformer`]); the tokenizer is the real one.
+pub fn random_text_encoder<B: Backend>(
+    files: &TextEncoderFiles,
+    options: EncoderOptions,
+    seed: u64,
+    device: &B::Device,
+) -> Result<MistralEncoder<B>> {
+    MistralEncoder::random_from_parts(&files.model_dir, &files.tokenizer, options, seed, device).map_err(|e| Error::Component {
+        component: "text encoder",
+        message: format!("{} (tokenizer {}, random weights): {e}", files.model_dir.display(), files.tokenizer.display()),
+    })
+}
+
 /// Checks that the three models fit together; errors name both config values.
 pub fn check_compatible<B: Backend>(
     files: &ModelFiles,
@@ -177,7 +233,10 @@ impl<B: Backend> Flux2Pipeline<B> {
     /// Loads already resolved files.
     pub fn from_files(files: ModelFiles, options: &PipelineOptions, device: &B::Device) -> Result<Self> {
         let text_encoder = match (&files.text_encoder, options.load_text_encoder) {
-            (Some(te), true) => Some(load_text_encoder(te, options.encoder_options(), device)?),
+            (Some(te), true) => Some(match options.random_weights {
+                Some(seed) => random_text_encoder(te, options.encoder_options(), seed ^ 0x5445, device)?,
+                None => load_text_encoder(te, options.encoder_options(), device)?,
+            }),
             (None, true) => {
                 return Err(Error::Invalid(format!(
                     "model `{}`: no text encoder was found to load",
@@ -186,8 +245,13 @@ impl<B: Backend> Flux2Pipeline<B> {
             }
             (_, false) => None,
         };
-        let transformer = load_transformer(&files, options.dtype, device)?;
-        let vae = load_vae(&files, options.dtype, device)?;
+        let (transformer, vae) = match options.random_weights {
+            Some(seed) => (
+                random_transformer(&files, options.dtype, seed, device)?,
+                random_vae(&files, options.dtype, seed ^ 0x5641_4500, device)?,
+            ),
+            None => (load_transformer(&files, options.dtype, device)?, load_vae(&files, options.dtype, device)?),
+        };
         check_compatible(&files, &transformer, &vae, text_encoder.as_ref())?;
         Ok(Self {
             transformer,

@@ -48,8 +48,8 @@ pub struct TrainModels<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> TrainModels<B> {
     /// Loads the job's pipeline (`model:` panel: local folder, Hub repo id or BFL file; `train.dtype`;
-    /// text-encoder layers and length) with the VAE and text encoder on the inner backend and the
-    /// transformer on `B` for training.
+    /// text-encoder layers and length; random weights when the plan says so) with the VAE and text
+    /// encoder on the inner backend and the transformer on `B` for training.
     pub fn load(job: &LoadedJob, device: &B::Device) -> Result<Self> {
         let plan = &job.plan;
         let options = PipelineOptions {
@@ -58,14 +58,17 @@ impl<B: AutodiffBackend> TrainModels<B> {
             max_sequence_length: plan.model.max_sequence_length,
             vae: plan.model.vae_path.clone(),
             text_encoder: plan.model.text_encoder_path.clone(),
+            random_weights: plan.model.random_weights,
             ..PipelineOptions::default()
         };
         let pipeline = Flux2Pipeline::<B::InnerBackend>::load(&plan.model.name_or_path, &options, device)?;
+        // Latents and embeddings of random weights must never be taken for the real model's.
+        let random = plan.model.random_weights.map(|seed| format!(" random-weights seed {seed}")).unwrap_or_default();
         Ok(TrainModels {
             transformer: Flux2Transformer::<B>::from_inner(pipeline.transformer),
             vae: pipeline.vae,
             text_encoder: pipeline.text_encoder,
-            identity: format!("{} {:?}", plan.model.name_or_path, plan.model.dtype),
+            identity: format!("{} {:?}{random}", plan.model.name_or_path, plan.model.dtype),
         })
     }
 }

@@ -26,6 +26,9 @@ enum Command {
     /// Generate one image from a FLUX.2 model (diffusers folder, Hugging Face repo or BFL file), with
     /// optional LoRAs and reference images; equal to diffusers' Flux2Pipeline for the same inputs.
     Sample(sample_cmd::SampleArgs),
+    /// Write FLUX.2 [dev]'s pipeline folder with configs and tokenizer but no weights: the model of
+    /// a `train --random-weights` rehearsal at the real size.
+    Configs(train_cmd::ConfigsArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train_cmd::run(args),
         Command::Demo(args) => train_cmd::run_demo(args),
         Command::Sample(args) => sample_cmd::run(args),
+        Command::Configs(args) => train_cmd::run_configs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

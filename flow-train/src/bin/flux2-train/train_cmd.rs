@@ -23,6 +23,19 @@ pub struct TrainArgs {
     /// Run on this device instead of the job's `device` (cpu, cuda, cuda:N).
     #[arg(long)]
     pub device: Option<String>,
+    /// Rehearse the job at the real size: every model gets seeded random weights drawn from its
+    /// `config.json`, so the model folder needs configs and tokenizer only (`flux2-train configs`
+    /// writes FLUX.2 [dev]'s). Shows whether the job fits the GPU, and its speed, without the weight
+    /// files; what it trains is meaningless.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "0")]
+    pub random_weights: Option<u64>,
+}
+
+/// Arguments of `configs`.
+#[derive(clap::Args, Debug)]
+pub struct ConfigsArgs {
+    /// The folder to write (created if missing).
+    pub dir: PathBuf,
 }
 
 /// Arguments of `demo`.
@@ -139,7 +152,11 @@ fn load(path: &Path, device: Option<&str>) -> Result<LoadedJob, String> {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    let job = load(&args.job, args.device.as_deref())?;
+    let mut job = load(&args.job, args.device.as_deref())?;
+    if let Some(seed) = args.random_weights {
+        eprintln!("--random-weights: every model is drawn at random (seed {seed}) from its config.json; the LoRA it trains is meaningless");
+        job.plan.model.random_weights = Some(seed);
+    }
     if args.check {
         let plan = serde_json::to_string_pretty(&job.plan).map_err(|e| e.to_string())?;
         println!("{plan}");
@@ -155,5 +172,16 @@ pub fn run_demo(args: DemoArgs) -> Result<(), String> {
     eprintln!("demo pipeline: {}\ndemo images: {}\njob: {}", paths.pipeline.display(), paths.dataset.display(), paths.job.display());
     let job = load(&paths.job, args.device.as_deref())?;
     report(&run_job(&job, !args.fresh)?);
+    Ok(())
+}
+
+/// `configs`: FLUX.2 [dev]'s pipeline folder without weights, for `train --random-weights`.
+pub fn run_configs(args: ConfigsArgs) -> Result<(), String> {
+    use flow_train::demo::{DemoPipelineSpec, write_pipeline_configs};
+    write_pipeline_configs(&args.dir, &DemoPipelineSpec::flux2_dev()).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote FLUX.2 [dev]'s configs and tokenizer (no weights) to {}; point a job's model.name_or_path at it and run `train --random-weights`",
+        args.dir.display()
+    );
     Ok(())
 }
