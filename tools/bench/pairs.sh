@@ -3,21 +3,10 @@
 #   tools/bench/pairs.sh "--steps 10 --warmup 3" "--ckpt --steps 10 --warmup 3" "--full --ckpt --steps 5 --warmup 2"
 # Each argument is the flag set of both bench_train_step (ours) and tools/bench/bench_train_step.py
 # (PyTorch), run back to back on the same GPU; a config suffixed with " ours-only" skips PyTorch.
-# Expects $BIN (default device-bin/i15, carried) with bench_train_step(.xz) and wheels/diffusers-*.whl.
+# Expects $BIN (default device-bin/i15, carried) with bench_train_step(.xz) and wheels/diffusers-*.whl,
+# wheels/peft-*.whl.
 set -u -o pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-BIN=${BIN:-device-bin/i15}
-for f in "$BIN"/*.xz; do [ -f "$f" ] && xz -df "$f" && chmod +x "${f%.xz}"; done
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal} PYTHONUNBUFFERED=1
-cublas=$(python3 - <<'PY'
-import glob, site
-hits = sorted(p for d in site.getsitepackages() for p in glob.glob(d + "/nvidia/**/libcublas.so.13*", recursive=True))
-print(hits[0] if hits else "")
-PY
-)
-[ -n "$cublas" ] && export LD_LIBRARY_PATH="$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$BIN"/wheels/*.whl && export PYTHONPATH=/tmp/site
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; date -u
+source "$(dirname "$0")/device_env.sh"
 for config in "$@"; do
   flags=${config% ours-only}
   echo "=== config: $config"

@@ -55,6 +55,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     dataset_buckets::atomic_write(path, bytes).map_err(|e| Error::Invalid(e.to_string()))
 }
 
+/// Removes what a run stopped mid-write leaves behind: `*.partial` files (the temporary names of
+/// [`write_tensors`] and the LoRA writer) in the output folder and its training states. Only called
+/// while the run lock is held, so no other run is writing them.
+pub fn remove_partial_files(output: &Path) -> Result<()> {
+    let mut dirs = vec![output.to_path_buf()];
+    if let Ok(states) = std::fs::read_dir(state_root(output)) {
+        dirs.extend(states.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "partial") && path.is_file() {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes a tensor map (f32) atomically.
 pub fn write_tensors(path: &Path, tensors: Vec<(String, TensorData)>, metadata: BTreeMap<String, String>) -> Result<()> {
     let pending = tensors.into_iter().map(|(k, d)| PendingTensor::ready(k, d, DType::F32)).collect();

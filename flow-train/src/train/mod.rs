@@ -5,6 +5,7 @@
 //! * [`trainable`]: the adapter's factors as an ordered tensor list (gradients, updates, clipping).
 //! * [`encoders`]: VAE and text encoder behind the dataset crate's encoder traits; the prompt bank.
 //! * [`checkpoint`]: LoRA files, training state, keep-N.
+//! * [`run_lock`]: one run per output folder.
 //! * [`loss_log`], [`plot`], [`previews`]: what users look at.
 
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod evaluate;
 pub mod loss_log;
 pub mod plot;
 pub mod previews;
+pub mod run_lock;
 pub mod step;
 pub mod trainable;
 pub mod trainer;

@@ -23,6 +23,7 @@ use super::checkpoint::{self, StateFile, TrainingState};
 use super::encoders::{PromptBank, VaeLatents, from_cached};
 use super::loss_log::{LossLog, LossRecord};
 use super::plot::write_plot;
+use super::run_lock;
 use super::previews::{self, PreparedPrompt};
 use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
 use super::trainable;
@@ -110,6 +111,9 @@ pub struct TrainSummary {
     pub interrupted: bool,
     /// Images trained on by this process (every accumulated batch's items).
     pub items: u64,
+    /// This process trained no step but completed the final save (LoRA, samples, pruning) of a run
+    /// that stopped inside it.
+    pub completed_final: bool,
 }
 
 fn batches_per_update(plan: &TrainJob) -> u32 {
@@ -256,6 +260,8 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let plan = &job.plan;
     let output = plan.output_dir.clone();
     std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
+    let _lock = run_lock::acquire(&output)?;
+    checkpoint::remove_partial_files(&output)?;
     let job_copy = output.join("config.yaml");
     let yaml = serde_yaml::to_string(&job.file).map_err(|e| Error::Invalid(format!("job copy: {e}")))?;
     checkpoint::write_atomic(&job_copy, yaml.as_bytes())?;
@@ -565,11 +571,19 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     }
     pb.finish_and_clear();
     let finished = step >= total;
-    if finished && step > start_step {
-        save(&mut model, optimizer.as_ref(), &ema, step, &log)?;
-        let final_lora = output.join(format!("{}.safetensors", plan.name));
+    let final_lora = output.join(format!("{}.safetensors", plan.name));
+    // The final save is the run's last state: a run stopped inside it (after the last training
+    // state, before the final LoRA) resumes at `total` and completes it here.
+    let completes_final = finished && (step > start_step || !final_lora.exists());
+    if completes_final {
+        if step > start_step {
+            save(&mut model, optimizer.as_ref(), &ema, step, &log)?;
+        } else {
+            checkpoint::prune(&output, &plan.name, plan.save.keep)?;
+        }
+        crash_point("before-final-lora");
         save_lora(&mut model, &ema, &final_lora, &save_opts(Some(step)))?;
-        last_lora = Some(final_lora);
+        last_lora = Some(final_lora.clone());
         if !plan.sample.disabled && plan.sample.every > 0 {
             render(&mut model, &ema, step)?;
         }
@@ -582,9 +596,9 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         start_step,
         steps: step,
         lora: last_lora.unwrap_or_else(|| {
-            let final_lora = output.join(format!("{}.safetensors", plan.name));
             if finished && final_lora.exists() { final_lora } else { output.join(checkpoint::lora_file_name(&plan.name, step)) }
         }),
+        completed_final: completes_final && step == start_step,
         first_loss: records.first().map(|r| r.loss),
         final_loss: (!records.is_empty())
             .then(|| records[records.len() - tail.min(records.len())..].iter().map(|r| r.loss).sum::<f32>() / tail as f32),
@@ -593,6 +607,15 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         items,
     };
     Ok(summary)
+}
+
+/// A test-only crash hook: when `FLUX2_TRAIN_CRASH_AT` names this point, the process aborts here (as a
+/// `kill -9` would stop it), so tests can stop a child process at exact moments of the run.
+fn crash_point(point: &str) {
+    if std::env::var_os("FLUX2_TRAIN_CRASH_AT").is_some_and(|p| p == point) {
+        eprintln!("FLUX2_TRAIN_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -36,11 +36,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train_cmd::run(args),
         Command::Demo(args) => train_cmd::run_demo(args),
-        Command::Sample(args) => sample_cmd::run(args),
+        Command::Sample(args) => sample_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Configs(args) => train_cmd::run_configs(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE

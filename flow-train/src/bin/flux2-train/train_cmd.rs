@@ -1,6 +1,7 @@
 //! `flux2-train train <job>` and `flux2-train demo`.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -116,6 +117,14 @@ fn run_job(job: &LoadedJob, resume: bool) -> Result<TrainSummary, String> {
 }
 
 fn report(summary: &TrainSummary) {
+    if summary.completed_final {
+        eprintln!(
+            "completed the final save of a run that stopped during it (step {}): LoRA {}",
+            summary.steps,
+            summary.lora.display()
+        );
+        return;
+    }
     if !summary.interrupted && summary.start_step == summary.steps {
         eprintln!(
             "nothing to do: this job already trained its {} steps in {} (run with --fresh to train again)",
@@ -151,7 +160,13 @@ fn load(path: &Path, device: Option<&str>) -> Result<LoadedJob, String> {
     Ok(job)
 }
 
-pub fn run(args: TrainArgs) -> Result<(), String> {
+/// The exit status of a finished run: 130 after Ctrl-C (what a shell reports for a process stopped by
+/// SIGINT), so scripts can tell an interrupted run, which saved a checkpoint, from a completed one.
+fn exit_status(summary: &TrainSummary) -> ExitCode {
+    if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS }
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
     let mut job = load(&args.job, args.device.as_deref())?;
     if let Some(seed) = args.random_weights {
         eprintln!("--random-weights: every model is drawn at random (seed {seed}) from its config.json; the LoRA it trains is meaningless");
@@ -160,28 +175,30 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     if args.check {
         let plan = serde_json::to_string_pretty(&job.plan).map_err(|e| e.to_string())?;
         println!("{plan}");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
-    report(&run_job(&job, !args.fresh)?);
-    Ok(())
+    let summary = run_job(&job, !args.fresh)?;
+    report(&summary);
+    Ok(exit_status(&summary))
 }
 
-pub fn run_demo(args: DemoArgs) -> Result<(), String> {
+pub fn run_demo(args: DemoArgs) -> Result<ExitCode, String> {
     let device = Default::default();
     let paths = flow_train::demo::prepare::<burn::backend::Flex>(&args.root, &device).map_err(|e| e.to_string())?;
     eprintln!("demo pipeline: {}\ndemo images: {}\njob: {}", paths.pipeline.display(), paths.dataset.display(), paths.job.display());
     let job = load(&paths.job, args.device.as_deref())?;
-    report(&run_job(&job, !args.fresh)?);
-    Ok(())
+    let summary = run_job(&job, !args.fresh)?;
+    report(&summary);
+    Ok(exit_status(&summary))
 }
 
 /// `configs`: FLUX.2 [dev]'s pipeline folder without weights, for `train --random-weights`.
-pub fn run_configs(args: ConfigsArgs) -> Result<(), String> {
+pub fn run_configs(args: ConfigsArgs) -> Result<ExitCode, String> {
     use flow_train::demo::{DemoPipelineSpec, write_pipeline_configs};
     write_pipeline_configs(&args.dir, &DemoPipelineSpec::flux2_dev()).map_err(|e| e.to_string())?;
     eprintln!(
         "wrote FLUX.2 [dev]'s configs and tokenizer (no weights) to {}; point a job's model.name_or_path at it and run `train --random-weights`",
         args.dir.display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
