@@ -612,3 +612,21 @@ fn extras_supply_the_text_encoder_and_vae_of_a_lone_transformer_file() {
     assert_eq!(plan.model.vae_path.as_deref(), Some("/vae/ae.safetensors"));
     assert_eq!(plan.model.text_encoder_path.as_deref(), Some("/te"));
 }
+
+/// A JSON or TOML job saved with a UTF-8 byte-order mark reads like the YAML one does; a parse error
+/// on a huge line quotes only its start.
+#[test]
+fn byte_order_marks_and_huge_lines() {
+    let yaml = std::fs::read_to_string(jobs_dir().join("flux2_lora.yaml")).unwrap();
+    let tree: Value = serde_yaml::from_str(&yaml).unwrap();
+    let json = format!("\u{feff}{}", serde_json::to_string(&tree).unwrap());
+    let from_json = load_job_str(&json, JobFormat::Json, "bom.json").expect("a BOM before JSON is accepted");
+    assert_eq!(from_json.plan, load_job_str(&yaml, JobFormat::Yaml, "job.yaml").unwrap().plan);
+    let toml = std::fs::read_to_string(jobs_dir().join("flux2_lora.toml")).unwrap();
+    load_job_str(&format!("\u{feff}{toml}"), JobFormat::Toml, "bom.toml").expect("a BOM before TOML is accepted");
+
+    let huge = format!("job = \"extension\"\nbroken = [{}\n", "1, ".repeat(70_000));
+    let message = load_job_str(&huge, JobFormat::Toml, "huge.toml").unwrap_err().to_string();
+    assert!(message.contains("huge.toml") && message.contains("not valid TOML"), "{message}");
+    assert!(message.len() < 1000, "{} bytes of message", message.len());
+}

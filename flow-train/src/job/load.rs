@@ -59,8 +59,36 @@ pub fn substitute_env(text: &str, origin: &str, lookup: impl Fn(&str) -> Option<
 }
 
 /// Parses text into a generic tree (map order kept).
+/// Parser messages quote the offending line; a job file with a 200 KB line must not print it whole.
+const MAX_MESSAGE: usize = 600;
+
+/// The longest prefix of `s` of at most `n` bytes that ends on a char boundary.
+fn cut(s: &str, n: usize) -> &str {
+    let mut end = n.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn shorten(message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    // Keep each line's start, cut at a char boundary.
+    let lines: Vec<String> = message
+        .lines()
+        .map(|l| if l.len() > 160 { format!("{}... ({} bytes)", cut(l, 160), l.len()) } else { l.to_string() })
+        .collect();
+    let joined = lines.join("\n");
+    if joined.len() <= MAX_MESSAGE { joined } else { format!("{}...", cut(&joined, MAX_MESSAGE)) }
+}
+
 pub fn parse_tree(text: &str, format: JobFormat, origin: &str) -> Result<Value, JobError> {
-    let syntax = |message: String| JobError::Syntax { origin: origin.to_string(), message };
+    let syntax = |message: String| JobError::Syntax { origin: origin.to_string(), message: shorten(message) };
+    // Editors on Windows save a UTF-8 byte-order mark; serde_yaml skips it, the JSON and TOML parsers
+    // do not.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut value: Value = match format {
         JobFormat::Yaml => serde_yaml::from_str(text).map_err(|e| syntax(format!("not valid YAML: {e}")))?,
         JobFormat::Json => serde_json::from_str(text).map_err(|e| syntax(format!("not valid JSON: {e}")))?,
