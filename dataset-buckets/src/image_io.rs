@@ -90,6 +90,30 @@ pub(crate) fn inspect_file(path: &Path, full_decode: bool) -> std::result::Resul
 
 type DecodeFailure = (ProblemKind, String);
 
+/// The largest image decoded by default: PIL's decompression-bomb limit (`2 * Image.MAX_IMAGE_PIXELS`,
+/// where ai-toolkit's PIL refuses to open a file), 179 megapixels, about 13400 x 13400. A 4 MB PNG can
+/// declare 65000 x 65000 pixels (12.7 GB decoded); the header is checked before any pixel is.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
+/// Environment variable overriding [`DEFAULT_MAX_IMAGE_PIXELS`] (a pixel count).
+pub const MAX_IMAGE_PIXELS_ENV: &str = "FLUX2_MAX_IMAGE_PIXELS";
+
+/// The pixel limit in force: `FLUX2_MAX_IMAGE_PIXELS` when set to a number, else the default.
+pub fn max_image_pixels() -> u64 {
+    std::env::var(MAX_IMAGE_PIXELS_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_IMAGE_PIXELS)
+}
+
+fn check_pixels(width: u32, height: u32) -> std::result::Result<(), DecodeFailure> {
+    let (pixels, max) = (u64::from(width) * u64::from(height), max_image_pixels());
+    if pixels > max {
+        return Err((
+            ProblemKind::TooLarge,
+            format!("{width}x{height} = {pixels} pixels, more than the {max} decoded at most (set {MAX_IMAGE_PIXELS_ENV} to raise it)"),
+        ));
+    }
+    Ok(())
+}
+
 type Reader<'a> = ImageReader<Cursor<&'a [u8]>>;
 
 fn reader(bytes: &[u8]) -> std::result::Result<(Reader<'_>, ImageFormat), DecodeFailure> {
@@ -119,6 +143,7 @@ fn probe_bytes(bytes: &[u8]) -> std::result::Result<Size, DecodeFailure> {
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let orientation = decoder.orientation().map_err(corrupt)?;
     let (w, h) = decoder.dimensions();
+    check_pixels(w, h)?;
     Ok(oriented_size(Size::new(w, h), orientation))
 }
 
@@ -126,6 +151,8 @@ fn probe_bytes(bytes: &[u8]) -> std::result::Result<Size, DecodeFailure> {
 fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, DecodeFailure> {
     let (reader, _) = reader(bytes)?;
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(w, h)?;
     let orientation = decoder.orientation().map_err(corrupt)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);

@@ -63,7 +63,7 @@ pub use control::{ControlGeometry, ControlRules, control_geometry};
 pub use dataset::{Bucket, BucketRow, ControlImage, Dataset, ImageRecord, Sample};
 pub use encoder::{CachedTensor, EncodeError, LatentEncoder, TextEncoder};
 pub use error::{Error, Result};
-pub use image_io::PreparedImage;
+pub use image_io::{DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV, PreparedImage, max_image_pixels};
 pub use problem::{BadInputPolicy, Problem, ProblemKind};
 pub use rng::Rng;
 pub use sampler::{Batch, Sampler, Stream};

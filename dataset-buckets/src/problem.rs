@@ -31,6 +31,9 @@ pub enum ProblemKind {
     Corrupt,
     /// A side is below `LoadOptions::min_image_side`.
     TooSmall,
+    /// The header declares more pixels than [`crate::max_image_pixels`] (a decompression bomb, or a
+    /// scan far beyond any bucket): refused before decoding.
+    TooLarge,
     /// The aspect ratio is so extreme that no bucket fits inside `resolution^2`.
     ExtremeAspect,
     /// The caption file exists but cannot be read as UTF-8 text.
@@ -52,6 +55,7 @@ impl ProblemKind {
             ProblemKind::UnknownFormat => "not a JPEG/PNG/WebP image",
             ProblemKind::Corrupt => "corrupt or truncated image",
             ProblemKind::TooSmall => "image too small",
+            ProblemKind::TooLarge => "image too large to decode",
             ProblemKind::ExtremeAspect => "aspect ratio too extreme",
             ProblemKind::CaptionUnreadable => "unreadable caption",
             ProblemKind::MissingControl => "no control image",

@@ -440,3 +440,25 @@ fn ai_toolkit_entry_deserializes() {
         serde_json::from_str(r#"{"folder_path": "x", "control_path_1": "a", "control_path_2": "b", "control_path": ""}"#).expect("parse");
     assert_eq!(ui.control_folders(), [PathBuf::from("a"), PathBuf::from("b")]);
 }
+
+/// A PNG declaring 65000 x 65000 pixels (what a 4 MB file can claim) is refused from its header,
+/// before anything is allocated, naming the file and the limit; under `on_bad_input: skip` it is
+/// skipped and the rest of the folder loads.
+#[test]
+fn decompression_bombs_are_refused_before_decoding() {
+    let dir = tempdir();
+    let root = dir.path();
+    write_quadrants(&p(root, "fine.png"), 80, 80);
+    std::fs::write(p(root, "bomb.png"), png_declaring(65_000, 65_000)).unwrap();
+    let err = load(&[DatasetConfig::for_folder(root)]).expect_err("must stop");
+    let Error::BadInput { problems } = &err else { panic!("unexpected error {err}") };
+    assert_eq!(problems.len(), 1, "{err}");
+    assert_eq!(problems[0].kind, ProblemKind::TooLarge);
+    let message = err.to_string();
+    assert!(message.contains("bomb.png") && message.contains("65000x65000") && message.contains("FLUX2_MAX_IMAGE_PIXELS"), "{message}");
+
+    let skip = LoadOptions { on_bad_input: BadInputPolicy::Skip, ..quiet() };
+    let set = DatasetSet::load(&[DatasetConfig::for_folder(root)], &skip).expect("skips the bomb");
+    assert_eq!(rel_paths(&set), ["fine.png"]);
+    assert_eq!(dataset_buckets::DEFAULT_MAX_IMAGE_PIXELS, 178_956_970, "PIL's limit");
+}

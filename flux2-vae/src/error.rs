@@ -80,6 +80,13 @@ pub enum Error {
         source: image::ImageError,
     },
 
+    /// An image declares more pixels than [`crate::image_io::max_image_pixels`].
+    #[error(
+        "{}: {width}x{height} pixels, more than the {max} decoded at most (a decompression bomb?); set FLUX2_MAX_IMAGE_PIXELS to raise the limit",
+        path.display()
+    )]
+    ImageTooLarge { path: PathBuf, width: u32, height: u32, max: u64 },
+
     /// An image file could not be written.
     #[error("{}: cannot write image: {source}", path.display())]
     ImageEncode {

@@ -62,15 +62,25 @@ pub fn load_image(path: impl AsRef<Path>, options: &ImageLoadOptions) -> Result<
 pub fn open_image(path: impl AsRef<Path>, options: &ImageLoadOptions) -> Result<DynamicImage> {
     let path = path.as_ref();
     let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    decode_reader(reader, options).map_err(|source| Error::ImageDecode { path: path.into(), source })
+    decode_reader(reader, options, path)
 }
 
 /// Same as [`load_image`] for bytes in memory (`origin` only names the source in errors).
 pub fn decode_image(bytes: &[u8], origin: impl AsRef<Path>, options: &ImageLoadOptions) -> Result<ImageF32> {
     let reader = ImageReader::new(Cursor::new(bytes));
-    let img = decode_reader(reader, options)
-        .map_err(|source| Error::ImageDecode { path: origin.as_ref().into(), source })?;
+    let img = decode_reader(reader, options, origin.as_ref())?;
     Ok(dynamic_to_f32(&img, options))
+}
+
+/// The largest image decoded by default: PIL's decompression-bomb limit (179 megapixels, where
+/// ai-toolkit's PIL refuses a file). The header is checked before any pixel is decoded, so a small file
+/// declaring 65000 x 65000 pixels fails at once instead of reserving 12.7 GB.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
+/// The pixel limit in force: the `FLUX2_MAX_IMAGE_PIXELS` environment variable when set to a number
+/// (the variable the dataset loader reads too), else [`DEFAULT_MAX_IMAGE_PIXELS`].
+pub fn max_image_pixels() -> u64 {
+    std::env::var("FLUX2_MAX_IMAGE_PIXELS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_IMAGE_PIXELS)
 }
 
 /// [`load_image`] straight to a `[1, 3, H, W]` f32 tensor.
@@ -85,11 +95,18 @@ pub fn load_image_tensor<B: Backend>(
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     reader: ImageReader<R>,
     options: &ImageLoadOptions,
-) -> image::ImageResult<DynamicImage> {
-    let reader = reader.with_guessed_format().map_err(image::ImageError::IoError)?;
-    let mut decoder = reader.into_decoder()?;
-    let orientation = decoder.orientation()?;
-    let mut img = DynamicImage::from_decoder(decoder)?;
+    path: &Path,
+) -> Result<DynamicImage> {
+    let failed = |source: image::ImageError| Error::ImageDecode { path: path.into(), source };
+    let reader = reader.with_guessed_format().map_err(|e| failed(image::ImageError::IoError(e)))?;
+    let mut decoder = reader.into_decoder().map_err(failed)?;
+    let (width, height) = decoder.dimensions();
+    let max = max_image_pixels();
+    if u64::from(width) * u64::from(height) > max {
+        return Err(Error::ImageTooLarge { path: path.into(), width, height, max });
+    }
+    let orientation = decoder.orientation().map_err(failed)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(failed)?;
     if options.apply_orientation {
         img.apply_orientation(orientation);
     }

@@ -30,7 +30,7 @@ pub use bands::set_band_elements;
 pub use config::VaeConfig;
 pub use conv_algorithm::{ConvAlgorithm, set_conv_algorithm};
 pub use error::{Error, Result};
-pub use image_io::{ImageF32, ImageLoadOptions, load_image, load_image_tensor, save_png, tensor_to_rgb8};
+pub use image_io::{DEFAULT_MAX_IMAGE_PIXELS, ImageF32, ImageLoadOptions, load_image, load_image_tensor, max_image_pixels, save_png, tensor_to_rgb8};
 pub use latent_norm::{LatentNorm, patchify, unpatchify};
 pub use loader::{LoadOptions, resolve_checkpoint};
 pub use random_init::RandomSource;

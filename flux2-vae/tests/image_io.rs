@@ -192,3 +192,25 @@ fn bad_image_files_are_named() {
     let err = save_png(Tensor::<B, 4>::zeros([1, 3, 2, 2], &Default::default()), tmp.path().join("no/such/dir/x.png")).unwrap_err();
     assert!(matches!(err, Error::ImageEncode { .. }), "{err}");
 }
+
+/// A reference or dataset image whose header declares 65000 x 65000 pixels is refused before
+/// decoding (no 12.7 GB reservation), naming the file and the limit.
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    let mut bytes = png_bytes(&DynamicImage::ImageRgb8(ImageBuffer::from_pixel(8, 8, Rgb([9u8, 9, 9]))), None);
+    // Patch IHDR's width and height, then its CRC (over the chunk type and 13 data bytes).
+    bytes[16..20].copy_from_slice(&65_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&65_000u32.to_be_bytes());
+    let mut crc = !0u32;
+    for &b in &bytes[12..29] {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    bytes[29..33].copy_from_slice(&(!crc).to_be_bytes());
+    let err = decode_image(&bytes, "bomb.png", &ImageLoadOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::ImageTooLarge { width: 65_000, height: 65_000, .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("bomb.png") && message.contains("FLUX2_MAX_IMAGE_PIXELS"), "{message}");
+}

@@ -160,3 +160,29 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn p(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
 }
+
+/// A small valid PNG whose header is patched to declare `w x h` pixels (a decompression bomb's
+/// shape: a few bytes that would decode to gigabytes). The IHDR checksum is recomputed.
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(quadrants(8, 8))
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .expect("encode");
+    // Signature (8), IHDR length (4), "IHDR" (4), width, height, ...; the CRC covers type + 13 data bytes.
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
