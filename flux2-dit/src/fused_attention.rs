@@ -39,10 +39,15 @@ pub struct AttentionBlocks {
     pub key: usize,
 }
 
-/// Elements of one f32 score block [B, H, query, key] that [`AttentionBlocks::for_shape`] aims for: 2^26
-/// (256 MiB) keeps the matmuls large enough to fill a GPU while the backward's few live score-sized
-/// temporaries stay around 1 GiB.
+/// Elements of one f32 score block [B, H, query, key] that [`AttentionBlocks::for_shape`] aims for on a
+/// GPU: 2^26 (256 MiB) keeps the matmuls large enough to fill it while the backward's few live
+/// score-sized temporaries stay around 1 GiB.
 pub const SCORE_BLOCK_ELEMENTS: usize = 1 << 26;
+
+/// The CPU backends' score block: 2^22 (16 MiB). A CPU matmul is as fast on [240, 4160] blocks as on
+/// larger ones, and the backward's temporaries then stay near 64 MiB instead of 1 GiB: with block
+/// checkpointing they were most of a CPU training step's peak memory.
+pub const CPU_SCORE_BLOCK_ELEMENTS: usize = 1 << 22;
 
 /// Keys up to this length are processed as one block (plain softmax per query block, no rescaling).
 pub const MAX_KEY_BLOCK: usize = 16_384;
@@ -52,8 +57,14 @@ impl AttentionBlocks {
     /// [`MAX_KEY_BLOCK`], and as many query rows as fit in [`SCORE_BLOCK_ELEMENTS`] (a multiple of 16,
     /// at least 16).
     pub fn for_shape(batch: usize, heads: usize, lq: usize, lk: usize) -> Self {
+        Self::for_budget(batch, heads, lq, lk, SCORE_BLOCK_ELEMENTS)
+    }
+
+    /// [`Self::for_shape`] aiming for score blocks of `elements` (a backend's
+    /// [`FusedAttentionBackend::SCORE_BLOCK_ELEMENTS`]).
+    pub fn for_budget(batch: usize, heads: usize, lq: usize, lk: usize, elements: usize) -> Self {
         let key = lk.clamp(1, MAX_KEY_BLOCK);
-        let rows = SCORE_BLOCK_ELEMENTS / (batch.max(1) * heads.max(1) * key);
+        let rows = elements / (batch.max(1) * heads.max(1) * key);
         let query = if rows >= lq { lq.max(1) } else { (rows / 16 * 16).max(16) };
         Self { query, key }
     }
@@ -64,6 +75,10 @@ impl AttentionBlocks {
 /// `scale` multiplies the scores (1/sqrt(d) for standard attention). The log-sum-exp tensor is
 /// [B, H, Lq, 1] in f32: `lse = ln Σ_j exp(scale · q·k_j)`.
 pub trait FusedAttentionBackend: Backend {
+    /// Elements of one f32 score block that [`fused_attention`] sizes its blocks for: peak memory
+    /// against matmul size ([`CPU_SCORE_BLOCK_ELEMENTS`] unless a backend says otherwise).
+    const SCORE_BLOCK_ELEMENTS: usize = CPU_SCORE_BLOCK_ELEMENTS;
+
     /// Output [B, H, Lq, d] (dtype of q) and log-sum-exp [B, H, Lq, 1] (f32).
     fn fused_attention_forward(
         q: FloatTensor<Self>,
@@ -278,6 +293,8 @@ impl<B: FusedAttentionBackend> Backward<B, 3> for FusedAttentionBackward {
 }
 
 impl<B: FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBackend for Autodiff<B, C> {
+    const SCORE_BLOCK_ELEMENTS: usize = B::SCORE_BLOCK_ELEMENTS;
+
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -358,6 +375,8 @@ impl FusedAttentionBackend for burn::backend::NdArray {}
 /// cuBLAS products and NVRTC row kernels on one stream (`cuda::attention`).
 #[cfg(feature = "cuda")]
 impl FusedAttentionBackend for burn::backend::Cuda {
+    const SCORE_BLOCK_ELEMENTS: usize = SCORE_BLOCK_ELEMENTS;
+
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -382,12 +401,13 @@ impl FusedAttentionBackend for burn::backend::Cuda {
     }
 }
 
-/// softmax(scale · Q Kᵀ) V over [B, H, L, d] with blocks chosen by [`AttentionBlocks::for_shape`].
+/// softmax(scale · Q Kᵀ) V over [B, H, L, d] with blocks chosen by [`AttentionBlocks::for_budget`] for
+/// the backend's [`FusedAttentionBackend::SCORE_BLOCK_ELEMENTS`].
 pub fn fused_attention<B: FusedAttentionBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, h, lq, d] = q.shape().dims();
     let lk = k.shape().dims::<4>()[2];
     let scale = 1.0 / (d as f32).sqrt();
-    fused_attention_with::<B>(q, k, v, scale, AttentionBlocks::for_shape(b, h, lq, lk))
+    fused_attention_with::<B>(q, k, v, scale, AttentionBlocks::for_budget(b, h, lq, lk, B::SCORE_BLOCK_ELEMENTS))
 }
 
 /// [`fused_attention`] with an explicit scale and block sizes.

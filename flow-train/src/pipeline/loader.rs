@@ -102,13 +102,56 @@ pub fn load_transformer<B: Backend>(
     dtype: DType,
     device: &B::Device,
 ) -> Result<Flux2Transformer<B>> {
-    let path = &files.transformer;
-    Checkpoint::open(path)
-        .and_then(|c| c.load::<B>(dtype, device))
-        .map_err(|e| Error::Component {
-            component: "transformer",
-            message: format!("{}: {e}", path.display()),
-        })
+    PendingTransformer::open(files, None)?.load(dtype, device)
+}
+
+/// A transformer whose config is read and whose weights are not loaded yet: opening a checkpoint
+/// reads its header and config only. The trainer checks the pipeline with [`check_compatible`] at
+/// start-up and loads the weights after the text encoder has been freed, so the two never share the
+/// device.
+pub struct PendingTransformer {
+    pub config: Flux2Config,
+    /// Names the source in errors.
+    path: std::path::PathBuf,
+    source: Pending,
+}
+
+enum Pending {
+    Checkpoint(Checkpoint),
+    Random(u64),
+}
+
+impl PendingTransformer {
+    /// Opens the transformer of `files`: its checkpoint, or with `random_weights` only its
+    /// `config.json` (see [`random_transformer`]).
+    pub fn open(files: &ModelFiles, random_weights: Option<u64>) -> Result<Self> {
+        let path = files.transformer.clone();
+        let component = |e: &dyn std::fmt::Display| Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) };
+        let (config, source) = match random_weights {
+            Some(seed) => {
+                let config = Flux2Config::from_json_file(&component_config("transformer", &path)?).map_err(|e| component(&e))?;
+                (config, Pending::Random(seed))
+            }
+            None => {
+                let checkpoint = Checkpoint::open(&path).map_err(|e| component(&e))?;
+                (checkpoint.config.clone(), Pending::Checkpoint(checkpoint))
+            }
+        };
+        Ok(Self { config, path, source })
+    }
+
+    /// Loads (or draws) the weights in `dtype` on `device`.
+    pub fn load<B: Backend>(self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
+        let path = self.path;
+        let component = |e: &dyn std::fmt::Display| Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) };
+        match self.source {
+            Pending::Checkpoint(checkpoint) => checkpoint.load::<B>(dtype, device).map_err(|e| component(&e)),
+            Pending::Random(seed) => {
+                B::seed(device, seed);
+                Flux2Transformer::random_on_device(&self.config, dtype, device).map_err(|e| component(&e))
+            }
+        }
+    }
 }
 
 /// The VAE of `files` (encoder and decoder) in `dtype`. Errors name the checkpoint.
@@ -161,10 +204,7 @@ pub fn random_transformer<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<Flux2Transformer<B>> {
-    let component = |e: &dyn std::fmt::Display| Error::Component { component: "transformer", message: format!("{}: {e}", files.transformer.display()) };
-    let config = Flux2Config::from_json_file(&component_config("transformer", &files.transformer)?).map_err(|e| component(&e))?;
-    B::seed(device, seed);
-    Flux2Transformer::random_on_device(&config, dtype, device).map_err(|e| component(&e))
+    PendingTransformer::open(files, Some(seed))?.load(dtype, device)
 }
 
 /// The VAE of `files` with seeded random weights from its `config.json` (see [`random_transformer`]).
@@ -191,11 +231,11 @@ pub fn random_text_encoder<B: Backend>(
 /// Checks that the three models fit together; errors name both config values.
 pub fn check_compatible<B: Backend>(
     files: &ModelFiles,
-    transformer: &Flux2Transformer<B>,
+    transformer: &Flux2Config,
     vae: &Vae<B>,
     text_encoder: Option<&MistralEncoder<B>>,
 ) -> Result<()> {
-    let t = &transformer.config;
+    let t = transformer;
     let vae_channels = vae.config().patchified_channels();
     if t.in_channels != vae_channels {
         return Err(Error::Invalid(format!(
@@ -222,6 +262,30 @@ pub fn check_compatible<B: Backend>(
     Ok(())
 }
 
+/// The text encoder `options` ask for (loaded, drawn at random, or none).
+pub fn options_text_encoder<B: Backend>(
+    files: &ModelFiles,
+    options: &PipelineOptions,
+    device: &B::Device,
+) -> Result<Option<MistralEncoder<B>>> {
+    match (&files.text_encoder, options.load_text_encoder) {
+        (Some(te), true) => Ok(Some(match options.random_weights {
+            Some(seed) => random_text_encoder(te, options.encoder_options(), seed ^ 0x5445, device)?,
+            None => load_text_encoder(te, options.encoder_options(), device)?,
+        })),
+        (None, true) => Err(Error::Invalid(format!("model `{}`: no text encoder was found to load", files.name))),
+        (_, false) => Ok(None),
+    }
+}
+
+/// The VAE `options` ask for (loaded or drawn at random).
+pub fn options_vae<B: Backend>(files: &ModelFiles, options: &PipelineOptions, device: &B::Device) -> Result<Vae<B>> {
+    match options.random_weights {
+        Some(seed) => random_vae(files, options.dtype, seed ^ 0x5641_4500, device),
+        None => load_vae(files, options.dtype, device),
+    }
+}
+
 impl<B: Backend> Flux2Pipeline<B> {
     /// Resolves `name_or_path` ([`resolve_model`]: pipeline folder, Hub repository id, or transformer
     /// checkpoint plus VAE/text-encoder sources) and loads it.
@@ -232,27 +296,11 @@ impl<B: Backend> Flux2Pipeline<B> {
 
     /// Loads already resolved files.
     pub fn from_files(files: ModelFiles, options: &PipelineOptions, device: &B::Device) -> Result<Self> {
-        let text_encoder = match (&files.text_encoder, options.load_text_encoder) {
-            (Some(te), true) => Some(match options.random_weights {
-                Some(seed) => random_text_encoder(te, options.encoder_options(), seed ^ 0x5445, device)?,
-                None => load_text_encoder(te, options.encoder_options(), device)?,
-            }),
-            (None, true) => {
-                return Err(Error::Invalid(format!(
-                    "model `{}`: no text encoder was found to load",
-                    files.name
-                )));
-            }
-            (_, false) => None,
-        };
-        let (transformer, vae) = match options.random_weights {
-            Some(seed) => (
-                random_transformer(&files, options.dtype, seed, device)?,
-                random_vae(&files, options.dtype, seed ^ 0x5641_4500, device)?,
-            ),
-            None => (load_transformer(&files, options.dtype, device)?, load_vae(&files, options.dtype, device)?),
-        };
-        check_compatible(&files, &transformer, &vae, text_encoder.as_ref())?;
+        let text_encoder = options_text_encoder(&files, options, device)?;
+        let transformer = PendingTransformer::open(&files, options.random_weights)?;
+        let vae = options_vae(&files, options, device)?;
+        check_compatible(&files, &transformer.config, &vae, text_encoder.as_ref())?;
+        let transformer = transformer.load(options.dtype, device)?;
         Ok(Self {
             transformer,
             vae,

@@ -30,27 +30,35 @@ use super::trainable;
 use crate::error::{Error, Result};
 use crate::job::{LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
-use crate::pipeline::{Flux2Pipeline, PipelineOptions, ReferenceImage};
+use crate::pipeline::{PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, options_text_encoder, options_vae, resolve_model};
 use crate::{TimestepSampler, TrainRng, gaussian_noise};
 
 /// Name of the trained adapter inside the model.
 pub const ADAPTER: &str = "lora";
 
-/// The loaded models the trainer composes. The transformer trains on `B` (autodiff); the VAE and
-/// text encoder only run forward, on the inner backend.
+/// The models the trainer composes. The transformer trains on `B` (autodiff); the VAE and text encoder
+/// only run forward, on the inner backend.
+///
+/// The transformer's weights are loaded last, by [`TrainModels::transformer`]: [`train`] asks for them
+/// only once the text encoder has encoded every caption and been freed, so the two largest models
+/// never share the device (FLUX.2 [dev] in bf16: 64 GB transformer + 36 GB of the text encoder's first
+/// 30 layers). Its config is read at load, and the pipeline is checked then.
 pub struct TrainModels<B: AutodiffBackend> {
-    pub transformer: Flux2Transformer<B>,
+    transformer: Option<Flux2Transformer<B>>,
+    pending: Option<PendingTransformer>,
     pub vae: Vae<B::InnerBackend>,
     /// `None` only when every caption embedding is already in memory (not the case at start-up).
     pub text_encoder: Option<MistralEncoder<B::InnerBackend>>,
     /// Names the checkpoint for cache keys and LoRA metadata (path, dtype).
     pub identity: String,
+    dtype: burn::tensor::DType,
+    device: B::Device,
 }
 
 impl<B: AutodiffBackend> TrainModels<B> {
-    /// Loads the job's pipeline (`model:` panel: local folder, Hub repo id or BFL file; `train.dtype`;
-    /// text-encoder layers and length; random weights when the plan says so) with the VAE and text
-    /// encoder on the inner backend and the transformer on `B` for training.
+    /// Opens the job's pipeline (`model:` panel: local folder, Hub repo id or BFL file; `train.dtype`;
+    /// text-encoder layers and length; random weights when the plan says so): the VAE and text
+    /// encoder loaded on the inner backend, the transformer's config read and checked against them.
     pub fn load(job: &LoadedJob, device: &B::Device) -> Result<Self> {
         let plan = &job.plan;
         let options = PipelineOptions {
@@ -62,15 +70,37 @@ impl<B: AutodiffBackend> TrainModels<B> {
             random_weights: plan.model.random_weights,
             ..PipelineOptions::default()
         };
-        let pipeline = Flux2Pipeline::<B::InnerBackend>::load(&plan.model.name_or_path, &options, device)?;
+        let files = resolve_model(&plan.model.name_or_path, &options.source_options())?;
+        let pending = PendingTransformer::open(&files, options.random_weights)?;
+        let text_encoder = options_text_encoder::<B::InnerBackend>(&files, &options, device)?;
+        let vae = options_vae::<B::InnerBackend>(&files, &options, device)?;
+        check_compatible(&files, &pending.config, &vae, text_encoder.as_ref())?;
         // Latents and embeddings of random weights must never be taken for the real model's.
         let random = plan.model.random_weights.map(|seed| format!(" random-weights seed {seed}")).unwrap_or_default();
         Ok(TrainModels {
-            transformer: Flux2Transformer::<B>::from_inner(pipeline.transformer),
-            vae: pipeline.vae,
-            text_encoder: pipeline.text_encoder,
+            transformer: None,
+            pending: Some(pending),
+            vae,
+            text_encoder,
             identity: format!("{} {:?}{random}", plan.model.name_or_path, plan.model.dtype),
+            dtype: options.dtype,
+            device: device.clone(),
         })
+    }
+
+    /// The transformer's config (known from load, before its weights are).
+    pub fn transformer_config(&self) -> Option<&flux2_dit::Flux2Config> {
+        self.transformer.as_ref().map(|t| &t.config).or(self.pending.as_ref().map(|p| &p.config))
+    }
+
+    /// The transformer, its weights loaded on first use.
+    pub fn transformer(&mut self) -> Result<&mut Flux2Transformer<B>> {
+        if self.transformer.is_none()
+            && let Some(pending) = self.pending.take()
+        {
+            self.transformer = Some(Flux2Transformer::<B>::from_inner(pending.load(self.dtype, &self.device)?));
+        }
+        self.transformer.as_mut().ok_or_else(|| Error::Invalid("the transformer was neither loaded nor loadable".into()))
     }
 }
 
@@ -267,11 +297,9 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     checkpoint::write_atomic(&job_copy, yaml.as_bytes())?;
 
     let seed = seed_of(plan, &output);
-    let device = models.transformer.device();
+    let TrainModels { transformer, pending, vae, text_encoder, identity, dtype, device } = models;
     // Autodiff backends share their inner backend's device type.
     let idevice = device.clone();
-    let TrainModels { transformer, vae, text_encoder, identity } = models;
-    let mut model = transformer;
 
     // ---- datasets, latent cache, prompt embeddings ----
     let mut dataset_options = plan.dataset_options.clone();
@@ -321,7 +349,15 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         }
         pb.finish_and_clear();
         bank.free_encoder();
+        // Hand the encoder's memory back before the transformer's weights arrive.
+        <B::InnerBackend as burn::tensor::backend::Backend>::memory_cleanup(&idevice);
     }
+    crate::out_of_memory::set_phase("loading the transformer");
+    let mut model = match (transformer, pending) {
+        (Some(loaded), _) => loaded,
+        (None, Some(pending)) => Flux2Transformer::<B>::from_inner(pending.load(dtype, &device)?),
+        (None, None) => return Err(Error::Invalid("the transformer was neither loaded nor loadable".into())),
+    };
 
     // ---- adapter, optimizer, resume ----
     let mut lora_config = plan.lora.clone();
