@@ -49,6 +49,12 @@ impl Default for Flux2Config {
     }
 }
 
+/// The most blocks of either kind a config may declare (FLUX.2 [dev] has 8 + 48).
+pub const MAX_BLOCKS: usize = 1024;
+
+/// The widest dimension a config may declare (FLUX.2 [dev]'s model width is 6144).
+pub const MAX_WIDTH: usize = 65_536;
+
 impl Flux2Config {
     /// FLUX.2 [dev]: 32B parameters.
     pub fn dev() -> Self {
@@ -119,6 +125,28 @@ impl Flux2Config {
         if self.in_channels == 0 || self.joint_attention_dim == 0 || !self.timestep_guidance_channels.is_multiple_of(2) {
             return bad("in_channels", "in_channels, joint_attention_dim must be positive and timestep_guidance_channels even".into());
         }
+        // Sizes far beyond any FLUX.2 (a damaged or hostile config.json) are refused before anything is
+        // allocated: the largest limits below still describe a model of trillions of parameters.
+        let limits: [(&'static str, usize, usize); 7] = [
+            ("num_layers", self.num_layers, MAX_BLOCKS),
+            ("num_single_layers", self.num_single_layers, MAX_BLOCKS),
+            ("num_attention_heads", self.num_attention_heads, MAX_WIDTH),
+            ("attention_head_dim", self.attention_head_dim, MAX_WIDTH),
+            ("in_channels", self.in_channels, MAX_WIDTH),
+            ("joint_attention_dim", self.joint_attention_dim, MAX_WIDTH * 4),
+            ("timestep_guidance_channels", self.timestep_guidance_channels, MAX_WIDTH),
+        ];
+        for (field, value, max) in limits {
+            if value > max {
+                return bad(field, format!("{value} is out of range (at most {max})"));
+            }
+        }
+        if self.inner_dim() > MAX_WIDTH {
+            return bad("num_attention_heads", format!("{} heads x {} = {} is wider than {MAX_WIDTH}", self.num_attention_heads, self.attention_head_dim, self.inner_dim()));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 16.0) {
+            return bad("mlp_ratio", format!("{} must be a number in (0, 16]", self.mlp_ratio));
+        }
         Ok(())
     }
 
@@ -178,6 +206,20 @@ mod tests {
             "patch_size": 1, "rope_theta": 2000, "timestep_guidance_channels": 256}"#;
         let c: Flux2Config = serde_json::from_str(json).unwrap();
         assert_eq!(c, Flux2Config::dev());
+    }
+
+    #[test]
+    fn rejects_absurd_sizes_naming_the_field() {
+        for (c, field) in [
+            (Flux2Config { num_layers: 4_000_000_000, ..Flux2Config::dev() }, "num_layers"),
+            (Flux2Config { num_single_layers: 100_000, ..Flux2Config::dev() }, "num_single_layers"),
+            (Flux2Config { mlp_ratio: f64::NAN, ..Flux2Config::dev() }, "mlp_ratio"),
+            (Flux2Config { num_attention_heads: 48_000, ..Flux2Config::dev() }, "num_attention_heads"),
+        ] {
+            let msg = c.validate().unwrap_err().to_string();
+            assert!(msg.contains(field), "{msg}");
+        }
+        Flux2Config::dev().validate().unwrap();
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum Error {
     UnsupportedTensor { file: PathBuf, key: String, count: usize },
     #[error("{file}: bad metadata `{key}`: {message}")]
     Metadata { file: PathBuf, key: String, message: String },
+    #[error("LoRA rank {rank} (`network.linear`) does not fit `{module}`: the layer is {input} -> {out}; a rank must be between 1 and the narrower side ({max})")]
+    Rank { rank: usize, module: String, input: usize, out: usize, max: usize },
     #[error("no module matches the target selection {0}")]
     NoTargets(String),
     #[error("adapter `{0}` is already present in the model")]

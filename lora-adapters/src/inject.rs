@@ -122,6 +122,13 @@ pub fn attach<B: Backend>(
 pub fn inject<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, config: &LoraConfig) -> Result<AdapterHandle> {
     let mut rng = RandomSource::new(config.seed);
     let scale = config.alpha / config.rank as f32;
+    // Before any factor is allocated: a rank beyond the layer's width is an error, not gigabytes.
+    for (path, l) in model.linears().into_iter().filter(|(path, _)| config.targets.selects(path)) {
+        let max = l.in_features().min(l.out_features());
+        if config.rank == 0 || config.rank > max {
+            return Err(Error::Rank { rank: config.rank, module: path, input: l.in_features(), out: l.out_features(), max });
+        }
+    }
     let factors: Vec<(String, Factors)> = model
         .linears()
         .into_iter()

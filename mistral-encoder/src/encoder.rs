@@ -13,6 +13,10 @@ use crate::model::MistralTextModel;
 use crate::prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch};
 use crate::tokenizer::PromptTokenizer;
 
+/// The longest prompt length accepted (every prompt is padded to `max_sequence_length` tokens, so
+/// 100 million would allocate gigabytes before failing). FLUX.2 uses 512.
+pub const MAX_SEQUENCE_LENGTH: usize = 8192;
+
 /// How prompts are encoded. The defaults are FLUX.2-dev's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderOptions {
@@ -107,6 +111,12 @@ impl<B: Backend> MistralEncoder<B> {
         tokenizer_json: &Path,
         options: &EncoderOptions,
     ) -> Result<(PromptTokenizer, MistralConfig, usize)> {
+        if options.max_sequence_length == 0 || options.max_sequence_length > MAX_SEQUENCE_LENGTH {
+            return Err(Error::Invalid(format!(
+                "max_sequence_length {} is out of range: prompts are padded to this many tokens; use 1 to {MAX_SEQUENCE_LENGTH} (FLUX.2 uses 512)",
+                options.max_sequence_length
+            )));
+        }
         let tokenizer = PromptTokenizer::from_file(tokenizer_json)?;
         let config_path = text_encoder_dir.join("config.json");
         let config = MistralConfig::from_file(&config_path)?;

@@ -19,7 +19,7 @@ pub mod tokenizer;
 
 pub use config::MistralConfig;
 pub use embeds::PromptEmbeds;
-pub use encoder::{EncoderOptions, MistralEncoder};
+pub use encoder::{EncoderOptions, MAX_SEQUENCE_LENGTH, MistralEncoder};
 pub use error::{Error, Result};
 pub use loader::{LoadPlan, TensorSource, WeightStore};
 pub use model::MistralTextModel;

@@ -120,6 +120,9 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
         );
     }
     at_least_one(out, k("network.linear"), net.linear as u64);
+    if net.linear as u64 > MAX_RANK {
+        push_once(out, Diagnostic::error(k("network.linear"), format!("{} is larger than any FLUX.2 layer allows (at most {MAX_RANK})", net.linear)));
+    }
     if let Some(a) = net.linear_alpha.filter(|_| net.linear > 0) {
         finite_positive(out, k("network.linear_alpha"), a);
     }
@@ -302,7 +305,7 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     }
     size(out, &k("sample.width"), s.width);
     size(out, &k("sample.height"), s.height);
-    at_least_one(out, k("sample.sample_steps"), u64::from(s.sample_steps));
+    steps(out, k("sample.sample_steps"), s.sample_steps);
     finite_non_negative(out, k("sample.guidance_scale"), s.guidance_scale);
     if !s.network_multiplier.is_finite() {
         out.push(Diagnostic::error(
@@ -322,7 +325,7 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
             size(out, &format!("{ip}.height"), h);
         }
         if let Some(n) = item.sample_steps {
-            at_least_one(out, format!("{ip}.sample_steps"), u64::from(n));
+            steps(out, format!("{ip}.sample_steps"), n);
         }
         if let Some(g) = item.guidance_scale {
             finite_non_negative(out, format!("{ip}.guidance_scale"), g);
@@ -336,11 +339,29 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     at_least_one(out, k("logging.log_every"), u64::from(p.logging.log_every));
 }
 
-/// Sample sizes: at least 16; not a multiple of 16 is floored, as ai-toolkit does.
+/// The sampler's limits ([`crate::pipeline::MAX_IMAGE_SIDE`], [`crate::pipeline::MAX_STEPS`]), checked
+/// by `--check` before any model loads.
+const MAX_SAMPLE_SIDE: u32 = crate::pipeline::MAX_IMAGE_SIDE as u32;
+const MAX_SAMPLE_STEPS: u32 = crate::pipeline::MAX_STEPS as u32;
+
+/// The largest LoRA rank accepted from a job: FLUX.2 [dev]'s narrowest adapted layer is 3072 wide.
+/// Ranks beyond a layer's own width are refused when the adapter is created, naming the layer.
+pub const MAX_RANK: u64 = 3072;
+
+/// Sample sizes: 16 to [`MAX_SAMPLE_SIDE`]; not a multiple of 16 is floored, as ai-toolkit does.
 fn size(out: &mut Vec<Diagnostic>, path: &str, v: u32) {
     if v < 16 {
         push_once(out, Diagnostic::error(path, format!("{v} is too small (at least 16 pixels)")));
+    } else if v > MAX_SAMPLE_SIDE {
+        push_once(out, Diagnostic::error(path, format!("{v} is too large (at most {MAX_SAMPLE_SIDE} pixels)")));
     } else if !v.is_multiple_of(16) {
         out.push(Diagnostic::warning(path, format!("{v} is not a multiple of 16: samples use {}", v / 16 * 16)));
+    }
+}
+
+fn steps(out: &mut Vec<Diagnostic>, path: String, n: u32) {
+    at_least_one(out, path.clone(), u64::from(n));
+    if n > MAX_SAMPLE_STEPS {
+        push_once(out, Diagnostic::error(path, format!("{n} is too many (at most {MAX_SAMPLE_STEPS})")));
     }
 }

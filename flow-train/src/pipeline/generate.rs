@@ -125,6 +125,14 @@ fn report(progress: &mut Option<&mut dyn FnMut(Stage)>, stage: Stage) {
 }
 
 /// Picks one side: explicit, else from the latents, else from the first reference, else the default.
+/// The largest image side [`generate`] makes: FLUX.2 [dev] is trained up to 4 megapixels; 4096 allows
+/// 16 (a 100000-wide image would need tens of GB before its first step).
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
+/// The most denoising steps [`generate`] runs (diffusers' FLUX.2 default is 50; 4 billion would
+/// allocate 32 GB of sigmas).
+pub const MAX_STEPS: usize = 1000;
+
 fn side(
     what: &str,
     given: Option<usize>,
@@ -142,6 +150,9 @@ fn side(
         (None, Some(l)) => l,
         (None, None) => from_reference.unwrap_or(DEFAULT_IMAGE_SIZE),
     };
+    if value > MAX_IMAGE_SIDE {
+        return Err(Error::Invalid(format!("generate: {what} {value} is too large (at most {MAX_IMAGE_SIDE} px)")));
+    }
     if value == 0 || !value.is_multiple_of(multiple) {
         let down = value / multiple * multiple;
         return Err(Error::Invalid(format!(
@@ -202,6 +213,9 @@ pub fn generate_latents<B: Backend>(
         }
         None => None,
     };
+    if options.steps == 0 || options.steps > MAX_STEPS {
+        return Err(Error::Invalid(format!("generate: {} denoising steps; use 1 to {MAX_STEPS}", options.steps)));
+    }
     let first = prepared.first().map(|p| (p.height, p.width));
     let height = side(
         "height",

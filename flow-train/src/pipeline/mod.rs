@@ -30,7 +30,7 @@ mod reference;
 pub mod resample;
 mod source;
 
-pub use generate::{DEFAULT_IMAGE_SIZE, GenerateOptions, Prompt, Stage, decode_image, generate, generate_latents};
+pub use generate::{DEFAULT_IMAGE_SIZE, GenerateOptions, MAX_IMAGE_SIDE, MAX_STEPS, Prompt, Stage, decode_image, generate, generate_latents};
 pub use hub::{HubOptions, RepoId};
 pub use loader::{
     DEFAULT_TEXT_ENCODER_OUT_LAYERS, Flux2Pipeline, PipelineOptions, PendingTransformer, check_compatible, load_text_encoder,

@@ -71,8 +71,9 @@ pub fn render<B: Backend>(
     let mut paths = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
         let options = GenerateOptions {
-            height: Some(p.prompt.height as usize),
-            width: Some(p.prompt.width as usize),
+            // Floored to the latent grid (16 pixels), as ai-toolkit does (the job check warns).
+            height: Some((p.prompt.height / 16 * 16) as usize),
+            width: Some((p.prompt.width / 16 * 16) as usize),
             steps: p.prompt.steps as usize,
             guidance: p.prompt.guidance_scale,
             seed: p.prompt.seed,
