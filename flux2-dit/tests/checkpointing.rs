@@ -15,6 +15,14 @@ use lora_adapters::{inject, AdapterHandle, LoraConfig, Targets};
 
 type B = Autodiff<Flex>;
 
+/// The backend RNG (`B::seed`, LoRA dropout masks) is process-wide: tests of this binary that seed it
+/// must not interleave, or one test's reseeding lands between another's forward and recompute.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny() -> Flux2Config {
     Flux2Config {
         in_channels: 8,
@@ -112,6 +120,7 @@ fn compare(name: &str, c: &Case, plain: (f32, Vec<TensorData>), ckpt: (f32, Vec<
 }
 
 fn check(name: &str, targets: Targets, two: bool) {
+    let _serial = serial();
     let c = case(targets, 0.0);
     let plain_loss = loss(&c, two, &mut |x, ctx, s| c.model.forward(x, ctx, s, Some(t([4.0, 2.0])), &c.rope));
     let plain = (plain_loss.clone().into_scalar(), gradients(&c, &plain_loss.backward()));
@@ -140,6 +149,7 @@ fn two_forwards_in_one_loss_one_with_the_adapter_off() {
 
 #[test]
 fn dropout_masks_of_the_recompute_are_the_forwards() {
+    let _serial = serial();
     let c = case(Targets::Blocks, 0.25);
     let device = Default::default();
     let seed = 42;
