@@ -630,3 +630,17 @@ fn byte_order_marks_and_huge_lines() {
     assert!(message.contains("huge.toml") && message.contains("not valid TOML"), "{message}");
     assert!(message.len() < 1000, "{} bytes of message", message.len());
 }
+
+/// Sizes that would allocate gigabytes or abort are errors of `--check`, naming the key: sample sides
+/// and steps, the LoRA rank.
+#[test]
+fn absurd_sizes_are_check_errors() {
+    let report = check(&job_with(&[
+        ("config.process[0].sample.sample_steps", "4000000000"),
+        ("config.process[0].sample.width", "100000"),
+        ("config.process[0].network.linear", "100000"),
+    ]));
+    assert!(error_at(&report, "config.process[0].sample.sample_steps").contains("at most 1000"));
+    assert!(error_at(&report, "config.process[0].sample.width").contains("at most 4096"));
+    assert!(error_at(&report, "config.process[0].network.linear").contains("at most 3072"));
+}

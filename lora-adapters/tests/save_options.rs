@@ -200,3 +200,19 @@ fn tensors_that_are_not_lora_factors_are_refused_by_name() {
     // The same file without it loads.
     assert!(read_factors(&model, &file).is_ok());
 }
+
+/// A rank wider than a targeted layer (100000 on 16-wide layers) is refused before any factor is
+/// allocated, naming the layer and its widths; rank 0 likewise.
+#[test]
+fn ranks_beyond_a_layer_are_refused_naming_it() {
+    use flux2_dit::{Flux2Transformer, RandomSource};
+    use lora_adapters::{Error, LoraConfig, Targets, inject};
+    let mut model = Flux2Transformer::<B>::from_source(&common::tiny(1, 1), &mut RandomSource::new(1), burn::tensor::DType::F32, &Default::default()).unwrap();
+    for rank in [100_000, 0] {
+        let err = inject(&mut model, "big", &LoraConfig { rank, alpha: 1.0, dropout: 0.0, targets: Targets::Blocks, seed: 1 }).unwrap_err();
+        assert!(matches!(err, Error::Rank { max: 16, .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("rank {rank}")) && text.contains("network.linear") && text.contains("blocks."), "{text}");
+    }
+    assert!(model.linears().iter().all(|(_, l)| l.adapters.is_empty()), "nothing attached");
+}

@@ -336,5 +336,7 @@ mod tests {
         let err = side("height", Some(64), Some(48), None, 16).unwrap_err().to_string();
         assert!(err.contains("height 64") && err.contains("48"), "{err}");
         assert!(side("height", Some(0), None, None, 16).is_err());
+        let err = side("width", Some(100_000), None, None, 16).unwrap_err().to_string();
+        assert!(err.contains("width 100000") && err.contains("at most 4096"), "{err}");
     }
 }
