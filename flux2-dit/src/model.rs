@@ -64,11 +64,22 @@ struct FromSource<'a, B: Backend, S: WeightSource> {
 impl<B: Backend, S: WeightSource> Provide<B> for FromSource<'_, B, S> {
     fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let data: TensorData = self.source.take(name, &shape, self.dtype)?;
-        Ok(Tensor::from_data(data, (self.device, self.dtype)))
+        let tensor = Tensor::from_data(data, (self.device, self.dtype));
+        // NaN/Inf in a weight gives black images and NaN losses far from the cause: name it here
+        // (one reduction on the device per tensor).
+        if !all_finite(&tensor) {
+            return Err(crate::Error::NonFinite { key: name.into(), origin: self.source.origin(name) });
+        }
+        Ok(tensor)
     }
     fn finish(&mut self) -> Result<()> {
         self.source.finish()
     }
+}
+
+/// Whether every value of `t` is finite (one reduction and one read-back).
+pub fn all_finite<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    t.clone().is_finite().all().into_data().iter::<bool>().all(|v| v)
 }
 
 /// Weights drawn on the device by the backend's RNG, with [`crate::RandomSource`]'s scales.

@@ -132,6 +132,14 @@ impl TensorStore {
                 return Err(Error::UnsupportedDtype { key: key.to_string(), file: file.path.clone(), dtype: format!("{other:?}") });
             }
         };
+        if dtype.is_float() && !stored.is_float() {
+            // An integer tensor where a weight belongs is a wrong or damaged file, not a conversion.
+            return Err(Error::UnsupportedDtype {
+                key: key.to_string(),
+                file: file.path.clone(),
+                dtype: format!("{stored:?} (a float weight is expected here)"),
+            });
+        }
         self.used.insert(key.to_string());
         let data = TensorData::from_bytes_vec(bytes.to_vec(), entry.shape.clone(), stored);
         Ok(if stored == dtype { data } else { data.convert_dtype(dtype) })

@@ -12,6 +12,12 @@ pub trait WeightSource {
     /// exactly `shape`, converted to `dtype`.
     fn take(&mut self, name: &str, shape: &[usize], dtype: DType) -> Result<TensorData>;
 
+    /// Where parameter `name` comes from, for errors (the checkpoint file).
+    fn origin(&self, name: &str) -> String {
+        let _ = name;
+        "random initialisation".into()
+    }
+
     /// Called once every parameter was taken: report anything left over.
     fn finish(&mut self) -> Result<()> {
         Ok(())
@@ -83,6 +89,17 @@ impl WeightSource for StoreSource {
                 Ok(TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype))
             }
         }
+    }
+
+    fn origin(&self, name: &str) -> String {
+        let key = match self.layout {
+            Layout::Bfl => format!("{}{name}", self.prefix),
+            Layout::Diffusers => match diffusers_sources(name).and_then(|p| p.first().map(|p| p.key().to_string())) {
+                Some(key) => key,
+                None => name.to_string(),
+            },
+        };
+        format!("`{key}` in {}", self.store.file_of(&key).display())
     }
 
     fn finish(&mut self) -> Result<()> {

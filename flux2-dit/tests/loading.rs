@@ -167,3 +167,54 @@ fn corrupt_files_are_errors_not_panics() {
     let msg = load_err(&tmp.path().join("absent"));
     assert!(msg.contains("absent"), "{msg}");
 }
+
+/// Rewrites the fixture transformer with one tensor replaced by `data`; returns the folder.
+fn with_tensor(tmp: &Path, key: &str, data: burn::tensor::TensorData, dtype: DType) -> PathBuf {
+    let t = tmp.join("transformer");
+    std::fs::create_dir_all(&t).unwrap();
+    let src = fixture("guidance_b1/transformer");
+    std::fs::copy(src.join("config.json"), t.join("config.json")).unwrap();
+    let mut store = TensorStore::open(&[src.join("diffusion_pytorch_model.safetensors")]).unwrap();
+    let mut keys: Vec<String> = store.keys().cloned().collect();
+    keys.sort();
+    let mut tensors = Vec::new();
+    for k in keys {
+        let original = store.read(&k, DType::F32).unwrap();
+        if k == key {
+            assert_eq!(data.shape, original.shape);
+            tensors.push(PendingTensor::ready(k, data.clone(), dtype));
+        } else {
+            tensors.push(PendingTensor::ready(k, original, DType::F32));
+        }
+    }
+    write_safetensors(&t.join("diffusion_pytorch_model.safetensors"), tensors, &BTreeMap::new()).unwrap();
+    t
+}
+
+/// A NaN or an infinity in a base weight is an error at load naming the tensor and the file (it
+/// used to give an all-black image and exit 0).
+#[test]
+fn non_finite_weights_are_named_at_load() {
+    let store_key = "context_embedder.weight";
+    let shape = TensorStore::open(&[fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")]).unwrap().shape(store_key).unwrap().to_vec();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut values = vec![0.01f32; shape.iter().product()];
+        values[3] = bad;
+        let t = with_tensor(tmp.path(), store_key, burn::tensor::TensorData::new(values, shape.clone()), DType::F32);
+        let msg = load_err(&t);
+        assert!(msg.contains(store_key) && msg.contains("diffusion_pytorch_model.safetensors") && msg.contains("NaN or infinite"), "{msg}");
+    }
+}
+
+/// An integer tensor where a float weight belongs is refused, not converted.
+#[test]
+fn integer_tensors_are_not_weights() {
+    let store_key = "context_embedder.weight";
+    let shape = TensorStore::open(&[fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")]).unwrap().shape(store_key).unwrap().to_vec();
+    let tmp = tempfile::tempdir().unwrap();
+    let ints = burn::tensor::TensorData::new(vec![1i32; shape.iter().product()], shape);
+    let t = with_tensor(tmp.path(), store_key, ints, DType::I32);
+    let msg = load_err(&t);
+    assert!(msg.contains(store_key) && msg.contains("I32") && msg.contains("float weight"), "{msg}");
+}
