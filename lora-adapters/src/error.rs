@@ -12,6 +12,8 @@ pub enum Error {
     MissingFactor { file: PathBuf, module: String, which: &'static str },
     #[error("{file}: `{module}` factors have shapes A {down:?} / B {up:?}, the layer is [{out}, {input}]")]
     FactorShape { file: PathBuf, module: String, down: Vec<usize>, up: Vec<usize>, out: usize, input: usize },
+    #[error("{file}: `{module}` {what} holds NaN or infinite values (saved from a diverged run?)")]
+    NonFinite { file: PathBuf, module: String, what: &'static str },
     #[error("{file}: no LoRA tensors recognised (expected `diffusion_model.*.lora_A.weight`, `transformer.*.lora_A.weight` or `lora_unet_*.lora_down.weight` keys)")]
     NotALora { file: PathBuf },
     #[error("{file}: {count} tensor(s) that are not LoRA factors (lora_A/lora_B, lora_down/lora_up, alpha), e.g. `{key}`; DoRA, LoKr/LoHa and full-weight `.diff` files are not supported")]

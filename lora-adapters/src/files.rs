@@ -271,8 +271,8 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
         let (bfl, rows_of) = index.get(&module).cloned().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: module.clone() })?;
         let down = parts.down.ok_or_else(|| Error::MissingFactor { file: file.clone(), module: module.clone(), which: "lora_B/up" })?;
         let up = parts.up.ok_or_else(|| Error::MissingFactor { file: file.clone(), module: module.clone(), which: "lora_A/down" })?;
-        let (out, input) = linears[&bfl];
-        let rank = down.shape[0];
+        let (out, input) = linears.get(&bfl).copied().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: module.clone() })?;
+        let rank = down.shape.first().copied().unwrap_or(0);
         let part_out = if matches!(rows_of, Rows::Third(_)) { out / 3 } else { out };
         if down.shape.len() != 2 || up.shape.len() != 2 || down.shape[1] != input || up.shape[0] != part_out || up.shape[1] != rank {
             return Err(Error::FactorShape { file: file.clone(), module, down: down.shape.to_vec(), up: up.shape.to_vec(), out: part_out, input });
@@ -282,6 +282,16 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
         let alpha = parts.alpha.or(pattern).or(peft.alpha).unwrap_or(rank as f32);
         // PEFT's rank-stabilized LoRA (`use_rslora`) scales by alpha / sqrt(r) instead of alpha / r.
         let divisor = if from_peft && peft.rslora { (rank as f32).sqrt() } else { rank as f32 };
+        // NaN/Inf factors (a diverged run's save) would give black images with exit 0: name them.
+        for (what, ok) in [
+            ("alpha", alpha.is_finite()),
+            ("lora_A/down", down.iter::<f32>().all(f32::is_finite)),
+            ("lora_B/up", up.iter::<f32>().all(f32::is_finite)),
+        ] {
+            if !ok {
+                return Err(Error::NonFinite { file: file.clone(), module: module.clone(), what });
+            }
+        }
         let up = if rows_of == Rows::SwappedHalves { swap_halves(&up) } else { up };
         let f = Factors { down, up, scale: alpha / divisor };
         match rows_of {
@@ -290,7 +300,7 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
         }
     }
     for (bfl, parts) in split {
-        let (out, input) = linears[&bfl];
+        let (out, input) = linears.get(&bfl).copied().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: bfl.clone() })?;
         whole.push((bfl, fuse_qkv(parts, out, input)));
     }
     Ok(whole)

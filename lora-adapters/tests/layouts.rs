@@ -131,6 +131,37 @@ fn bad_files_give_named_errors() {
     assert!(read_factors(&model, &garbage).unwrap_err().to_string().contains("x.safetensors"));
 }
 
+/// A LoRA file whose factor or alpha holds NaN/Inf is refused naming the file, module and tensor.
+#[test]
+fn non_finite_factors_and_alphas_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &Default::default()).unwrap();
+    inject(&mut model, "n", &LoraConfig { rank: 2, alpha: 2.0, ..Default::default() }).unwrap();
+    let factors = lora_adapters::extract(&model, "n").unwrap();
+    for (what, bad) in [("lora_A/down", f32::NAN), ("lora_B/up", f32::INFINITY), ("alpha", f32::NAN)] {
+        let mut broken = factors.clone();
+        let f = &mut broken[0].1;
+        match what {
+            "lora_A/down" => f.down = set_first(&f.down, bad),
+            "lora_B/up" => f.up = set_first(&f.up, bad),
+            _ => f.scale = bad,
+        }
+        let mut m = model.clone();
+        lora_adapters::remove(&mut m, "n").unwrap();
+        lora_adapters::attach(&mut m, "n", broken, 1.0, 0.0).unwrap();
+        let file = tmp.path().join(format!("{}.safetensors", what.replace('/', "_")));
+        save(&m, "n", &file, &SaveOptions { layout: LoraLayout::Kohya, dtype: DType::F32, ..Default::default() }).unwrap();
+        let msg = read_factors(&model, &file).unwrap_err().to_string();
+        assert!(msg.contains(file.file_name().unwrap().to_str().unwrap()) && msg.contains(what) && msg.contains("NaN or infinite"), "{msg}");
+    }
+}
+
+fn set_first(t: &burn::tensor::TensorData, value: f32) -> burn::tensor::TensorData {
+    let mut v = t.to_vec::<f32>().unwrap();
+    v[0] = value;
+    burn::tensor::TensorData::new(v, t.shape.clone())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
     /// Any rank/alpha/layout/dtype: save then load reproduces the adapter's outputs.
