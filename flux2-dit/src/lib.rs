@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 pub use linear::Linear;
 pub use loader::{load, load_bfl_file, load_diffusers_folder, Checkpoint};
 pub use low_rank::{AdapterSwitch, LowRankAdapter};
-pub use model::{Conditioning, Flux2Transformer};
+pub use model::{Conditioning, Flux2Transformer, all_finite};
 pub use position_ids::{pack_latents, unpack_latents, PositionIds};
 pub use rope::RopeTable;
 pub use saver::{save_bfl_file, save_diffusers_folder};

@@ -259,7 +259,17 @@ pub fn generate_latents<B: Backend>(
         },
     );
     let mut on_step = |i: usize, n: usize| report(&mut progress, Stage::Denoising { step: i + 1, steps: n });
-    sample(transformer, prompt_embeds, sample_options, Some(&mut on_step))
+    let latents = sample(transformer, prompt_embeds, sample_options, Some(&mut on_step))?;
+    // A NaN anywhere (a weight, a LoRA, the prompt embeddings, an f16 overflow) spreads to every pixel:
+    // an all-black image written with exit 0 would hide it.
+    if !flux2_dit::all_finite(&latents) {
+        return Err(Error::Invalid(
+            "generate: the denoised latents hold NaN or infinite values (a non-finite weight, LoRA factor or prompt \
+             embedding, or an overflow in this dtype); no image was written"
+                .into(),
+        ));
+    }
+    Ok(latents)
 }
 
 /// Latents `[1, C, h, w]` -> image `[1, 3, 16h, 16w]` f32 in [0, 1]: VAE decode and diffusers'
