@@ -309,3 +309,25 @@ fn control_latents_are_cached_per_flip() {
     assert_eq!(ctl[0].shape(), [3, 8, 16]);
     assert_eq!(vae.calls(), 4);
 }
+
+/// A writer killed mid-write leaves `.<file>.<pid>.<n>.tmp` behind: the next build removes those of
+/// processes that no longer exist and keeps a live writer's (another run sharing the dataset).
+#[cfg(target_os = "linux")]
+#[test]
+fn temporary_files_of_killed_writers_are_removed() {
+    let dir = tempdir();
+    let root = dir.path();
+    solid(&p(root, "a.png"), [200, 0, 0]);
+    let cache = root.join("_latent_cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // No Linux pid reaches 999999999 (pid_max is at most 2^22); pid 1 always exists.
+    let dead = ".a_0.safetensors.999999999.0.tmp";
+    let live = ".a_0.safetensors.1.3.tmp";
+    write_text(&cache.join(dead), "half");
+    write_text(&cache.join(live), "being written");
+    let set = DatasetSet::load(&[caching_config(root)], &quiet()).expect("load");
+    Caches::new(CacheOptions::default()).build_latents(&set, &FakeVae::new("v")).expect("build");
+    let names = files_in(&cache);
+    assert!(!names.contains(&dead.to_string()), "{names:?}");
+    assert!(names.contains(&live.to_string()), "{names:?}");
+}
