@@ -32,6 +32,9 @@ pub enum CaptionSource {
     Empty,
 }
 
+/// The largest caption file read (1 MiB; FLUX.2's text encoder reads 512 tokens, about 2 KB of text).
+pub const MAX_CAPTION_BYTES: u64 = 1 << 20;
+
 /// The caption file path for an image: its extension replaced by `ext` (`a.b.png` -> `a.b.txt`).
 pub fn caption_path(image: &Path, ext: &str) -> PathBuf {
     image.with_extension(ext)
@@ -41,6 +44,22 @@ pub fn caption_path(image: &Path, ext: &str) -> PathBuf {
 /// problem naming the caption file, not a silent fallback to the default caption.
 pub(crate) fn read_caption_file(image: &Path, ext: &str) -> Result<Option<String>, Problem> {
     let path = caption_path(image, ext);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Problem::new(&path, ProblemKind::CaptionUnreadable, e.to_string())),
+        // A named pipe or device would block the loader or never end.
+        Ok(m) if !m.is_file() => {
+            return Err(Problem::new(&path, ProblemKind::CaptionUnreadable, "not a regular file (a pipe, socket or device?)"));
+        }
+        Ok(m) if m.len() > MAX_CAPTION_BYTES => {
+            return Err(Problem::new(
+                &path,
+                ProblemKind::CaptionUnreadable,
+                format!("{} bytes; captions are at most {MAX_CAPTION_BYTES} bytes (the text encoder reads 512 tokens)", m.len()),
+            ));
+        }
+        Ok(_) => {}
+    }
     match std::fs::read(&path) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Ok(Some(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))),

@@ -59,8 +59,9 @@ pub fn scan_images(root: &Path, exclude: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     pending.push(path);
                 }
             } else if is_image_name(&name) {
-                // A symlink is kept only when it resolves to a file.
-                if file_type.is_symlink() && !path.is_file() {
+                // Only regular files (a symlink when it resolves to one): reading a named pipe or a
+                // device would block or never end.
+                if !path.is_file() {
                     continue;
                 }
                 found.push(path);

@@ -462,3 +462,26 @@ fn decompression_bombs_are_refused_before_decoding() {
     assert_eq!(rel_paths(&set), ["fine.png"]);
     assert_eq!(dataset_buckets::DEFAULT_MAX_IMAGE_PIXELS, 178_956_970, "PIL's limit");
 }
+
+/// A named pipe among the images is skipped, and one standing in for a caption is a problem naming
+/// it: neither blocks the loader.
+#[cfg(unix)]
+#[test]
+fn named_pipes_do_not_hang_the_loader() {
+    let dir = tempdir();
+    let root = dir.path();
+    write_quadrants(&p(root, "a.png"), 80, 80);
+    write_quadrants(&p(root, "b.png"), 80, 80);
+    for fifo in ["pipe.png", "b.txt"] {
+        let status = std::process::Command::new("mkfifo").arg(p(root, fifo)).status().expect("mkfifo runs");
+        assert!(status.success());
+    }
+    let err = load(&[DatasetConfig::for_folder(root)]).expect_err("the pipe caption is a problem");
+    let Error::BadInput { problems } = &err else { panic!("unexpected error {err}") };
+    assert_eq!(problems.len(), 1, "{err}");
+    assert_eq!(problems[0].kind, ProblemKind::CaptionUnreadable);
+    assert!(err.to_string().contains("b.txt") && err.to_string().contains("not a regular file"), "{err}");
+    let skip = LoadOptions { on_bad_input: BadInputPolicy::Skip, ..quiet() };
+    let set = DatasetSet::load(&[DatasetConfig::for_folder(root)], &skip).expect("skips");
+    assert_eq!(rel_paths(&set), ["a.png"], "pipe.png is not an image file");
+}

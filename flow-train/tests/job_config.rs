@@ -644,3 +644,10 @@ fn absurd_sizes_are_check_errors() {
     assert!(error_at(&report, "config.process[0].sample.width").contains("at most 4096"));
     assert!(error_at(&report, "config.process[0].network.linear").contains("at most 3072"));
 }
+
+#[test]
+fn a_huge_trigger_word_is_a_check_error() {
+    let word = "x".repeat(50_000);
+    let report = check(&job_with(&[("config.process[0].trigger_word", &format!("\"{word}\""))]));
+    assert!(error_at(&report, "config.process[0].trigger_word").contains("at most 1000 bytes"));
+}

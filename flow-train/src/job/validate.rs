@@ -78,6 +78,13 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     if p.training_folder.as_os_str().is_empty() {
         out.push(Diagnostic::error(k("training_folder"), "must not be empty"));
     }
+    let triggers = std::iter::once((k("trigger_word"), p.trigger_word.as_deref()))
+        .chain(p.datasets.iter().enumerate().map(|(i, d)| (k(&format!("datasets[{i}].trigger_word")), d.trigger_word.as_deref())));
+    for (key, word) in triggers {
+        if let Some(w) = word.filter(|w| w.len() > MAX_TRIGGER_BYTES) {
+            out.push(Diagnostic::error(key, format!("{} bytes long; a trigger word is at most {MAX_TRIGGER_BYTES} bytes", w.len())));
+        }
+    }
 
     // ---- model ----
     match p.model.name_or_path.as_deref().map(str::trim) {
@@ -338,6 +345,10 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     // ---- logging ----
     at_least_one(out, k("logging.log_every"), u64::from(p.logging.log_every));
 }
+
+/// The longest trigger word: it is inserted into every caption and prompt (a 50 MB one made loading
+/// hang).
+pub const MAX_TRIGGER_BYTES: usize = 1000;
 
 /// The sampler's limits ([`crate::pipeline::MAX_IMAGE_SIDE`], [`crate::pipeline::MAX_STEPS`]), checked
 /// by `--check` before any model loads.
