@@ -11,6 +11,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid safetensors file: {message}")]
     Safetensors { path: PathBuf, message: String },
     #[error("{path} is not a valid config: {message}")]

@@ -79,8 +79,8 @@ pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata:
         drop(file);
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| {
+    write().map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
+        Error::Write { path: path.to_path_buf(), source }
     })
 }

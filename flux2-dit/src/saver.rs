@@ -52,9 +52,9 @@ pub fn layout_tensors<'a, B: Backend>(model: &'a Flux2Transformer<B>, layout: La
 
 /// Saves as a diffusers `transformer/` folder: `config.json` + `diffusion_pytorch_model.safetensors`.
 pub fn save_diffusers_folder<B: Backend>(model: &Flux2Transformer<B>, dir: &Path, dtype: DType) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Write { path: dir.to_path_buf(), source })?;
     let config = dir.join("config.json");
-    std::fs::write(&config, model.config.to_json_string()).map_err(|e| crate::Error::io(&config, e))?;
+    std::fs::write(&config, model.config.to_json_string()).map_err(|source| crate::Error::Write { path: config.clone(), source })?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(&dir.join("diffusion_pytorch_model.safetensors"), layout_tensors(model, Layout::Diffusers, dtype), &meta)
 }

@@ -218,3 +218,16 @@ fn integer_tensors_are_not_weights() {
     let msg = load_err(&t);
     assert!(msg.contains(store_key) && msg.contains("I32") && msg.contains("float weight"), "{msg}");
 }
+
+/// A failed write says "cannot write", naming the file (it said "cannot read").
+#[test]
+fn failed_writes_say_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blocker = tmp.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    // A folder cannot be created under a regular file.
+    let target = blocker.join("sub").join("out.safetensors");
+    let tensor = PendingTensor::ready("t", burn::tensor::TensorData::new(vec![1f32], [1]), DType::F32);
+    let msg = write_safetensors(&target, vec![tensor], &BTreeMap::new()).unwrap_err().to_string();
+    assert!(msg.starts_with("cannot write") && msg.contains("out.safetensors"), "{msg}");
+}
