@@ -275,3 +275,17 @@ fn bad_input_shapes() {
     let err = vae.decode_latents(Tensor::zeros([1, 15, 2, 2], &device)).unwrap_err();
     assert!(err.to_string().contains("16 channels"), "{err}");
 }
+
+/// A truncated checkpoint (the data ends before the header's last offset) is an error naming the file,
+/// not an out-of-bounds panic at the first read.
+#[test]
+fn truncated_file_names_a_tensor_past_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("diffusion_pytorch_model.safetensors");
+    write(&file, &raw_tensors("tiny_default"));
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 64]).unwrap();
+    std::fs::copy(fixture("tiny_default").join("vae/config.json"), tmp.path().join("config.json")).unwrap();
+    let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("diffusion_pytorch_model.safetensors") && err.contains("not fully covered"), "{err}");
+}
