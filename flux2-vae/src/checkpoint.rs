@@ -103,6 +103,10 @@ impl<'s> CheckpointSource<'s> {
 }
 
 impl RawSource for CheckpointSource<'_> {
+    fn origin(&self) -> String {
+        self.store.path().display().to_string()
+    }
+
     fn fetch(&mut self, name: &str, shape: &[usize], _kind: ParamKind, dtype: DType) -> Result<TensorData> {
         let path = self.store.path();
         let (stored, conv1x1) = self.stored(name).ok_or_else(|| Error::MissingTensor {

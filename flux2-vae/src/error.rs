@@ -80,6 +80,10 @@ pub enum Error {
         source: image::ImageError,
     },
 
+    /// A weight holds NaN or infinite values.
+    #[error("{origin}: VAE parameter `{name}` holds NaN or infinite values: the checkpoint is damaged")]
+    NonFinite { origin: String, name: String },
+
     /// An image declares more pixels than [`crate::image_io::max_image_pixels`].
     #[error(
         "{}: {width}x{height} pixels, more than the {max} decoded at most (a decompression bomb?); set FLUX2_MAX_IMAGE_PIXELS to raise the limit",

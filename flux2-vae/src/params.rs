@@ -32,6 +32,11 @@ pub enum ParamKind {
 pub trait RawSource {
     /// Returns the parameter `name` with exactly `shape`, converted to `dtype` (F32, BF16 or F16).
     fn fetch(&mut self, name: &str, shape: &[usize], kind: ParamKind, dtype: DType) -> Result<TensorData>;
+
+    /// Where the parameters come from, for errors (the checkpoint file).
+    fn origin(&self) -> String {
+        "random initialisation".into()
+    }
 }
 
 /// Builds device tensors from a [`RawSource`] for one model dtype.
@@ -75,6 +80,11 @@ impl<'a, B: Backend> Params<'a, B> {
         dtype: DType,
     ) -> Result<Tensor<B, D>> {
         let data = self.source.fetch(name, &shape, kind, dtype)?;
-        Ok(Tensor::from_data(data, (&self.device, dtype)))
+        let tensor = Tensor::<B, D>::from_data(data, (&self.device, dtype));
+        // NaN/Inf in a weight would surface as NaN latents far from the cause (one device reduction).
+        if !tensor.clone().is_finite().all().into_data().iter::<bool>().all(|v| v) {
+            return Err(crate::Error::NonFinite { origin: self.source.origin(), name: name.into() });
+        }
+        Ok(tensor)
     }
 }

@@ -289,3 +289,19 @@ fn truncated_file_names_a_tensor_past_the_end() {
     let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("diffusion_pytorch_model.safetensors") && err.contains("not fully covered"), "{err}");
 }
+
+/// NaN in a VAE weight is an error at load naming the parameter and the file.
+#[test]
+fn non_finite_weights_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tensors = raw_tensors("tiny_default");
+    let key = "decoder.conv_in.weight";
+    let (dtype, _, bytes) = tensors.get_mut(key).unwrap();
+    assert_eq!(*dtype, Dtype::F32);
+    bytes[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    write(&tmp.path().join("diffusion_pytorch_model.safetensors"), &tensors);
+    std::fs::copy(fixture("tiny_default").join("vae/config.json"), tmp.path().join("config.json")).unwrap();
+    let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NonFinite { .. }) && text.contains(key) && text.contains("diffusion_pytorch_model.safetensors"), "{text}");
+}

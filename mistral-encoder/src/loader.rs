@@ -305,7 +305,16 @@ impl WeightStore {
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
         let data = self.read(key, &expected, why, dtype)?;
-        Ok(Tensor::from_data(data, (device, dtype)))
+        let tensor = Tensor::<B, D>::from_data(data, (device, dtype));
+        // NaN/Inf in a weight would give NaN prompt embeddings and a training error blaming the
+        // learning rate: name it here (one device reduction per tensor).
+        if !tensor.clone().is_finite().all().into_data().iter::<bool>().all(|v| v) {
+            return Err(Error::Invalid(format!(
+                "{}: weight `{key}` holds NaN or infinite values: the checkpoint is damaged",
+                self.file_of(key).display()
+            )));
+        }
+        Ok(tensor)
     }
 }
 

@@ -543,3 +543,18 @@ fn prompt_embeds_round_trip_through_safetensors() {
         .to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
 }
+
+/// NaN or an infinity in a weight is an error at load naming the key and the file.
+#[test]
+fn non_finite_weights_are_named() {
+    let tmp = common::TempDir::new("nonfinite");
+    for (name, bad) in [("nan", f32::NAN), ("inf", f32::NEG_INFINITY)] {
+        let dir = tmp.path().join(name);
+        write_checkpoint(&dir, "model.", Dtype::F32, |t| {
+            let (_, bytes, _) = t.get_mut("model.layers.0.mlp.down_proj.weight").unwrap();
+            bytes[4..8].copy_from_slice(&bad.to_le_bytes());
+        });
+        let e = load_err(&dir);
+        assert!(e.contains("model.layers.0.mlp.down_proj.weight") && e.contains("model.safetensors") && e.contains("NaN or infinite"), "{e}");
+    }
+}
