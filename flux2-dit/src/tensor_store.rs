@@ -71,8 +71,13 @@ impl TensorStore {
         // SAFETY: the mapping is read-only; a checkpoint modified by another process while we read it
         // is outside what any loader can guard against.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&mmap)
-            .map_err(|e| Error::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+        let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: match tensor_past_end(&mmap) {
+                Some(detail) => format!("{e}: {detail} (a truncated download?)"),
+                None => e.to_string(),
+            },
+        })?;
         let index = self.files.len();
         if index == 0 {
             self.metadata = meta.metadata().clone().unwrap_or_default();
@@ -176,4 +181,21 @@ impl TensorStore {
         keys.sort();
         keys
     }
+}
+
+/// For a file whose header points past its end: the first such tensor, its end offset and the bytes
+/// there are (the safetensors crate only says "not fully covered").
+fn tensor_past_end(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let available = bytes.len() - 8 - n;
+    let mut past: Vec<(u64, &str)> = header
+        .as_object()?
+        .iter()
+        .filter_map(|(name, info)| Some((info.get("data_offsets")?.get(1)?.as_u64()?, name.as_str())))
+        .filter(|(end, _)| *end as usize > available)
+        .collect();
+    past.sort();
+    let (end, name) = past.first()?;
+    Some(format!("tensor `{name}` ends at data byte {end}, the file holds {available}"))
 }

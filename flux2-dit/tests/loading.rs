@@ -231,3 +231,14 @@ fn failed_writes_say_write() {
     let msg = write_safetensors(&target, vec![tensor], &BTreeMap::new()).unwrap_err().to_string();
     assert!(msg.starts_with("cannot write") && msg.contains("out.safetensors"), "{msg}");
 }
+
+/// A truncated checkpoint names the first tensor past the end.
+#[test]
+fn truncated_checkpoint_names_a_tensor_past_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    let msg = load_err(&file);
+    assert!(msg.contains("diffusion_pytorch_model.safetensors") && msg.contains("ends at data byte") && msg.contains("truncated"), "{msg}");
+}
