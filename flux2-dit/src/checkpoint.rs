@@ -184,22 +184,11 @@ pub fn forward_reseeded<B: AutodiffBackend>(
     guidance: Option<Tensor<B, 1>>,
     rope: &RopeTable<B>,
 ) -> Tensor<B, 3> {
-    if !uses_dropout(model) {
-        return model.forward(hidden_states, encoder_hidden_states, timestep, guidance, rope);
-    }
     let device = model.device();
-    let (mut img, mut txt, cond) = model.embed(hidden_states, encoder_hidden_states, timestep, guidance, rope);
-    let (txt_len, img_len) = (txt.dims()[1], img.dims()[1]);
-    for (i, block) in model.double_blocks.iter().enumerate() {
-        reseed::<B>(&device, true, seed, call, i);
-        (img, txt) = block.forward(img, txt, &cond.img_mods, &cond.txt_mods, rope);
-    }
-    let mut h = Tensor::cat(vec![txt, img], 1);
-    for (j, block) in model.single_blocks.iter().enumerate() {
-        reseed::<B>(&device, true, seed, call, model.double_blocks.len() + j);
-        h = block.forward(h, &cond.single_mod, rope);
-    }
-    model.head(h.narrow(1, txt_len, img_len), cond.temb)
+    let dropout = uses_dropout(model);
+    model.forward_hooked(hidden_states, encoder_hidden_states, timestep, guidance, rope, &mut |block| {
+        reseed::<B>(&device, dropout, seed, call, block)
+    })
 }
 
 /// The backend seed block `block` (doubles first, then singles) of forward `call` of a tape seeded

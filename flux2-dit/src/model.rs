@@ -248,14 +248,30 @@ impl<B: Backend> Flux2Transformer<B> {
         guidance: Option<Tensor<B, 1>>,
         rope: &RopeTable<B>,
     ) -> Tensor<B, 3> {
+        self.forward_hooked(hidden_states, encoder_hidden_states, timestep, guidance, rope, &mut |_| {})
+    }
+
+    /// [`Self::forward`] calling `before_block(i)` before block `i` runs (double blocks first, then
+    /// single blocks): where checkpointing reseeds LoRA dropout (`checkpoint::forward_reseeded`).
+    pub fn forward_hooked(
+        &self,
+        hidden_states: Tensor<B, 3>,
+        encoder_hidden_states: Tensor<B, 3>,
+        timestep: Tensor<B, 1>,
+        guidance: Option<Tensor<B, 1>>,
+        rope: &RopeTable<B>,
+        before_block: &mut dyn FnMut(usize),
+    ) -> Tensor<B, 3> {
         let (mut img, mut txt, cond) = self.embed(hidden_states, encoder_hidden_states, timestep, guidance, rope);
         let txt_len = txt.dims()[1];
         let img_len = img.dims()[1];
-        for block in &self.double_blocks {
+        for (i, block) in self.double_blocks.iter().enumerate() {
+            before_block(i);
             (img, txt) = block.forward(img, txt, &cond.img_mods, &cond.txt_mods, rope);
         }
         let mut h = Tensor::cat(vec![txt, img], 1);
-        for block in &self.single_blocks {
+        for (j, block) in self.single_blocks.iter().enumerate() {
+            before_block(self.double_blocks.len() + j);
             h = block.forward(h, &cond.single_mod, rope);
         }
         self.head(h.narrow(1, txt_len, img_len), cond.temb)

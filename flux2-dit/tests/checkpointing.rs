@@ -155,20 +155,7 @@ fn dropout_masks_of_the_recompute_are_the_forwards() {
     let seed = 42;
     // The plain graph with the tape's per-block seeds: the masks the checkpointed forward drew.
     let plain_loss = loss(&c, false, &mut |x, ctx, s| {
-        let m = &c.model;
-        let (mut img, mut txt, cond) = m.embed(x, ctx, s, Some(t([4.0, 2.0])), &c.rope);
-        let txt_len = txt.dims()[1];
-        let img_len = img.dims()[1];
-        for (i, block) in m.double_blocks.iter().enumerate() {
-            <B as Backend>::seed(&device, dropout_seed(seed, 0, i));
-            (img, txt) = block.forward(img, txt, &cond.img_mods, &cond.txt_mods, &c.rope);
-        }
-        let mut h = Tensor::cat(vec![txt, img], 1);
-        for (j, block) in m.single_blocks.iter().enumerate() {
-            <B as Backend>::seed(&device, dropout_seed(seed, 0, m.double_blocks.len() + j));
-            h = block.forward(h, &cond.single_mod, &c.rope);
-        }
-        m.head(h.narrow(1, txt_len, img_len), cond.temb)
+        c.model.forward_hooked(x, ctx, s, Some(t([4.0, 2.0])), &c.rope, &mut |i| <B as Backend>::seed(&device, dropout_seed(seed, 0, i)))
     });
     let plain = (plain_loss.clone().into_scalar(), gradients(&c, &plain_loss.backward()));
 
