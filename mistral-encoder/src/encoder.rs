@@ -183,3 +183,25 @@ impl<B: Backend> MistralEncoder<B> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prompt length of 100 million tokens is refused before anything is read or allocated.
+    #[test]
+    fn absurd_prompt_lengths_are_refused_first() {
+        for n in [0, 100_000_000] {
+            let options = EncoderOptions { max_sequence_length: n, ..EncoderOptions::default() };
+            let err = MistralEncoder::<burn::backend::Flex>::from_parts(
+                Path::new("/nonexistent"),
+                Path::new("/nonexistent/tokenizer.json"),
+                options,
+                &Default::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("max_sequence_length {n}")) && err.contains("8192"), "{err}");
+        }
+    }
+}
