@@ -187,7 +187,7 @@ fn main() {
             || flux2_dit::cuda::device::memory_info(index),
         );
         if let Err(oom) = guarded {
-            eprintln!("bench_train_step: {oom}");
+            eprintln!("bench_train_step: {oom} Lower the size (--double/--single/--img/--txt) or add --ckpt.");
             std::process::exit(3);
         }
         return;

@@ -42,13 +42,23 @@ impl std::fmt::Display for OutOfMemory {
         if let Some((free, total)) = self.device_memory {
             write!(f, " ({} of {} free on the device now)", human(free), human(total))?;
         }
-        write!(
-            f,
-            ".\nNothing half-written was kept: the newest complete checkpoint in the output folder is intact and \
-             `train` resumes from it.\nTo lower memory: `train.gradient_checkpointing: true` (block recomputation), \
-             `train.batch_size: 1`, a smaller `datasets[].resolution`, a lower `network.linear` rank, \
-             `train.dtype: bf16`; see docs/user-guide.md (memory)."
-        )
+        write!(f, ".")
+    }
+}
+
+impl OutOfMemory {
+    /// What a training run adds to the message: the state on disk and the job keys that lower memory.
+    pub fn training_advice(&self) -> &'static str {
+        "Nothing half-written was kept: the newest complete checkpoint in the output folder is intact and `train` \
+         resumes from it.\nTo lower memory: `train.gradient_checkpointing: true` (block recomputation), \
+         `train.batch_size: 1`, a smaller `datasets[].resolution`, a lower `network.linear` rank, `train.dtype: bf16`; \
+         see docs/user-guide.md (memory)."
+    }
+
+    /// What sampling adds to the message: the options that lower memory.
+    pub fn sampling_advice(&self) -> &'static str {
+        "To lower memory: `--dtype bf16`, a smaller `--width`/`--height`, fewer `--reference` images; see \
+         docs/inference.md."
     }
 }
 
@@ -184,7 +194,7 @@ mod tests {
         assert_eq!(oom.requested, Some(3 << 30));
         let text = oom.to_string();
         assert!(text.contains("step 3 backward") && text.contains("3.00 GiB") && text.contains("1.00 GiB of 141.00 GiB free"), "{text}");
-        assert!(text.contains("gradient_checkpointing"), "{text}");
+        assert!(oom.training_advice().contains("gradient_checkpointing"));
         reset();
         assert_eq!(guard(|| 7, || None), Ok(7));
     }

@@ -107,7 +107,7 @@ pub fn run(args: SampleArgs) -> Result<(), String> {
             || run_on::<burn::backend::Cuda>(&args, &burn::backend::cuda::CudaDevice::new(index)),
             || flux2_dit::cuda::device::memory_info(index),
         )
-        .map_err(|oom| oom.to_string())?;
+        .map_err(|oom| format!("{oom}\n{}", oom.sampling_advice()))?;
     }
     Err(format!(
         "--device {}: expected cpu{}",

@@ -88,7 +88,7 @@ fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool)
         },
         memory,
     )
-    .map_err(|oom| oom.to_string())?
+    .map_err(|oom| format!("{oom}\n{}", oom.training_advice()))?
 }
 
 fn run_job(job: &LoadedJob, resume: bool) -> Result<TrainSummary, String> {
