@@ -46,12 +46,15 @@ pub struct BlockCheckpointing<'m, B: AutodiffBackend> {
     observer: Option<Box<dyn FnMut() + 'm>>,
 }
 
+/// A double block's (image, text) input, kept without graph.
+type StreamPair<B> = (Tensor<<B as AutodiffBackend>::InnerBackend, 3>, Tensor<<B as AutodiffBackend>::InnerBackend, 3>);
+
 /// One forward: what its backward needs.
 struct Record<B: AutodiffBackend> {
     rope: RopeTable<B>,
     txt_len: usize,
     /// Per double block, its (image, text) input; per single block, its joint input.
-    double_inputs: Vec<(Tensor<B::InnerBackend, 3>, Tensor<B::InnerBackend, 3>)>,
+    double_inputs: Vec<StreamPair<B>>,
     single_inputs: Vec<Tensor<B::InnerBackend, 3>>,
     /// The head's input: a leaf of the caller's graph.
     head_input: Tensor<B, 3>,

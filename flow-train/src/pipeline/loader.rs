@@ -117,7 +117,7 @@ pub struct PendingTransformer {
 }
 
 enum Pending {
-    Checkpoint(Checkpoint),
+    Checkpoint(Box<Checkpoint>),
     Random(u64),
 }
 
@@ -134,7 +134,7 @@ impl PendingTransformer {
             }
             None => {
                 let checkpoint = Checkpoint::open(&path).map_err(|e| component(&e))?;
-                (checkpoint.config.clone(), Pending::Checkpoint(checkpoint))
+                (checkpoint.config.clone(), Pending::Checkpoint(Box::new(checkpoint)))
             }
         };
         Ok(Self { config, path, source })

@@ -188,6 +188,5 @@ pub fn batch_loss<'m, B: AutodiffBackend>(
         preservation = Some(term.to_data().iter::<f32>().next().unwrap_or(f32::NAN));
         total = total + term;
     }
-    drop(forward);
     Ok((Loss { total, tape }, StepLosses { loss: values.total, preservation }))
 }
