@@ -77,9 +77,12 @@ impl<B: Backend, S: WeightSource> Provide<B> for FromSource<'_, B, S> {
     }
 }
 
-/// Whether every value of `t` is finite (one reduction and one read-back).
+/// Whether every value of `t` is finite: one reduction and one scalar read-back. `sum(t * 0)` is 0
+/// exactly unless some value is NaN or infinite (then NaN), in any float dtype and on any backend
+/// (no bool tensor, whose element type differs between backends, is read back).
 pub fn all_finite<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    t.clone().is_finite().all().into_data().iter::<bool>().all(|v| v)
+    use burn::tensor::ElementConversion;
+    t.clone().mul_scalar(0.0).sum().into_scalar().elem::<f32>().is_finite()
 }
 
 /// Weights drawn on the device by the backend's RNG, with [`crate::RandomSource`]'s scales.
