@@ -1,7 +1,7 @@
 //! Loader behaviour beyond the happy path: layouts round-trip, shards, bf16, and every error names
 //! what is wrong.
 
-#[path = "../examples/parity.rs"]
+#[path = "../examples/dit_parity.rs"]
 #[allow(dead_code)]
 mod parity;
 

@@ -1,7 +1,7 @@
 //! Every committed DiT fixture (tests/fixtures/dit/*) must match diffusers within 1e-4, and the low-gain
 //! `bf16_realistic` fixture must also match it within 2e-2 when the model runs in bf16.
 
-#[path = "../examples/parity.rs"]
+#[path = "../examples/dit_parity.rs"]
 mod parity;
 
 use std::path::PathBuf;

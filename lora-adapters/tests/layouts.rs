@@ -3,7 +3,7 @@
 
 mod common;
 
-#[path = "../../flux2-dit/examples/parity.rs"]
+#[path = "../../flux2-dit/examples/dit_parity.rs"]
 #[allow(dead_code)]
 mod parity;
 

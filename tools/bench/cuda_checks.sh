@@ -6,7 +6,7 @@
 set -u -o pipefail
 source "$(dirname "$0")/device_env.sh"
 for case in tests/fixtures/dit/*/; do
-  timeout 60 "$BIN"/parity "$case" --device cuda:0 --dtype f32 2>&1 | grep -i "rel_err\|error\|panic" | sed "s|^|parity $(basename "$case"): |"
+  timeout 60 "$BIN"/dit_parity "$case" --device cuda:0 --dtype f32 2>&1 | grep -i "rel_err\|error\|panic" | sed "s|^|parity $(basename "$case"): |"
 done
 { time timeout 200 "$BIN"/flux2-train demo --device cuda:0 --root /tmp/demo --fresh; } 2>&1 | tr '\r' '\n' | grep -v "^\s*$" | tail -15
 echo "demo exit status: ${PIPESTATUS[0]}"

@@ -52,12 +52,12 @@ date -u
 if [ "${SKIP_CHECK:-0}" != 1 ]; then
   timeout 100 "$BIN"/fused_attention_check --device cuda:0 2>&1 | tee "$OUT/check.log"
 fi
-if [ -x "$BIN"/parity ]; then
+if [ -x "$BIN"/dit_parity ]; then
   # DiT parity fixtures on CUDA (flux2-dit's parity example built with --features cuda).
   # f32 on every fixture; bf16 on the fixture with exactly representable sigma/guidance (docs/cuda.md).
   for run in "f32 tests/fixtures/dit/*" "bf16 tests/fixtures/dit/bf16_realistic"; do
     set -- $run; dt=$1; shift
-    timeout 120 "$BIN"/parity "$@" --device cuda:0 --dtype $dt 2>&1 \
+    timeout 120 "$BIN"/dit_parity "$@" --device cuda:0 --dtype $dt 2>&1 \
       | grep -i "rel_err\|error\|panic" | sed "s/^/parity $dt: /" | tee -a "$OUT/parity.log"
   done
 fi

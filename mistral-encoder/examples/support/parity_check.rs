@@ -1,4 +1,4 @@
-//! Comparison of `mistral-encoder` against a parity fixture folder, shared by `examples/parity.rs` and the
+//! Comparison of `mistral-encoder` against a parity fixture folder, shared by `examples/text_encoder_parity.rs` and the
 //! crate's tests (included with `#[path]`).
 //!
 //! Folder layout (written by `tools/fixtures/gen_text_encoder.py`):

@@ -1,6 +1,6 @@
 //! Compares flux2-vae with a diffusers fixture folder (see `tools/fixtures/gen_vae.py`):
 //!
-//!     cargo run --release -p flux2-vae --example parity -- <dir> [<dir>...] [--device cpu|cuda:N]
+//!     cargo run --release -p flux2-vae --example vae_parity -- <dir> [<dir>...] [--device cpu|cuda:N]
 //!         [--dtype f32|bf16|f16] [--band-elements N] [--conv backend|shifted-matmul]
 //!
 //! Default: f32 on the CPU backend `burn::backend::Flex` (`cuda:N` needs `--features cuda`). Prints one

@@ -1,7 +1,7 @@
 //! Parity check against a fixture folder written by `tools/fixtures/gen_dit.py` (or anything in the same
 //! layout, see the crate README):
 //!
-//! `cargo run --release -p flux2-dit --example parity -- <dir> [<dir>...] [--device cpu|cuda:N] [--dtype f32|bf16]`
+//! `cargo run --release -p flux2-dit --example dit_parity -- <dir> [<dir>...] [--device cpu|cuda:N] [--dtype f32|bf16]`
 //!
 //! `--device cuda:N` needs `--features cuda`. With `--dtype bf16` the model runs in bf16 and the
 //! tolerance is 2e-2 (the f32 reference is compared against a bf16 computation).

@@ -1,6 +1,6 @@
 //! Parity against a fixture folder written by `tools/fixtures/gen_text_encoder.py`:
 //!
-//! `cargo run --release -p mistral-encoder --example parity -- <dir> [--dtype f32|bf16] [--device cpu|cuda:N]`
+//! `cargo run --release -p mistral-encoder --example text_encoder_parity -- <dir> [--dtype f32|bf16] [--device cpu|cuda:N]`
 //!
 //! Requires identical input ids and attention mask, prints per-prompt errors and `rel_err=<value>` as the
 //! last line (||ours - expected|| / ||expected|| over all embeddings), and exits non-zero when the tokens
