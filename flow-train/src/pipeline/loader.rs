@@ -126,14 +126,13 @@ impl PendingTransformer {
     /// `config.json` (see [`random_transformer`]).
     pub fn open(files: &ModelFiles, random_weights: Option<u64>) -> Result<Self> {
         let path = files.transformer.clone();
-        let component = |e: &dyn std::fmt::Display| Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) };
         let (config, source) = match random_weights {
             Some(seed) => {
-                let config = Flux2Config::from_json_file(&component_config("transformer", &path)?).map_err(|e| component(&e))?;
-                (config, Pending::Random(seed))
+                let config = Flux2Config::from_json_file(&component_config("transformer", &path)?);
+                (config.map_err(|e| transformer_error(&path, e))?, Pending::Random(seed))
             }
             None => {
-                let checkpoint = Checkpoint::open(&path).map_err(|e| component(&e))?;
+                let checkpoint = Checkpoint::open(&path).map_err(|e| transformer_error(&path, e))?;
                 (checkpoint.config.clone(), Pending::Checkpoint(Box::new(checkpoint)))
             }
         };
@@ -142,16 +141,19 @@ impl PendingTransformer {
 
     /// Loads (or draws) the weights in `dtype` on `device`.
     pub fn load<B: Backend>(self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
-        let path = self.path;
-        let component = |e: &dyn std::fmt::Display| Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) };
-        match self.source {
-            Pending::Checkpoint(checkpoint) => checkpoint.load::<B>(dtype, device).map_err(|e| component(&e)),
+        let model = match self.source {
+            Pending::Checkpoint(checkpoint) => checkpoint.load::<B>(dtype, device),
             Pending::Random(seed) => {
                 B::seed(device, seed);
-                Flux2Transformer::random_on_device(&self.config, dtype, device).map_err(|e| component(&e))
+                Flux2Transformer::random_on_device(&self.config, dtype, device)
             }
-        }
+        };
+        model.map_err(|e| transformer_error(&self.path, e))
     }
+}
+
+fn transformer_error(path: &std::path::Path, e: flux2_dit::Error) -> Error {
+    Error::Component { component: "transformer", message: format!("{}: {e}", path.display()) }
 }
 
 /// The VAE of `files` (encoder and decoder) in `dtype`. Errors name the checkpoint.

@@ -39,13 +39,12 @@ pub const ADAPTER: &str = "lora";
 /// The models the trainer composes. The transformer trains on `B` (autodiff); the VAE and text encoder
 /// only run forward, on the inner backend.
 ///
-/// The transformer's weights are loaded last, by [`TrainModels::transformer`]: [`train`] asks for them
-/// only once the text encoder has encoded every caption and been freed, so the two largest models
-/// never share the device (FLUX.2 [dev] in bf16: 64 GB transformer + 36 GB of the text encoder's first
-/// 30 layers). Its config is read at load, and the pipeline is checked then.
+/// The transformer's weights are loaded last, by [`train`], once the text encoder has encoded every
+/// caption and been freed, so the two largest models never share the device (FLUX.2 [dev] in bf16:
+/// 64 GB transformer + 36 GB of the text encoder's first 30 layers). Its config is read at load, and
+/// the pipeline is checked then.
 pub struct TrainModels<B: AutodiffBackend> {
-    transformer: Option<Flux2Transformer<B>>,
-    pending: Option<PendingTransformer>,
+    transformer: PendingTransformer,
     pub vae: Vae<B::InnerBackend>,
     /// `None` only when every caption embedding is already in memory (not the case at start-up).
     pub text_encoder: Option<MistralEncoder<B::InnerBackend>>,
@@ -78,8 +77,7 @@ impl<B: AutodiffBackend> TrainModels<B> {
         // Latents and embeddings of random weights must never be taken for the real model's.
         let random = plan.model.random_weights.map(|seed| format!(" random-weights seed {seed}")).unwrap_or_default();
         Ok(TrainModels {
-            transformer: None,
-            pending: Some(pending),
+            transformer: pending,
             vae,
             text_encoder,
             identity: format!("{} {:?}{random}", plan.model.name_or_path, plan.model.dtype),
@@ -89,18 +87,8 @@ impl<B: AutodiffBackend> TrainModels<B> {
     }
 
     /// The transformer's config (known from load, before its weights are).
-    pub fn transformer_config(&self) -> Option<&flux2_dit::Flux2Config> {
-        self.transformer.as_ref().map(|t| &t.config).or(self.pending.as_ref().map(|p| &p.config))
-    }
-
-    /// The transformer, its weights loaded on first use.
-    pub fn transformer(&mut self) -> Result<&mut Flux2Transformer<B>> {
-        if self.transformer.is_none()
-            && let Some(pending) = self.pending.take()
-        {
-            self.transformer = Some(Flux2Transformer::<B>::from_inner(pending.load(self.dtype, &self.device)?));
-        }
-        self.transformer.as_mut().ok_or_else(|| Error::Invalid("the transformer was neither loaded nor loadable".into()))
+    pub fn transformer_config(&self) -> &flux2_dit::Flux2Config {
+        &self.transformer.config
     }
 }
 
@@ -297,7 +285,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     checkpoint::write_atomic(&job_copy, yaml.as_bytes())?;
 
     let seed = seed_of(plan, &output);
-    let TrainModels { transformer, pending, vae, text_encoder, identity, dtype, device } = models;
+    let TrainModels { transformer, vae, text_encoder, identity, dtype, device } = models;
     // Autodiff backends share their inner backend's device type.
     let idevice = device.clone();
 
@@ -353,11 +341,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         <B::InnerBackend as burn::tensor::backend::Backend>::memory_cleanup(&idevice);
     }
     crate::out_of_memory::set_phase("loading the transformer");
-    let mut model = match (transformer, pending) {
-        (Some(loaded), _) => loaded,
-        (None, Some(pending)) => Flux2Transformer::<B>::from_inner(pending.load(dtype, &device)?),
-        (None, None) => return Err(Error::Invalid("the transformer was neither loaded nor loadable".into())),
-    };
+    let mut model = Flux2Transformer::<B>::from_inner(transformer.load(dtype, &device)?);
 
     // ---- adapter, optimizer, resume ----
     let mut lora_config = plan.lora.clone();
