@@ -137,9 +137,13 @@ fn write_vae<B: Backend>(dir: &Path, spec: &DemoPipelineSpec, device: &B::Device
     mkdir(dir)?;
     let mut recording = Recording { inner: flux2_vae::RandomSource::new(spec.seed ^ 0x5641_4500), tensors: Vec::new() };
     flux2_vae::Vae::<B>::from_source(spec.vae.clone(), &mut recording, device, DType::F32, flux2_vae::Parts::Both)?;
-    let config = serde_json::to_value(&spec.vae).map_err(|e| Error::Invalid(format!("vae config: {e}")))?;
-    write_json(&dir.join("config.json"), &config)?;
+    write_vae_config(dir, spec)?;
     write_tensors(&dir.join("diffusion_pytorch_model.safetensors"), recording.tensors)
+}
+
+fn write_vae_config(dir: &Path, spec: &DemoPipelineSpec) -> Result<()> {
+    let config = serde_json::to_value(&spec.vae).map_err(|e| Error::Invalid(format!("vae config: {e}")))?;
+    write_json(&dir.join("config.json"), &config)
 }
 
 /// The Tekken tokenizer's vocabulary (Mistral Small 3.x's embedding rows).
@@ -229,8 +233,7 @@ pub fn write_pipeline_configs(root: &Path, spec: &DemoPipelineSpec) -> Result<()
     std::fs::write(&path, spec.transformer.to_json_string()).map_err(|e| Error::io(&path, e))?;
     let vae = root.join("vae");
     mkdir(&vae)?;
-    let config = serde_json::to_value(&spec.vae).map_err(|e| Error::Invalid(format!("vae config: {e}")))?;
-    write_json(&vae.join("config.json"), &config)?;
+    write_vae_config(&vae, spec)?;
     write_text_encoder_config(&root.join("text_encoder"), spec)?;
     write_tokenizer(&root.join("tokenizer"))
 }
