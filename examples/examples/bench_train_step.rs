@@ -184,7 +184,7 @@ fn main() {
         let probe: MemoryProbe = Box::new(move || cuda_memory(index));
         let guarded = flow_train::out_of_memory::guard(
             || run::<Autodiff<burn::backend::Cuda>>(&args, &device, Some(probe)),
-            || flux2_dit::cuda::device::memory_info(index),
+            || flux2_ops::cuda::device::memory_info(index),
         );
         if let Err(oom) = guarded {
             eprintln!("bench_train_step: {oom} Lower the size (--double/--single/--img/--txt) or add --ckpt.");
@@ -351,8 +351,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         args.dtype,
         args.ckpt,
         t0.elapsed().as_secs_f64(),
-        flux2_dit::fused_attention::is_registered::<B>(),
-        flux2_dit::matmul::is_registered::<B>(),
+        flux2_ops::fused_attention::is_registered::<B>(),
+        flux2_ops::matmul::is_registered::<B>(),
     );
 
     let n_img = shape.img_h * shape.img_w;
@@ -512,7 +512,7 @@ fn micro<B: AutodiffBackend>(model: &Flux2Transformer<B>, shape: &Shape, dtype: 
     println!("micro: Burn matmul {n}^3 {dtype:?}: {:.2} ms = {burn_ceiling:.1} TFLOP/s", s * 1e3);
     // The model's GEMM path (cuBLAS where registered): the ceiling MFU is measured against.
     let s = time::<I<B>>(device, reps, || {
-        let _ = flux2_dit::matmul::matmul(a.clone(), b.clone());
+        let _ = flux2_ops::matmul::matmul(a.clone(), b.clone());
     });
     let ceiling = 2.0 * (n as f64).powi(3) / s / 1e12;
     println!("micro: model matmul {n}^3 {dtype:?}: {:.2} ms = {ceiling:.1} TFLOP/s", s * 1e3);
@@ -537,8 +537,8 @@ fn micro<B: AutodiffBackend>(model: &Flux2Transformer<B>, shape: &Shape, dtype: 
             let x = Tensor::<I<B>, 2>::random([tokens, i], normal, device).cast(dtype);
             let dy = Tensor::<I<B>, 2>::random([tokens, o], normal, device).cast(dtype);
             let s = time::<I<B>>(device, reps, || {
-                let _ = flux2_dit::matmul::matmul(x.clone(), w.clone().transpose());
-                let _ = flux2_dit::matmul::matmul(dy.clone(), w.clone());
+                let _ = flux2_ops::matmul::matmul(x.clone(), w.clone().transpose());
+                let _ = flux2_ops::matmul::matmul(dy.clone(), w.clone());
             });
             println!(
                 "micro: linear {tokens}x{i}->{o} fwd+dgrad {:.2} ms = {:.1} TFLOP/s",
@@ -561,13 +561,13 @@ fn micro<B: AutodiffBackend>(model: &Flux2Transformer<B>, shape: &Shape, dtype: 
     let v = Tensor::<B, 4>::random([1, h, l, d], normal, device).cast(dtype);
     let fwd = time::<B>(device, reps, || {
         // No input requires grad: the op runs untracked.
-        let _ = flux2_dit::attention::scaled_dot_product(q.clone(), k.clone(), v.clone());
+        let _ = flux2_ops::attention::scaled_dot_product(q.clone(), k.clone(), v.clone());
     });
     let fwd_bwd = time::<B>(device, reps, || {
         let q = q.clone().require_grad();
         let k = k.clone().require_grad();
         let v = v.clone().require_grad();
-        let out = flux2_dit::attention::scaled_dot_product(q.clone(), k.clone(), v.clone());
+        let out = flux2_ops::attention::scaled_dot_product(q.clone(), k.clone(), v.clone());
         let grads = out.cast(DType::F32).sum().backward();
         let _ = (q.grad(&grads), k.grad(&grads), v.grad(&grads));
     });

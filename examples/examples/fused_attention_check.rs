@@ -1,6 +1,6 @@
 //! The fused attention's forward and gradients against plain matmul-softmax-matmul on any device (the
 //! CPU version of this check is `flux2-dit/tests/fused_attention.rs`; this one exists for the GPU), and
-//! the model's matmul path (`flux2_dit::matmul`: cuBLAS on CUDA) against an f32 CPU reference for the
+//! the model's matmul path (`flux2_ops::matmul`: cuBLAS on CUDA) against an f32 CPU reference for the
 //! operand layouts the model produces (transposed weights, narrowed blocks, head views), with its
 //! autodiff input gradient.
 //!
@@ -17,7 +17,7 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
-use flux2_dit::fused_attention::{fused_attention_with, AttentionBlocks, FusedAttentionBackend};
+use flux2_ops::fused_attention::{fused_attention_with, AttentionBlocks, FusedAttentionBackend};
 
 fn plain<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f32) -> Tensor<B, 4> {
     softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
@@ -107,10 +107,10 @@ fn to_cpu<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<Cpu, D> {
     Tensor::from_data(t.clone().cast(DType::F32).into_data().convert::<f32>(), &Default::default())
 }
 
-/// `flux2_dit::matmul::matmul` on the layouts the model feeds it, forward and (under autodiff) the input
+/// `flux2_ops::matmul::matmul` on the layouts the model feeds it, forward and (under autodiff) the input
 /// gradient of a frozen-weight product, against f32 products on the CPU from the same rounded inputs.
 fn check_matmul<B: AutodiffBackend>(device: &B::Device) -> bool {
-    use flux2_dit::matmul::matmul;
+    use flux2_ops::matmul::matmul;
     let n = Distribution::Normal(0.0, 1.0);
     let mut ok = true;
     for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::BF16, 1e-2)] {
@@ -169,7 +169,7 @@ fn run_cuda(device: &str) -> bool {
     };
     type B = Autodiff<burn::backend::Cuda>;
     let device = burn::backend::cuda::CudaDevice::new(index);
-    if !flux2_dit::matmul::is_registered::<B>() {
+    if !flux2_ops::matmul::is_registered::<B>() {
         println!("FAIL the cuBLAS matmul is not registered for Autodiff<Cuda>");
         return false;
     }

@@ -23,7 +23,7 @@ use flow_train::pipeline::{
     read_latents,
 };
 use flux2_dit::TensorStore;
-use flux2_dit::compare::relative_error;
+use flux2_ops::relative_error;
 
 pub const TOLERANCE: f64 = 1e-4;
 /// bf16 runs against diffusers' bf16 run: measured 7.1e-3 .. 8.3e-3 on the committed cases, where either
@@ -298,7 +298,7 @@ pub fn run_case<B: Backend>(
         .map_err(|e| e.to_string())?;
 
     let expected_path = case.join("expected.safetensors");
-    let mut expected = TensorStore::open(std::slice::from_ref(&expected_path)).map_err(|e| e.to_string())?;
+    let expected = TensorStore::open(std::slice::from_ref(&expected_path)).map_err(|e| e.to_string())?;
     if dtype != DType::F32 {
         // Low precision is compared with diffusers' own low-precision run only; no diagnostics.
         let key = "image_bf16";

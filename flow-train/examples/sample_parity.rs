@@ -17,7 +17,7 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flow_train::{Flux2Schedule, SampleOptions, sample, transformer_timestep};
-use flux2_dit::compare::relative_error;
+use flux2_ops::relative_error;
 use flux2_dit::{Checkpoint, TensorStore};
 
 pub const TOLERANCE: f64 = 1e-4;
@@ -60,7 +60,7 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
     let model = Checkpoint::open(&dir.join("transformer"))
         .and_then(|c| c.load::<B>(DType::F32, device))
         .map_err(|e| e.to_string())?;
-    let mut inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
+    let inputs = TensorStore::open(&[dir.join("inputs.safetensors")]).map_err(|e| e.to_string())?;
     let prompt_embeds: Tensor<B, 3> = inputs.read_tensor("prompt_embeds", device).map_err(|e| e.to_string())?;
     let latents: Tensor<B, 4> = inputs.read_tensor("latents", device).map_err(|e| e.to_string())?;
     let batch = latents.dims()[0];
@@ -71,7 +71,7 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
         .map(|k| inputs.read_tensor::<B, 4>(&format!("ref_latents_{k}"), device).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;
+    let expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;
     // The schedule and what the transformer is fed, bit for bit.
     let schedule = Flux2Schedule::new(height * width, steps).map_err(|e| e.to_string())?;
     let sigmas = floats(&mut expected, "sigmas")?;

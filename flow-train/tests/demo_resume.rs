@@ -109,7 +109,7 @@ fn gradient_checkpointing_changes_nothing() {
     }
     let tensors = |s: &TrainSummary| flow_train::train::checkpoint::read_tensors(&s.lora).unwrap();
     for ((name, x), (_, y)) in tensors(&plain).iter().zip(tensors(&checkpointed).iter()) {
-        let err = flux2_dit::compare::relative_error(y, x).unwrap();
+        let err = flux2_ops::relative_error(y, x).unwrap();
         assert!(err <= 1e-4, "checkpointing changed {name} by {err:e} after 15 steps");
     }
 }

@@ -15,7 +15,7 @@ use flow_train::pipeline::{
     read_latents, resample::resize_lanczos, save_image_tensor,
 };
 use flux2_dit::TensorStore;
-use flux2_dit::compare::relative_error;
+use flux2_ops::relative_error;
 use image::GenericImageView;
 use parity::{BF16_TOLERANCE, CaseInputs, ModelFolders, TOLERANCE, case_dirs, load_case, run_case};
 
@@ -34,7 +34,7 @@ fn data(t: Tensor<B, 4>) -> burn::tensor::TensorData {
 }
 
 fn expected_image(name: &str) -> burn::tensor::TensorData {
-    let mut store = TensorStore::open(&[case(name).join("expected.safetensors")]).unwrap();
+    let store = TensorStore::open(&[case(name).join("expected.safetensors")]).unwrap();
     store.read("image", DType::F32).unwrap()
 }
 

@@ -79,7 +79,7 @@ fn all_committed_cases_match_diffusers() {
 #[test]
 fn low_precision_euler_and_timesteps_match_diffusers_bit_for_bit() {
     let device = Default::default();
-    let mut store = TensorStore::open(&[fixture_root().join("euler_low_precision.safetensors")]).unwrap();
+    let store = TensorStore::open(&[fixture_root().join("euler_low_precision.safetensors")]).unwrap();
     let mut read = |key: &str| -> TensorData { store.read(key, DType::F32).unwrap() };
     let sigmas: Vec<f32> = read("sigmas").to_vec().unwrap();
     let timesteps: Vec<f32> = read("timesteps").to_vec().unwrap();
@@ -87,7 +87,7 @@ fn low_precision_euler_and_timesteps_match_diffusers_bit_for_bit() {
     let n = start.shape[0];
     let steps = timesteps.len();
     let seq_len = {
-        let mut s = TensorStore::open(&[fixture_root().join("euler_low_precision.safetensors")]).unwrap();
+        let s = TensorStore::open(&[fixture_root().join("euler_low_precision.safetensors")]).unwrap();
         s.read("image_seq_len", DType::I64).unwrap().to_vec::<i64>().unwrap()[0] as usize
     };
     let schedule = Flux2Schedule::new(seq_len, steps).unwrap();

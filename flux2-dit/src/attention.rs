@@ -1,21 +1,9 @@
-//! Scaled dot-product attention over [B, H, S, head_dim], no mask (FLUX.2 attends to every token).
+//! FLUX.2's head layout around the shared attention entry point (`flux2_ops::attention`; no mask:
+//! FLUX.2 attends to every token).
 
-use burn::tensor::{backend::Backend, module::attention, Tensor};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{backend::Backend, Tensor};
 
-/// softmax(Q K^T / sqrt(d)) V.
-///
-/// Runs [`crate::fused_attention`] when `B` is registered there (the backends of this crate's `flex`,
-/// `ndarray` and `cuda` features and their `Autodiff` wrappers are; others via
-/// [`crate::fused_attention::register`]): under autodiff it keeps O(L·d) for backward instead of the
-/// [B, H, L, L] probabilities. Otherwise it falls back to Burn's `attention` (same numerics; under
-/// autodiff that stores the probabilities).
-pub fn scaled_dot_product<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-    match crate::fused_attention::dispatch(q, k, v) {
-        Ok(out) => out,
-        Err([q, k, v]) => attention(q, k, v, None, None, AttentionModuleOptions::default()),
-    }
-}
+pub use flux2_ops::attention::scaled_dot_product;
 
 /// Splits a fused [B, S, 3 H d] projection into per-head q, k, v, each [B, H, S, d].
 pub fn split_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {

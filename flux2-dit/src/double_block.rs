@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
-use crate::linear::Linear;
+use flux2_ops::Linear;
 use crate::modulation::ModParams;
 use crate::norm::{layer_norm, RmsNorm};
 use crate::rope::RopeTable;

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, DType, Tensor, TensorData};
 
-use crate::linear::Linear;
+use flux2_ops::Linear;
 
 /// `Linear -> SiLU -> Linear` (diffusers `TimestepEmbedding`, BFL `MLPEmbedder`).
 #[derive(Module, Debug)]

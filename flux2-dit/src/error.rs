@@ -51,3 +51,18 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
+
+/// The store's and writer's errors keep this crate's variants (and messages), so callers match one type.
+impl From<flux2_ops::Error> for Error {
+    fn from(e: flux2_ops::Error) -> Self {
+        use flux2_ops::Error as Ops;
+        match e {
+            Ops::Io { path, source } => Error::Io { path, source },
+            Ops::Write { path, source } => Error::Write { path, source },
+            Ops::Safetensors { path, message } => Error::Safetensors { path, message },
+            Ops::MissingKey { key, files } => Error::MissingKey { key, files },
+            Ops::UnsupportedDtype { key, file, dtype } => Error::UnsupportedDtype { key, file, dtype },
+            Ops::Shape { key, file, expected, actual } => Error::ShapeMismatch { key, file, expected, actual },
+        }
+    }
+}

@@ -14,7 +14,7 @@ use crate::config::Flux2Config;
 use crate::error::{Error, Result};
 use crate::key_map::BFL_PREFIXES;
 use crate::model::Flux2Transformer;
-use crate::tensor_store::TensorStore;
+use flux2_ops::TensorStore;
 use crate::weight_source::{Layout, StoreSource};
 
 /// An opened checkpoint: its config and a weight source ready to build the model.

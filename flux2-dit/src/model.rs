@@ -7,7 +7,7 @@ use crate::config::Flux2Config;
 use crate::double_block::{DoubleBlock, QkNorm, StreamAttention, StreamMods, SwiGlu};
 use crate::embeddings::{MlpEmbedder, TimeGuidanceEmbed};
 use crate::error::{Error, Result};
-use crate::linear::Linear;
+use flux2_ops::{all_finite, Linear};
 use crate::modulation::{ModParams, Modulation};
 use crate::norm::{layer_norm, RmsNorm};
 use crate::position_ids::PositionIds;
@@ -75,14 +75,6 @@ impl<B: Backend, S: WeightSource> Provide<B> for FromSource<'_, B, S> {
     fn finish(&mut self) -> Result<()> {
         self.source.finish()
     }
-}
-
-/// Whether every value of `t` is finite: one reduction and one scalar read-back. `sum(t * 0)` is 0
-/// exactly unless some value is NaN or infinite (then NaN), in any float dtype and on any backend
-/// (no bool tensor, whose element type differs between backends, is read back).
-pub fn all_finite<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    use burn::tensor::ElementConversion;
-    t.clone().mul_scalar(0.0).sum().into_scalar().elem::<f32>().is_finite()
 }
 
 /// Weights drawn on the device by the backend's RNG, with [`crate::RandomSource`]'s scales.

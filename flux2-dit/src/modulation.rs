@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
-use crate::linear::Linear;
+use flux2_ops::Linear;
 
 /// One (shift, scale, gate) triple, each [B, 1, D] so it broadcasts over tokens.
 #[derive(Debug, Clone)]

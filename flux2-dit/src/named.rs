@@ -3,7 +3,7 @@
 
 use burn::tensor::backend::Backend;
 
-use crate::linear::Linear;
+use flux2_ops::Linear;
 use crate::model::Flux2Transformer;
 use crate::norm::RmsNorm;
 

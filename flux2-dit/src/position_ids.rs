@@ -14,6 +14,20 @@ pub struct PositionIds {
 }
 
 impl PositionIds {
+    /// Position ids stored as i64 [B, N, axes] (or [N, axes]) under `key` (fixtures, diffusers'
+    /// `txt_ids` / `img_ids`); returns batch element 0's, the only ones the transformer uses.
+    pub fn read(store: &flux2_ops::TensorStore, key: &str) -> crate::Result<Self> {
+        let data = store.read(key, burn::tensor::DType::I64)?;
+        let bad = |message: String| crate::Error::Safetensors { path: store.file_of(key), message };
+        let (rows, axes) = match data.shape.as_slice() {
+            [_, n, a] | [n, a] if *a > 0 => (*n, *a),
+            other => return Err(bad(format!("`{key}` has shape {other:?}, expected [B, N, axes]"))),
+        };
+        let values: Vec<i64> = data.to_vec().map_err(|e| bad(format!("`{key}`: {e:?}")))?;
+        let values = values.get(..rows * axes).ok_or_else(|| bad(format!("`{key}` holds too few values")))?;
+        Ok(Self::from_flat(values.to_vec(), axes))
+    }
+
     /// From a flat row-major [len, axes] buffer.
     pub fn from_flat(data: Vec<i64>, axes: usize) -> Self {
         assert!(axes > 0 && data.len().is_multiple_of(axes), "position ids: {} values are not rows of {axes}", data.len());

@@ -8,7 +8,7 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 use crate::error::Result;
 use crate::key_map::{diffusers_module, diffusers_qkv_modules};
 use crate::model::Flux2Transformer;
-use crate::safetensors_writer::{write_safetensors, PendingTensor};
+use flux2_ops::{write_safetensors, PendingTensor};
 use crate::weight_source::Layout;
 
 fn pending<'a, B: Backend, const D: usize>(name: String, tensor: Tensor<B, D>, dtype: DType) -> PendingTensor<'a> {
@@ -56,7 +56,8 @@ pub fn save_diffusers_folder<B: Backend>(model: &Flux2Transformer<B>, dir: &Path
     let config = dir.join("config.json");
     std::fs::write(&config, model.config.to_json_string()).map_err(|source| crate::Error::Write { path: config.clone(), source })?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&dir.join("diffusion_pytorch_model.safetensors"), layout_tensors(model, Layout::Diffusers, dtype), &meta)
+    write_safetensors(&dir.join("diffusion_pytorch_model.safetensors"), layout_tensors(model, Layout::Diffusers, dtype), &meta)?;
+    Ok(())
 }
 
 /// Saves as a BFL single file (`flux2-dev.safetensors` naming), keys prefixed with `prefix` (e.g. ""
@@ -68,5 +69,6 @@ pub fn save_bfl_file<B: Backend>(model: &Flux2Transformer<B>, file: &Path, prefi
         t.name = format!("{prefix}{}", t.name);
     }
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(file, tensors, &meta)
+    write_safetensors(file, tensors, &meta)?;
+    Ok(())
 }

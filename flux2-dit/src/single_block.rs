@@ -6,7 +6,7 @@ use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
 use crate::double_block::QkNorm;
-use crate::linear::Linear;
+use flux2_ops::Linear;
 use crate::modulation::ModParams;
 use crate::norm::layer_norm;
 use crate::rope::RopeTable;

@@ -4,8 +4,9 @@
 use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
+use flux2_ops::{Rng, TensorStore};
+
 use crate::key_map::{diffusers_sources, Rows};
-use crate::tensor_store::TensorStore;
 
 pub trait WeightSource {
     /// Host data for the parameter `name` (BFL naming, e.g. `double_blocks.0.img_attn.qkv.weight`) with
@@ -118,62 +119,14 @@ impl WeightSource for StoreSource {
 
 /// Deterministic host-side initialisation, identical on every backend: weights ~ N(0, std^2) with
 /// std = 1/sqrt(fan_in) for matrices, RMSNorm scales 1. For tests, demos and pre-training from scratch.
+/// Draws come from [`flux2_ops::Rng`] in parameter order, filled in parallel.
 pub struct RandomSource {
-    state: u64,
-}
-
-/// splitmix64's increment: the state after `i` draws is `start + i * GAMMA`, so any draw can be computed
-/// directly, which lets [`RandomSource`] fill large tensors in parallel with the sequential results.
-const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn mix(state: u64) -> u64 {
-    let mut z = state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Box-Muller from two draws.
-fn box_muller(a: u64, b: u64) -> f32 {
-    let u1 = ((a >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    let u2 = (b >> 11) as f64 / (1u64 << 53) as f64;
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    rng: Rng,
 }
 
 impl RandomSource {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed ^ GAMMA }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GAMMA);
-        mix(self.state)
-    }
-
-    /// Uniform sample in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32) / (1u64 << 24) as f32
-    }
-
-    /// Standard normal sample (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
-        let a = self.next_u64();
-        box_muller(a, self.next_u64())
-    }
-
-    /// `n` normal samples times `std`, converted by `convert`: the values `n` calls of [`Self::normal`]
-    /// would give, computed in parallel (a full-width FLUX.2 has billions of weights).
-    fn normals<T: Send>(&mut self, n: usize, std: f32, convert: impl Fn(f32) -> T + Sync) -> Vec<T> {
-        use rayon::prelude::*;
-        let start = self.state;
-        self.state = start.wrapping_add(GAMMA.wrapping_mul(2 * n as u64));
-        (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let at = |draw: u64| mix(start.wrapping_add(GAMMA.wrapping_mul(draw)));
-                convert(box_muller(at(2 * i as u64 + 1), at(2 * i as u64 + 2)) * std)
-            })
-            .collect()
+        Self { rng: Rng::new(seed) }
     }
 }
 
@@ -186,9 +139,9 @@ impl WeightSource for RandomSource {
         let std = 1.0 / (*shape.last().unwrap_or(&1) as f32).sqrt();
         // Half types are rounded here, in parallel, as `convert_dtype` would round them.
         Ok(match dtype {
-            DType::BF16 => TensorData::new(self.normals(n, std, half::bf16::from_f32), shape.to_vec()),
-            DType::F16 => TensorData::new(self.normals(n, std, half::f16::from_f32), shape.to_vec()),
-            _ => TensorData::new(self.normals(n, std, |x| x), shape.to_vec()).convert_dtype(dtype),
+            DType::BF16 => TensorData::new(self.rng.normals(n, std, half::bf16::from_f32), shape.to_vec()),
+            DType::F16 => TensorData::new(self.rng.normals(n, std, half::f16::from_f32), shape.to_vec()),
+            _ => TensorData::new(self.rng.normals(n, std, |x| x), shape.to_vec()).convert_dtype(dtype),
         })
     }
 }
@@ -197,23 +150,23 @@ impl WeightSource for RandomSource {
 mod random_source_tests {
     use super::{RandomSource, WeightSource};
     use burn::tensor::{DType, TensorData};
+    use flux2_ops::Rng;
 
-    /// The parallel fill gives exactly the sequential draws, rounded as `convert_dtype` rounds, and leaves
-    /// the generator where the sequential draws would.
+    /// The draws are the RNG's normals in parameter order, scaled by 1/sqrt(fan_in) and rounded as
+    /// `convert_dtype` rounds.
     #[test]
-    fn parallel_fill_equals_sequential_draws() {
+    fn weights_are_the_rngs_normals_in_order() {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
-            let mut fast = RandomSource::new(7);
-            let mut slow = RandomSource::new(7);
+            let mut source = RandomSource::new(7);
+            let mut rng = Rng::new(7);
             for (name, shape) in [("a.weight", [33usize, 17]), ("b.weight", [5, 64])] {
-                let got = fast.take(name, &shape, dtype).expect("random tensor");
+                let got = source.take(name, &shape, dtype).expect("random tensor");
                 let std = 1.0 / (shape[1] as f32).sqrt();
-                let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| slow.normal() * std).collect();
+                let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.normal() as f32 * std).collect();
                 let want = TensorData::new(values, shape.to_vec()).convert_dtype(dtype);
                 assert_eq!(got.dtype, dtype);
                 assert_eq!(got.as_bytes(), want.as_bytes(), "{name} {dtype:?}");
             }
-            assert_eq!(fast.uniform(), slow.uniform());
         }
     }
 }

@@ -9,7 +9,7 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
 use flux2_dit::checkpoint::dropout_seed;
-use flux2_dit::compare::relative_error;
+use flux2_ops::relative_error;
 use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource, RopeTable};
 use lora_adapters::{inject, AdapterHandle, LoraConfig, Targets};
 

@@ -1,16 +1,14 @@
 //! Loader behaviour beyond the happy path: layouts round-trip, shards, bf16, and every error names
 //! what is wrong.
 
-#[path = "../examples/dit_parity.rs"]
-#[allow(dead_code)]
-mod parity;
+use flux2_test_support::dit_fixture as parity;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::tensor::DType;
-use flux2_dit::safetensors_writer::{write_safetensors, PendingTensor};
+use flux2_ops::writer::{write_safetensors, PendingTensor};
 use flux2_dit::{save_bfl_file, save_diffusers_folder, Checkpoint, TensorStore};
 
 type B = Flex;
@@ -30,8 +28,8 @@ fn copy_io(src: &Path, dst: &Path) {
 /// Rewrites a safetensors file through `edit(name) -> Option<new name>` (None drops the tensor),
 /// plus optional extra tensors.
 fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&str) -> Option<String>, extra: Vec<(String, Vec<usize>)>) {
-    let mut store = TensorStore::open(&[src.to_path_buf()]).unwrap();
-    let mut keys: Vec<String> = store.keys().cloned().collect();
+    let store = TensorStore::open(&[src.to_path_buf()]).unwrap();
+    let mut keys: Vec<String> = store.keys().map(String::from).collect();
     keys.sort();
     let mut tensors = Vec::new();
     for key in keys {
@@ -94,7 +92,7 @@ fn sharded_diffusers_checkpoint_loads() {
     let store = TensorStore::open(&[whole]).unwrap();
     let map: serde_json::Map<String, serde_json::Value> = store
         .keys()
-        .map(|k| (k.clone(), serde_json::Value::from(if in_first(k) { "part-1.safetensors" } else { "part-2.safetensors" })))
+        .map(|k| (k.to_string(), serde_json::Value::from(if in_first(k) { "part-1.safetensors" } else { "part-2.safetensors" })))
         .collect();
     std::fs::write(
         t.join("diffusion_pytorch_model.safetensors.index.json"),
@@ -174,8 +172,8 @@ fn with_tensor(tmp: &Path, key: &str, data: burn::tensor::TensorData, dtype: DTy
     std::fs::create_dir_all(&t).unwrap();
     let src = fixture("guidance_b1/transformer");
     std::fs::copy(src.join("config.json"), t.join("config.json")).unwrap();
-    let mut store = TensorStore::open(&[src.join("diffusion_pytorch_model.safetensors")]).unwrap();
-    let mut keys: Vec<String> = store.keys().cloned().collect();
+    let store = TensorStore::open(&[src.join("diffusion_pytorch_model.safetensors")]).unwrap();
+    let mut keys: Vec<String> = store.keys().map(String::from).collect();
     keys.sort();
     let mut tensors = Vec::new();
     for k in keys {

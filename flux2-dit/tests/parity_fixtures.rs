@@ -1,8 +1,7 @@
 //! Every committed DiT fixture (tests/fixtures/dit/*) must match diffusers within 1e-4, and the low-gain
 //! `bf16_realistic` fixture must also match it within 2e-2 when the model runs in bf16.
 
-#[path = "../examples/dit_parity.rs"]
-mod parity;
+use flux2_test_support::dit_fixture as parity;
 
 use std::path::PathBuf;
 

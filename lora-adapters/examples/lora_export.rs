@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData};
-use flux2_dit::safetensors_writer::{write_safetensors, PendingTensor};
-use flux2_dit::{Checkpoint, RandomSource, TensorStore};
+use flux2_ops::writer::{write_safetensors, PendingTensor};
+use flux2_dit::{Checkpoint, TensorStore};
 use lora_adapters::{attach, extract, inject, remove, save, LoraConfig, LoraLayout, SaveOptions, Targets};
 
 type B = Flex;
@@ -23,13 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (fixture, out) = (PathBuf::from(fixture), PathBuf::from(out));
     std::fs::create_dir_all(&out)?;
     let device = Default::default();
-    let mut inputs = TensorStore::open(&[fixture.join("inputs.safetensors")])?;
-    let read = |s: &mut TensorStore, k: &str| s.read(k, DType::F32);
-    let hidden = read(&mut inputs, "hidden_states")?;
-    let encoder = read(&mut inputs, "encoder_hidden_states")?;
-    let timestep = read(&mut inputs, "timestep")?;
-    let guidance = if inputs.contains("guidance") { Some(read(&mut inputs, "guidance")?) } else { None };
-    let (txt_ids, img_ids) = (inputs.read_position_ids("txt_ids")?, inputs.read_position_ids("img_ids")?);
+    let inputs = TensorStore::open(&[fixture.join("inputs.safetensors")])?;
+    let read = |s: &TensorStore, k: &str| s.read(k, DType::F32);
+    let hidden = read(&inputs, "hidden_states")?;
+    let encoder = read(&inputs, "encoder_hidden_states")?;
+    let timestep = read(&inputs, "timestep")?;
+    let guidance = if inputs.contains("guidance") { Some(read(&inputs, "guidance")?) } else { None };
+    let (txt_ids, img_ids) = (flux2_dit::PositionIds::read(&inputs, "txt_ids")?, flux2_dit::PositionIds::read(&inputs, "img_ids")?);
 
     for (layout, label, targets) in [
         (LoraLayout::AiToolkit, "ai_toolkit", Targets::Blocks),
@@ -39,10 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         inject(&mut model, "ours", &LoraConfig { rank: 3, alpha: 6.0, targets, seed: 5, ..Default::default() })?;
         // Non-zero B, as after training.
         let mut factors = extract(&model, "ours")?;
-        let mut rng = RandomSource::new(9);
+        let mut rng = flux2_ops::Rng::new(9);
         for (_, f) in &mut factors {
             let n = f.up.num_elements();
-            f.up = TensorData::new((0..n).map(|_| rng.normal() * 0.3).collect::<Vec<f32>>(), f.up.shape.clone());
+            f.up = TensorData::new((0..n).map(|_| rng.normal() as f32 * 0.3).collect::<Vec<f32>>(), f.up.shape.clone());
         }
         remove(&mut model, "ours")?;
         attach(&mut model, "ours", factors, 1.0, 0.0)?;

@@ -31,3 +31,10 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Store and writer errors read as the model crate's (same variants and messages).
+impl From<flux2_ops::Error> for Error {
+    fn from(e: flux2_ops::Error) -> Self {
+        Error::Model(e.into())
+    }
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType, TensorData};
 use flux2_dit::key_map::{diffusers_module, diffusers_qkv_modules};
-use flux2_dit::safetensors_writer::{write_safetensors, PendingTensor};
+use flux2_ops::writer::{write_safetensors, PendingTensor};
 use flux2_dit::{Flux2Transformer, TensorStore};
 use serde::{Deserialize, Serialize};
 
@@ -233,11 +233,11 @@ pub fn load_into<B: Backend>(model: &mut Flux2Transformer<B>, path: &Path, name:
 
 /// Reads a LoRA file into per-module factors for `model` (BFL paths; q/k/v parts fused exactly).
 pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Result<Vec<(String, Factors)>> {
-    let mut store = TensorStore::open(&[path.to_path_buf()])?;
+    let store = TensorStore::open(&[path.to_path_buf()])?;
     let file = path.to_path_buf();
     let peft = peft_scaling(store.metadata(), path)?;
     let index = module_index(model);
-    let mut keys: Vec<String> = store.keys().cloned().collect();
+    let mut keys: Vec<String> = store.keys().map(String::from).collect();
     keys.sort();
     let mut modules: BTreeMap<String, Parts> = BTreeMap::new();
     let mut unsupported = Vec::new();

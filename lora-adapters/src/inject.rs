@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
-use flux2_dit::{AdapterSwitch, Flux2Transformer, LowRankAdapter, RandomSource};
+use flux2_dit::{AdapterSwitch, Flux2Transformer, LowRankAdapter};
+use flux2_ops::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -71,9 +72,9 @@ impl Factors {
 
 /// PEFT's default init: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0, so a new
 /// adapter leaves the model unchanged.
-pub fn init_factors(rank: usize, in_features: usize, out_features: usize, rng: &mut RandomSource) -> (TensorData, TensorData) {
+pub fn init_factors(rank: usize, in_features: usize, out_features: usize, rng: &mut Rng) -> (TensorData, TensorData) {
     let bound = 1.0 / (in_features as f32).sqrt();
-    let down: Vec<f32> = (0..rank * in_features).map(|_| (2.0 * rng.uniform() - 1.0) * bound).collect();
+    let down: Vec<f32> = (0..rank * in_features).map(|_| (2.0 * rng.uniform() as f32 - 1.0) * bound).collect();
     (TensorData::new(down, [rank, in_features]), TensorData::new(vec![0f32; out_features * rank], [out_features, rank]))
 }
 
@@ -120,7 +121,7 @@ pub fn attach<B: Backend>(
 
 /// Creates a fresh adapter (A random, B zero) on every Linear `config.targets` selects.
 pub fn inject<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, config: &LoraConfig) -> Result<AdapterHandle> {
-    let mut rng = RandomSource::new(config.seed);
+    let mut rng = Rng::new(config.seed);
     let scale = config.alpha / config.rank as f32;
     // Before any factor is allocated: a rank beyond the layer's width is an error, not gigabytes.
     for (path, l) in model.linears().into_iter().filter(|(path, _)| config.targets.selects(path)) {

@@ -3,9 +3,7 @@
 
 mod common;
 
-#[path = "../../flux2-dit/examples/dit_parity.rs"]
-#[allow(dead_code)]
-mod parity;
+use flux2_test_support::dit_fixture as parity;
 
 use std::path::Path;
 
@@ -172,10 +170,10 @@ proptest! {
         let mut model = Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(seed), DType::F32, &device).unwrap();
         inject(&mut model, "p", &LoraConfig { rank, alpha, targets: Targets::Everything, seed, ..Default::default() }).unwrap();
         let mut factors = lora_adapters::extract(&model, "p").unwrap();
-        let mut rng = RandomSource::new(seed + 1);
+        let mut rng = flux2_ops::Rng::new(seed + 1);
         for (_, f) in &mut factors {
             let n = f.up.num_elements();
-            f.up = burn::tensor::TensorData::new((0..n).map(|_| rng.normal() * 0.1).collect::<Vec<f32>>(), f.up.shape.clone());
+            f.up = burn::tensor::TensorData::new((0..n).map(|_| rng.normal() as f32 * 0.1).collect::<Vec<f32>>(), f.up.shape.clone());
         }
         lora_adapters::remove(&mut model, "p").unwrap();
         lora_adapters::attach(&mut model, "p", factors, 1.0, 0.0).unwrap();

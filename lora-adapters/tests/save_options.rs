@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::tensor::DType;
 use common::{B, forward, rel_err, tiny, trained_adapter};
-use flux2_dit::safetensors_writer::{PendingTensor, write_safetensors};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 use flux2_dit::{Flux2Transformer, RandomSource, TensorStore};
 use lora_adapters::{
     LoraConfig, LoraLayout, LoraMetadata, SaveOptions, Targets, extract, load_into, read_factors, remove, save,
@@ -45,8 +45,8 @@ fn saved_diffusers_f32(seed: u64, name: &str, rank: usize, alpha: f32, file: &Pa
 
 /// Rewrites a LoRA file with the same tensors plus `extra` and `metadata` as its header.
 fn rewrite(src: &Path, dst: &Path, metadata: &BTreeMap<String, String>, extra: Vec<PendingTensor<'static>>) {
-    let mut store = TensorStore::open(&[src.to_path_buf()]).unwrap();
-    let mut keys: Vec<String> = store.keys().cloned().collect();
+    let store = TensorStore::open(&[src.to_path_buf()]).unwrap();
+    let mut keys: Vec<String> = store.keys().map(String::from).collect();
     keys.sort();
     let mut tensors: Vec<PendingTensor> = keys
         .iter()

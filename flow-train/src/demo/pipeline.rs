@@ -10,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, TensorData};
-use flux2_dit::safetensors_writer::{PendingTensor, write_safetensors};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 use flux2_dit::{Flux2Config, Flux2Transformer, RandomSource, save_diffusers_folder};
 use flux2_vae::VaeConfig;
 use flux2_vae::params::{ParamKind, RawSource};
@@ -178,9 +178,9 @@ fn write_text_encoder(dir: &Path, spec: &DemoPipelineSpec) -> Result<()> {
     let vocab = VOCAB;
     let (h, i) = (spec.text_hidden, spec.text_intermediate);
     let (q, kv) = (spec.text_heads * spec.text_head_dim, spec.text_kv_heads * spec.text_head_dim);
-    let mut rng = RandomSource::new(spec.seed ^ 0x4d49_5354);
+    let mut rng = flux2_ops::Rng::new(spec.seed ^ 0x4d49_5354);
     let mut random = |shape: [usize; 2], std: f32| {
-        let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.normal() * std).collect();
+        let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.normal() as f32 * std).collect();
         TensorData::new(values, shape)
     };
     let ones = |n: usize| TensorData::new(vec![1.0f32; n], [n]);

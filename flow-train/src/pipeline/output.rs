@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flux2_dit::TensorStore;
-use flux2_dit::safetensors_writer::{PendingTensor, write_safetensors};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 
 use crate::error::{Error, Result};
 
@@ -73,11 +73,11 @@ pub fn save_image_tensor<B: Backend>(image: Tensor<B, 4>, path: &Path) -> Result
 /// Initial latents `[1, C, h, w]` from a safetensors file: the tensor named `latents`, or the file's only
 /// tensor. Read as f32 (the pipeline casts them to the prompt embeddings' type).
 pub fn read_latents<B: Backend>(path: &Path, device: &B::Device) -> Result<Tensor<B, 4>> {
-    let mut store = TensorStore::open(&[path.to_path_buf()]).map_err(|e| Error::Invalid(format!("latents: {e}")))?;
+    let store = TensorStore::open(&[path.to_path_buf()]).map_err(|e| Error::Invalid(format!("latents: {e}")))?;
     let key = if store.contains("latents") {
         "latents".to_string()
     } else {
-        let keys: Vec<String> = store.keys().cloned().collect();
+        let keys: Vec<String> = store.keys().map(String::from).collect();
         match keys.as_slice() {
             [only] => only.clone(),
             _ => {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, TensorData};
 use flux2_dit::TensorStore;
-use flux2_dit::safetensors_writer::{PendingTensor, write_safetensors};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -83,8 +83,8 @@ pub fn write_tensors(path: &Path, tensors: Vec<(String, TensorData)>, metadata: 
 
 /// Reads every tensor of a file written by [`write_tensors`].
 pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
-    let mut store = TensorStore::open(&[path.to_path_buf()])?;
-    let keys: Vec<String> = store.keys().cloned().collect();
+    let store = TensorStore::open(&[path.to_path_buf()])?;
+    let keys: Vec<String> = store.keys().map(String::from).collect();
     let mut out = BTreeMap::new();
     for key in keys {
         let data = store.read(&key, DType::F32)?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use flux2_dit::{Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use flux2_dit::{Flux2Config, Flux2Transformer, PositionIds};
 use lora_adapters::{AdapterHandle, LoraConfig, attach, extract, inject, remove};
 
 pub type B = Flex;
@@ -36,8 +36,8 @@ pub fn tiny(layers: usize, singles: usize) -> Flux2Config {
 pub fn forward(model: &Flux2Transformer<B>) -> Vec<f32> {
     let c = &model.config;
     let device = Default::default();
-    let mut rng = RandomSource::new(42);
-    let mut rand = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
+    let mut rng = flux2_ops::Rng::new(42);
+    let mut rand = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<f32>>();
     let x = Tensor::<B, 3>::from_data(
         TensorData::new(rand(2 * 6 * c.in_channels), [2, 6, c.in_channels]),
         &device,
@@ -57,11 +57,11 @@ pub fn forward(model: &Flux2Transformer<B>) -> Vec<f32> {
 pub fn trained_adapter(model: &mut Flux2Transformer<B>, name: &str, config: &LoraConfig) -> AdapterHandle {
     inject(model, name, config).unwrap();
     let mut factors = extract(model, name).unwrap();
-    let mut rng = RandomSource::new(config.seed + 1);
+    let mut rng = flux2_ops::Rng::new(config.seed + 1);
     for (_, f) in &mut factors {
         let n = f.up.num_elements();
         f.up = TensorData::new(
-            (0..n).map(|_| rng.normal() * 0.1).collect::<Vec<f32>>(),
+            (0..n).map(|_| rng.normal() as f32 * 0.1).collect::<Vec<f32>>(),
             f.up.shape.clone(),
         );
     }
@@ -69,10 +69,7 @@ pub fn trained_adapter(model: &mut Flux2Transformer<B>, name: &str, config: &Lor
     attach(model, name, factors, 1.0, config.dropout).unwrap()
 }
 
-/// ||a - b|| / ||b||.
+/// ||a - b|| / ||b|| (the workspace's one measure).
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
+    flux2_ops::relative_error_slices(a, b).expect("same length")
 }

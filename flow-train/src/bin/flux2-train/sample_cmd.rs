@@ -105,7 +105,7 @@ pub fn run(args: SampleArgs) -> Result<(), String> {
         out_of_memory::set_phase("loading the models and sampling");
         return out_of_memory::guard(
             || run_on::<burn::backend::Cuda>(&args, &burn::backend::cuda::CudaDevice::new(index)),
-            || flux2_dit::cuda::device::memory_info(index),
+            || flux2_ops::cuda::device::memory_info(index),
         )
         .map_err(|oom| format!("{oom}\n{}", oom.sampling_advice()))?;
     }

@@ -72,9 +72,9 @@ fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool)
     use flow_train::out_of_memory;
     let memory = || match job.plan.device {
         #[cfg(feature = "cuda")]
-        DeviceSpec::Auto => flux2_dit::cuda::device::memory_info(0),
+        DeviceSpec::Auto => flux2_ops::cuda::device::memory_info(0),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda { index } => flux2_dit::cuda::device::memory_info(index),
+        DeviceSpec::Cuda { index } => flux2_ops::cuda::device::memory_info(index),
         _ => None,
     };
     // A failed GPU allocation panics inside cubecl; the guard turns it into one message (see

@@ -265,3 +265,31 @@ pub fn low_rank_backward(
     drop(g_down);
     [dx, da, db]
 }
+
+/// CUDA's GEMMs behind the generic [`MatmulBackend`] extension.
+impl crate::matmul::MatmulBackend for Cuda {
+    fn fast_matmul(lhs: FloatTensor<Cuda>, rhs: FloatTensor<Cuda>) -> FloatTensor<Cuda> {
+        matmul(lhs, rhs)
+    }
+
+    fn low_rank_forward(
+        x: FloatTensor<Cuda>,
+        a: FloatTensor<Cuda>,
+        b: FloatTensor<Cuda>,
+        factor: f32,
+    ) -> (FloatTensor<Cuda>, FloatTensor<Cuda>) {
+        low_rank_forward(x, a, b, factor)
+    }
+
+    fn low_rank_backward(
+        x: FloatTensor<Cuda>,
+        a: FloatTensor<Cuda>,
+        b: FloatTensor<Cuda>,
+        down: FloatTensor<Cuda>,
+        g: FloatTensor<Cuda>,
+        factor: f32,
+    ) -> [FloatTensor<Cuda>; 3] {
+        low_rank_backward(x, a, b, down, g, factor)
+    }
+}
+

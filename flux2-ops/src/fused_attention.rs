@@ -26,7 +26,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use crate::backend_registry::{self, for_builtin_backends, OpMap, OpRegistry};
+use crate::backend_registry::{for_builtin_backends, OpMap, OpRegistry};
 use crate::matmul::matmul;
 
 /// Query/key block sizes of the tiled computation. Only peak memory and speed depend on them; results
@@ -372,35 +372,6 @@ impl<B: FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBackend for 
 impl FusedAttentionBackend for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl FusedAttentionBackend for burn::backend::NdArray {}
-/// cuBLAS products and NVRTC row kernels on one stream (`cuda::attention`).
-#[cfg(feature = "cuda")]
-impl FusedAttentionBackend for burn::backend::Cuda {
-    const SCORE_BLOCK_ELEMENTS: usize = SCORE_BLOCK_ELEMENTS;
-
-    fn fused_attention_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        scale: f32,
-        blocks: AttentionBlocks,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        crate::cuda::attention::forward(q, k, v, scale, blocks)
-    }
-
-    fn fused_attention_backward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        out: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        grad_out: FloatTensor<Self>,
-        scale: f32,
-        blocks: AttentionBlocks,
-    ) -> [FloatTensor<Self>; 3] {
-        crate::cuda::attention::backward(q, k, v, out, lse, grad_out, scale, blocks)
-    }
-}
-
 /// softmax(scale · Q Kᵀ) V over [B, H, L, d] with blocks chosen by [`AttentionBlocks::for_budget`] for
 /// the backend's [`FusedAttentionBackend::SCORE_BLOCK_ELEMENTS`].
 pub fn fused_attention<B: FusedAttentionBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -430,7 +401,7 @@ fn builtin(map: &mut OpMap) {
     #[allow(unused_macros)]
     macro_rules! add {
         ($b:ty) => {
-            backend_registry::insert::<$b, Entry<$b>>(map, fused_attention::<$b>);
+            crate::backend_registry::insert::<$b, Entry<$b>>(map, fused_attention::<$b>);
         };
     }
     for_builtin_backends!(add);

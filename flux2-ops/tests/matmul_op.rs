@@ -1,4 +1,4 @@
-//! The registered-GEMM matmul path (`flux2_dit::matmul`) and its autodiff op, checked on the CPU by
+//! The registered-GEMM matmul path (`flux2_ops::matmul`) and its autodiff op, checked on the CPU by
 //! registering `Autodiff<Flex>` (whose GEMM is Burn's own): the forward and both input gradients must
 //! equal Burn's autodiff matmul, an untracked operand (a frozen weight) gets no gradient, and the frozen
 //! Linear of the model trains its input the same way. On CUDA the same op runs cuBLAS
@@ -6,8 +6,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
-use flux2_dit::matmul::{is_registered, matmul, register};
-use flux2_dit::Linear;
+use flux2_ops::matmul::{is_registered, matmul, register};
+use flux2_ops::Linear;
 
 type B = Autodiff<Flex>;
 
@@ -73,7 +73,7 @@ fn registered_low_rank_op_matches_two_matmuls_and_their_gradients() {
         let a = Tensor::<B, 2>::from_inner(a0.clone()).require_grad();
         let b = Tensor::<B, 2>::from_inner(b0.clone()).require_grad();
         let out = if fused {
-            flux2_dit::matmul::low_rank(x.clone(), a.clone(), b.clone(), factor)
+            flux2_ops::matmul::low_rank(x.clone(), a.clone(), b.clone(), factor)
         } else {
             x.clone().matmul(a.clone().transpose()).matmul(b.clone().transpose()) * factor
         };

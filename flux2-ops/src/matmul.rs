@@ -174,33 +174,6 @@ impl MatmulBackend for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl MatmulBackend for burn::backend::NdArray {}
 
-#[cfg(feature = "cuda")]
-impl MatmulBackend for burn::backend::Cuda {
-    fn fast_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        crate::cuda::gemm::matmul(lhs, rhs)
-    }
-
-    fn low_rank_forward(
-        x: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        factor: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        crate::cuda::gemm::low_rank_forward(x, a, b, factor)
-    }
-
-    fn low_rank_backward(
-        x: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        down: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        factor: f32,
-    ) -> [FloatTensor<Self>; 3] {
-        crate::cuda::gemm::low_rank_backward(x, a, b, down, g, factor)
-    }
-}
-
 type MatmulFn<B> = fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
 type LowRankFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> (FloatTensor<B>, FloatTensor<B>);
 

@@ -6,8 +6,8 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, Tensor};
-use flux2_dit::attention::scaled_dot_product;
-use flux2_dit::fused_attention::{fused_attention_with, inspect, is_registered, AttentionBlocks};
+use flux2_ops::attention::scaled_dot_product;
+use flux2_ops::fused_attention::{fused_attention_with, inspect, is_registered, AttentionBlocks};
 
 type B = Autodiff<Flex>;
 
@@ -109,7 +109,7 @@ fn model_attention_uses_the_fused_op_and_saves_no_score_matrix() {
 fn block_policy_bounds_the_score_block() {
     let b = AttentionBlocks::for_shape(1, 48, 4608, 4608);
     assert_eq!(b.key, 4608);
-    assert!(48 * b.query * b.key <= flux2_dit::fused_attention::SCORE_BLOCK_ELEMENTS);
+    assert!(48 * b.query * b.key <= flux2_ops::fused_attention::SCORE_BLOCK_ELEMENTS);
     assert!(b.query >= 16 && b.query % 16 == 0, "{b:?}");
     assert_eq!(AttentionBlocks::for_shape(2, 4, 30, 30), AttentionBlocks { query: 30, key: 30 });
 }

@@ -9,7 +9,7 @@
 //! below f32; `P` and `dS` are stored in the input dtype as the matmul operands they are (as in
 //! FlashAttention). Keys longer than one key block use the generic tiled path (online softmax).
 
-use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{DType, FloatDType, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::kernel::into_contiguous;
@@ -202,3 +202,32 @@ pub(crate) fn backward(q: T, k: T, v: T, out: T, lse: T, grad_out: T, scale: f32
     drop(buf);
     [dq, cast(dk, dt), cast(dv, dt)]
 }
+
+/// cuBLAS products and NVRTC row kernels on one stream (`cuda::attention`).
+impl crate::fused_attention::FusedAttentionBackend for Cuda {
+    const SCORE_BLOCK_ELEMENTS: usize = crate::fused_attention::SCORE_BLOCK_ELEMENTS;
+
+    fn fused_attention_forward(
+        q: FloatTensor<Cuda>,
+        k: FloatTensor<Cuda>,
+        v: FloatTensor<Cuda>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> (FloatTensor<Cuda>, FloatTensor<Cuda>) {
+        forward(q, k, v, scale, blocks)
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Cuda>,
+        k: FloatTensor<Cuda>,
+        v: FloatTensor<Cuda>,
+        out: FloatTensor<Cuda>,
+        lse: FloatTensor<Cuda>,
+        grad_out: FloatTensor<Cuda>,
+        scale: f32,
+        blocks: AttentionBlocks,
+    ) -> [FloatTensor<Cuda>; 3] {
+        backward(q, k, v, out, lse, grad_out, scale, blocks)
+    }
+}
+

@@ -1,13 +1,14 @@
 //! Streaming, atomic safetensors writer: the header is computed from shapes alone, then tensors are
 //! written one at a time, so saving never holds a second copy of the model. The file appears under its
-//! final name only when complete (temp file + rename), so a crash never leaves a half-written checkpoint.
+//! final name only when complete ([`crate::atomic_file`]), so a crash never leaves a half-written checkpoint.
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::{DType, TensorData};
 
+use crate::atomic_file::write_atomic_with;
 use crate::error::{Error, Result};
 
 /// One tensor to write: name, dtype, shape, and a closure producing its data on demand.
@@ -25,7 +26,7 @@ impl PendingTensor<'static> {
     }
 }
 
-fn dtype_name(dtype: DType) -> Result<&'static str> {
+fn dtype_name(dtype: DType, tensor: &str, path: &Path) -> Result<&'static str> {
     Ok(match dtype {
         DType::F32 => "F32",
         DType::BF16 => "BF16",
@@ -33,7 +34,9 @@ fn dtype_name(dtype: DType) -> Result<&'static str> {
         DType::F64 => "F64",
         DType::I64 => "I64",
         DType::I32 => "I32",
-        other => return Err(Error::Input { name: "dtype", message: format!("{other:?} cannot be saved") }),
+        other => {
+            return Err(Error::UnsupportedDtype { key: tensor.to_string(), file: path.to_path_buf(), dtype: format!("{other:?} (cannot be saved)") });
+        }
     })
 }
 
@@ -48,7 +51,7 @@ pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata:
         let len = t.shape.iter().product::<usize>() * t.dtype.size();
         header.insert(
             t.name.clone(),
-            serde_json::json!({"dtype": dtype_name(t.dtype)?, "shape": t.shape, "data_offsets": [offset, offset + len]}),
+            serde_json::json!({"dtype": dtype_name(t.dtype, &t.name, path)?, "shape": t.shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len;
     }
@@ -57,12 +60,7 @@ pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata:
         header_bytes.push(b' ');
     }
 
-    let tmp = path.with_extension("safetensors.partial");
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut out = BufWriter::new(std::fs::File::create(&tmp)?);
+    write_atomic_with(path, |out| {
         out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
         out.write_all(&header_bytes)?;
         for t in tensors {
@@ -74,13 +72,7 @@ pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata:
             }
             out.write_all(bytes)?;
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::Write { path: path.to_path_buf(), source }
+        Ok(())
     })
+    .map_err(|source| Error::Write { path: path.to_path_buf(), source })
 }
