@@ -60,6 +60,7 @@ impl From<flux2_ops::Error> for Error {
             Ops::Io { path, source } => Error::Io { path, source },
             Ops::Write { path, source } => Error::Write { path, source },
             Ops::Safetensors { path, message } => Error::Safetensors { path, message },
+            e @ Ops::NoFiles { .. } => Error::MissingKey { key: "*.safetensors".into(), files: e.to_string() },
             Ops::MissingKey { key, files } => Error::MissingKey { key, files },
             Ops::UnsupportedDtype { key, file, dtype } => Error::UnsupportedDtype { key, file, dtype },
             Ops::Shape { key, file, expected, actual } => Error::ShapeMismatch { key, file, expected, actual },

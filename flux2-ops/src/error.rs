@@ -20,6 +20,8 @@ pub enum Error {
     /// A malformed file or shard index (`message` says what and, for a truncated file, which tensor).
     #[error("{path} is not a valid safetensors file: {message}")]
     Safetensors { path: PathBuf, message: String },
+    #[error("{dir}: no *.safetensors file and no *.safetensors.index.json in this folder")]
+    NoFiles { dir: PathBuf },
     #[error("missing tensor `{key}` (looked in {files})")]
     MissingKey { key: String, files: String },
     #[error("tensor `{key}` in {file} has unsupported dtype {dtype}")]

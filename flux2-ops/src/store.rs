@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use memmap2::Mmap;
@@ -16,15 +16,22 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 
-struct MappedFile {
+/// One safetensors file: its path, and (once opened) the mapping and the header's entries.
+struct Shard {
     path: PathBuf,
+    mapped: OnceLock<MappedFile>,
+}
+
+struct MappedFile {
     mmap: Mmap,
     data_start: usize,
+    entries: HashMap<String, Entry>,
+    /// `__metadata__` (string map in the safetensors header).
+    metadata: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
-    file: usize,
     dtype: Dtype,
     shape: Vec<usize>,
     begin: usize,
@@ -40,18 +47,23 @@ pub struct StoredTensor<'a> {
 }
 
 /// One logical checkpoint spread over one or more safetensors files.
+///
+/// Files given directly are opened (headers parsed) at once. The shards of an index are opened when
+/// one of their keys is first asked for, so shards that hold only weights a model never reads (the
+/// layers of Mistral Small that FLUX.2 does not run, its vision tower) may be absent.
 pub struct TensorStore {
-    files: Vec<MappedFile>,
-    entries: HashMap<String, Entry>,
+    /// The `index.json` the shards come from, if any (for errors).
+    index: Option<PathBuf>,
+    shards: Vec<Shard>,
+    /// key -> index into `shards`.
+    keys: HashMap<String, usize>,
     /// Keys read so far (for "unexpected key" errors and for tests that check unrun layers stay unread).
     used: Mutex<BTreeSet<String>>,
-    /// `__metadata__` of the first file (string map in the safetensors header).
-    metadata: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for TensorStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TensorStore").field("files", &self.file_list()).field("tensors", &self.entries.len()).finish()
+        f.debug_struct("TensorStore").field("files", &self.file_list()).field("tensors", &self.keys.len()).finish()
     }
 }
 
@@ -68,17 +80,50 @@ pub fn burn_dtype(dtype: Dtype) -> Option<DType> {
     })
 }
 
+fn map_file(path: &Path) -> Result<MappedFile> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the mapping is read-only; a checkpoint modified by another process while we read it is
+    // outside what any loader can guard against.
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        message: match tensor_past_end(&mmap) {
+            Some(detail) => format!("{e}: {detail} (a truncated download?)"),
+            None => e.to_string(),
+        },
+    })?;
+    let entries = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (begin, end) = info.data_offsets;
+            (name, Entry { dtype: info.dtype, shape: info.shape.clone(), begin, end })
+        })
+        .collect();
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    Ok(MappedFile { mmap, data_start: 8 + header_len, entries, metadata })
+}
+
 impl TensorStore {
+    fn empty(index: Option<PathBuf>) -> Self {
+        TensorStore { index, shards: Vec::new(), keys: HashMap::new(), used: Mutex::new(BTreeSet::new()) }
+    }
+
     /// The files `paths`, as one key space (a key in two files is an error).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut store = TensorStore {
-            files: Vec::new(),
-            entries: HashMap::new(),
-            used: Mutex::new(BTreeSet::new()),
-            metadata: HashMap::new(),
-        };
+        let mut store = Self::empty(None);
         for path in paths {
-            store.add_file(path)?;
+            let mapped = map_file(path)?;
+            let index = store.shards.len();
+            for name in mapped.entries.keys() {
+                if let Some(previous) = store.keys.insert(name.clone(), index) {
+                    return Err(Error::Safetensors {
+                        path: path.to_path_buf(),
+                        message: format!("tensor `{name}` also appears in {}", store.shards[previous].path.display()),
+                    });
+                }
+            }
+            store.shards.push(Shard { path: path.to_path_buf(), mapped: OnceLock::from(mapped) });
         }
         Ok(store)
     }
@@ -89,37 +134,29 @@ impl TensorStore {
     }
 
     /// A sharded checkpoint: `<name>.safetensors.index.json` lists the shard of every key. Shard names
-    /// must be plain file names next to the index, and each shard must hold the keys listed for it.
+    /// must be plain file names next to the index; a shard is opened when one of its keys is first
+    /// needed, and must hold the keys listed for it.
     pub fn open_index(index: &Path) -> Result<Self> {
         let bad = |message: String| Error::Safetensors { path: index.to_path_buf(), message };
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("bad index json: {e}")))?;
         let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("index has no `weight_map` object".into()))?;
         let dir = index.parent().unwrap_or(Path::new("."));
-        // shard file -> keys the index promises in it
-        let mut shards: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+        let mut store = Self::empty(Some(index.to_path_buf()));
+        let mut shard_of_file: BTreeMap<&str, usize> = BTreeMap::new();
         for (key, file) in map {
             let file = file.as_str().ok_or_else(|| bad(format!("weight_map[`{key}`] is not a file name")))?;
             if file.contains('/') || file.contains('\\') || file.contains("..") {
                 return Err(bad(format!("shard name `{file}` is not a plain file name")));
             }
-            shards.entry(file).or_default().push(key);
+            let shard = *shard_of_file.entry(file).or_insert_with(|| {
+                store.shards.push(Shard { path: dir.join(file), mapped: OnceLock::new() });
+                store.shards.len() - 1
+            });
+            store.keys.insert(key.clone(), shard);
         }
-        if shards.is_empty() {
+        if store.shards.is_empty() {
             return Err(bad("`weight_map` is empty".into()));
-        }
-        for file in shards.keys() {
-            if !dir.join(file).is_file() {
-                return Err(bad(format!("shard `{file}` does not exist next to the index")));
-            }
-        }
-        let store = Self::open(&shards.keys().map(|s| dir.join(s)).collect::<Vec<_>>())?;
-        for (file, keys) in &shards {
-            for key in keys {
-                if store.entries.get(*key).map(|e| store.files[e.file].path.file_name()) != Some(Some(std::ffi::OsStr::new(file))) {
-                    return Err(bad(format!("`{key}` is listed in `{file}` but that shard does not hold it")));
-                }
-            }
         }
         Ok(store)
     }
@@ -137,93 +174,85 @@ impl TensorStore {
         }
         let files: Vec<PathBuf> = names.iter().filter(|n| n.ends_with(".safetensors")).map(|n| dir.join(n)).collect();
         if files.is_empty() {
-            return Err(Error::Safetensors {
-                path: dir.to_path_buf(),
-                message: "no *.safetensors file and no *.safetensors.index.json in this folder".into(),
-            });
+            return Err(Error::NoFiles { dir: dir.to_path_buf() });
         }
         Self::open(&files)
     }
 
-    fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the mapping is read-only; a checkpoint modified by another process while we read it
-        // is outside what any loader can guard against.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
-            path: path.to_path_buf(),
-            message: match tensor_past_end(&mmap) {
-                Some(detail) => format!("{e}: {detail} (a truncated download?)"),
-                None => e.to_string(),
-            },
-        })?;
-        let index = self.files.len();
-        if index == 0 {
-            self.metadata = meta.metadata().clone().unwrap_or_default();
+    /// Shard `i`, opened on first use.
+    fn mapped(&self, i: usize) -> Result<&MappedFile> {
+        let shard = &self.shards[i];
+        if let Some(mapped) = shard.mapped.get() {
+            return Ok(mapped);
         }
-        for (name, info) in meta.tensors() {
-            let (begin, end) = info.data_offsets;
-            let entry = Entry { file: index, dtype: info.dtype, shape: info.shape.clone(), begin, end };
-            if let Some(previous) = self.entries.insert(name.clone(), entry) {
-                return Err(Error::Safetensors {
-                    path: path.to_path_buf(),
-                    message: format!("tensor `{name}` also appears in {}", self.files[previous.file].path.display()),
-                });
-            }
+        if let Some(index) = self.index.as_ref().filter(|_| !shard.path.is_file()) {
+            return Err(Error::Safetensors {
+                path: index.clone(),
+                message: format!("shard `{}` listed in the index does not exist", shard.path.display()),
+            });
         }
-        self.files.push(MappedFile { path: path.to_path_buf(), mmap, data_start: 8 + header_len });
-        Ok(())
+        let mapped = map_file(&shard.path)?;
+        Ok(shard.mapped.get_or_init(|| mapped))
     }
 
-    pub fn metadata(&self) -> &HashMap<String, String> {
-        &self.metadata
+    fn entry(&self, key: &str) -> Result<(&Shard, &MappedFile, &Entry)> {
+        let i = *self.keys.get(key).ok_or_else(|| Error::MissingKey { key: key.to_string(), files: self.file_list() })?;
+        let mapped = self.mapped(i)?;
+        let entry = mapped.entries.get(key).ok_or_else(|| Error::Safetensors {
+            path: self.index.clone().unwrap_or_else(|| self.shards[i].path.clone()),
+            message: format!("`{key}` is listed in `{}` but that shard does not hold it", self.shards[i].path.display()),
+        })?;
+        Ok((&self.shards[i], mapped, entry))
+    }
+
+    /// `__metadata__` of the first file (empty when it has none or cannot be opened).
+    pub fn metadata(&self) -> HashMap<String, String> {
+        self.mapped(0).map(|m| m.metadata.clone()).unwrap_or_default()
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.entries.contains_key(key)
+        self.keys.contains_key(key)
     }
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
+        self.keys.keys().map(String::as_str)
     }
 
+    /// The stored shape of `key` (`None` when absent or its shard cannot be read; [`Self::get`] says why).
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
-        self.entries.get(key).map(|e| e.shape.as_slice())
+        self.entry(key).ok().map(|(_, _, e)| e.shape.as_slice())
     }
 
-    /// The stored dtype of `key`.
+    /// The stored dtype of `key` (`None` as for [`Self::shape`]).
     pub fn dtype(&self, key: &str) -> Option<Dtype> {
-        self.entries.get(key).map(|e| e.dtype)
+        self.entry(key).ok().map(|(_, _, e)| e.dtype)
     }
 
     /// The first file (for messages about the checkpoint as a whole).
     pub fn path(&self) -> &Path {
-        self.files.first().map(|f| f.path.as_path()).unwrap_or(Path::new("<no file>"))
+        self.shards.first().map(|f| f.path.as_path()).unwrap_or(Path::new("<no file>"))
     }
 
     pub fn file_list(&self) -> String {
-        self.files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ")
+        self.shards.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ")
     }
 
     /// The file holding `key` (the first file for an unknown key).
     pub fn file_of(&self, key: &str) -> PathBuf {
-        self.entries.get(key).map_or_else(|| self.path().to_path_buf(), |e| self.files[e.file].path.clone())
-    }
-
-    fn missing(&self, key: &str) -> Error {
-        Error::MissingKey { key: key.to_string(), files: self.file_list() }
+        self.keys.get(key).map_or_else(|| self.path().to_path_buf(), |&i| self.shards[i].path.clone())
     }
 
     /// `key`'s raw view (no conversion); does not mark the key used.
     pub fn get(&self, key: &str) -> Result<StoredTensor<'_>> {
-        let entry = self.entries.get(key).ok_or_else(|| self.missing(key))?;
-        let file = &self.files[entry.file];
-        let bytes = file.mmap.get(file.data_start + entry.begin..file.data_start + entry.end).ok_or_else(|| Error::Safetensors {
-            path: file.path.clone(),
-            message: format!("tensor `{key}` lies outside the file (a truncated download?)"),
+        let (shard, mapped, entry) = self.entry(key)?;
+        let bytes = mapped.mmap.get(mapped.data_start + entry.begin..mapped.data_start + entry.end).ok_or_else(|| {
+            Error::Safetensors {
+                path: shard.path.clone(),
+                message: format!("tensor `{key}` lies outside the file (a truncated download?)"),
+            }
         })?;
-        Ok(StoredTensor { path: &file.path, dtype: entry.dtype, shape: &entry.shape, bytes })
+        Ok(StoredTensor { path: &shard.path, dtype: entry.dtype, shape: &entry.shape, bytes })
     }
 
     /// Reads `key` as host data converted to `dtype`; marks the key used. An integer tensor where a
@@ -273,7 +302,7 @@ impl TensorStore {
     /// Keys never read, sorted, for "unexpected key" errors.
     pub fn unused_keys(&self) -> Vec<String> {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<String> = self.entries.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        let mut keys: Vec<String> = self.keys.keys().filter(|k| !used.contains(*k)).cloned().collect();
         keys.sort();
         keys
     }

@@ -6,8 +6,9 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::{DType, Tensor};
+
+use flux2_ops::matmul::matmul;
 
 use crate::error::Result;
 use crate::group_norm::GroupNorm;
@@ -30,8 +31,12 @@ impl<B: Backend> Projection<B> {
         Ok(Self { weight: weight.transpose(), bias })
     }
 
+    /// `x W + b` through the shared matmul (cuBLAS on CUDA).
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear(x, self.weight.clone(), Some(self.bias.clone()))
+        let [b, n, c] = x.dims();
+        let out = self.weight.dims()[1];
+        let y = matmul(x.reshape([b * n, c]), self.weight.clone()) + self.bias.clone().unsqueeze_dim(0);
+        y.reshape([b, n, out])
     }
 }
 
@@ -70,14 +75,14 @@ impl<B: Backend> MidAttention<B> {
 
         let rows = (MAX_SCORE_ELEMS / n.max(1)).clamp(1, n);
         let attended = if rows >= n {
-            softmax(q.matmul(k_t).mul_scalar(scale), 2).matmul(v)
+            matmul(softmax(matmul(q, k_t).mul_scalar(scale), 2), v)
         } else {
             let mut parts = Vec::with_capacity(n.div_ceil(rows));
             let mut start = 0;
             while start < n {
                 let len = rows.min(n - start);
                 let qc = q.clone().narrow(1, start, len);
-                parts.push(softmax(qc.matmul(k_t.clone()).mul_scalar(scale), 2).matmul(v.clone()));
+                parts.push(matmul(softmax(matmul(qc, k_t.clone()).mul_scalar(scale), 2), v.clone()));
                 start += len;
             }
             Tensor::cat(parts, 1)

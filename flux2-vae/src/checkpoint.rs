@@ -8,7 +8,7 @@ use burn::tensor::{DType, TensorData};
 use crate::error::{Error, Result};
 use crate::key_map::{Layout, is_ignored_buffer, stored_name};
 use crate::params::{ParamKind, RawSource};
-use crate::store::TensorStore;
+use flux2_ops::TensorStore;
 use crate::vae::Parts;
 
 /// How a store names the VAE's tensors.
@@ -25,7 +25,7 @@ pub struct Naming {
 pub fn detect_naming(store: &TensorStore) -> Result<Naming> {
     let unknown = |reason: String| Error::UnknownLayout { path: store.path().into(), reason };
     let mut prefixes: Vec<String> = store
-        .names()
+        .keys()
         .filter_map(|n| {
             ["encoder.conv_in.weight", "decoder.conv_in.weight"].iter().find_map(|marker| {
                 let p = n.strip_suffix(marker)?;
@@ -80,7 +80,7 @@ impl<'s> CheckpointSource<'s> {
         let prefix = &self.naming.prefix;
         let mut unused: Vec<String> = self
             .store
-            .names()
+            .keys()
             .filter(|n| n.starts_with(prefix.as_str()) && !self.used.contains(*n) && !is_ignored_buffer(n))
             .filter(|n| {
                 let rel = &n[prefix.len()..];
@@ -114,23 +114,25 @@ impl RawSource for CheckpointSource<'_> {
             key: name.into(),
             stored: "<no mapping>".into(),
         })?;
-        let tensor = self.store.get(&stored).ok_or_else(|| Error::MissingTensor {
-            path: path.into(),
-            key: name.into(),
-            stored: stored.clone(),
-        })?;
-        let fits = tensor.shape == shape
-            || (conv1x1 && tensor.shape.len() == shape.len() + 2 && tensor.shape[..shape.len()] == *shape
-                && tensor.shape[shape.len()..] == [1, 1]);
+        if !self.store.contains(&stored) {
+            return Err(Error::MissingTensor { path: path.into(), key: name.into(), stored: stored.clone() });
+        }
+        // `get` (not `shape`) so that an unreadable shard is reported as what it is.
+        let stored_shape = self.store.get(&stored)?.shape.to_vec();
+        let fits = stored_shape.as_slice() == shape
+            || (conv1x1 && stored_shape.len() == shape.len() + 2 && stored_shape[..shape.len()] == *shape
+                && stored_shape[shape.len()..] == [1, 1]);
         if !fits {
             return Err(Error::ShapeMismatch {
-                path: tensor.path.into(),
+                path: self.store.file_of(&stored),
                 stored,
-                found: tensor.shape.to_vec(),
+                found: stored_shape,
                 expected: shape.to_vec(),
             });
         }
-        let data = tensor.to_data(&stored, shape, dtype)?;
+        let mut data = self.store.read(&stored, dtype)?;
+        // A 1x1 conv stored as [out, in, 1, 1] for a Linear [out, in]: same elements.
+        data.shape = shape.to_vec().into();
         self.used.insert(stored);
         Ok(data)
     }

@@ -76,7 +76,7 @@ pub(crate) fn shifted_matmul_conv<B: Backend>(
                 .slice([Slice::full(), Slice::full(), span(ky, oh), span(kx, ow)])
                 .reshape([b, c_in, oh * ow]);
             // Sum the taps in f32: rounding each partial sum to bf16 would add k*k roundings.
-            let term = w.matmul(shifted).cast(DType::F32);
+            let term = flux2_ops::matmul::matmul(w, shifted).cast(DType::F32);
             acc = Some(match acc {
                 Some(a) => a + term,
                 None => term,

@@ -109,3 +109,23 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
+
+/// The shared store's errors in this crate's variants (same messages as before the store was shared).
+impl From<flux2_ops::Error> for Error {
+    fn from(e: flux2_ops::Error) -> Self {
+        use flux2_ops::Error as Ops;
+        match e {
+            Ops::Io { path, source } | Ops::Write { path, source } => Error::Io { path, source },
+            Ops::Safetensors { path, message } if path.to_string_lossy().ends_with(".index.json") => {
+                Error::ShardIndex { path, reason: message }
+            }
+            Ops::Safetensors { path, message } => Error::Safetensors { path, reason: message },
+            e @ Ops::NoFiles { .. } => Error::NoCheckpoint { path: PathBuf::new(), reason: e.to_string() },
+            Ops::MissingKey { key, files } => Error::MissingTensor { path: files.into(), key: key.clone(), stored: key },
+            Ops::UnsupportedDtype { key, file, dtype } => Error::UnsupportedDtype { path: file, stored: key, dtype },
+            Ops::Shape { key, file, expected, actual } => {
+                Error::ShapeMismatch { path: file, stored: key, found: actual, expected }
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use crate::checkpoint::Naming;
 use crate::config::VaeConfig;
 use crate::error::{Error, Result};
 use crate::key_map::{Layout, stored_name};
-use crate::store::TensorStore;
+use flux2_ops::TensorStore;
 
 /// GroupNorm groups of every FLUX.2 autoencoder (not visible in any shape).
 pub const FLUX2_NORM_GROUPS: usize = 32;

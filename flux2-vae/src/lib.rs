@@ -22,7 +22,6 @@ pub mod parity;
 pub mod random_init;
 mod resnet;
 mod sampling;
-pub mod store;
 pub mod tiling;
 mod vae;
 
@@ -33,6 +32,7 @@ pub use error::{Error, Result};
 pub use image_io::{DEFAULT_MAX_IMAGE_PIXELS, ImageF32, ImageLoadOptions, load_image, load_image_tensor, max_image_pixels, save_png, tensor_to_rgb8};
 pub use latent_norm::{LatentNorm, patchify, unpatchify};
 pub use loader::{LoadOptions, resolve_checkpoint};
+pub use flux2_ops::{StoredTensor, TensorStore};
 pub use random_init::RandomSource;
 pub use tiling::TileOptions;
 pub use vae::{Parts, Vae};

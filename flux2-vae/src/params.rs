@@ -82,8 +82,7 @@ impl<'a, B: Backend> Params<'a, B> {
         let data = self.source.fetch(name, &shape, kind, dtype)?;
         let tensor = Tensor::<B, D>::from_data(data, (&self.device, dtype));
         // NaN/Inf in a weight would surface as NaN latents far from the cause (one device reduction).
-        // `sum(t * 0)` is NaN exactly when some value is (as flux2_dit::all_finite).
-        if !burn::tensor::ElementConversion::elem::<f32>(tensor.clone().mul_scalar(0.0).sum().into_scalar()).is_finite() {
+        if !flux2_ops::all_finite(&tensor) {
             return Err(crate::Error::NonFinite { origin: self.source.origin(), name: name.into() });
         }
         Ok(tensor)

@@ -11,7 +11,7 @@ use burn::tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::loader::LoadOptions;
-use crate::store::TensorStore;
+use flux2_ops::TensorStore;
 use crate::vae::Vae;
 
 /// One compared output.
@@ -26,19 +26,18 @@ pub struct Comparison {
     pub max_abs: f64,
 }
 
-/// ‖a − b‖ / ‖b‖ and max |a − b| in f64 (relative error is the absolute norm when ‖b‖ = 0).
+/// ‖a − b‖ / ‖b‖ (the workspace's [`flux2_ops::relative_error_slices`]) and max |a − b| in f64.
+/// Slices of equal length (the caller checked the shapes).
 pub fn relative_error(out: &[f32], reference: &[f32]) -> (f64, f64) {
-    let (mut diff, mut norm, mut max_abs) = (0f64, 0f64, 0f64);
+    let rel = flux2_ops::relative_error_slices(out, reference).unwrap_or(f64::NAN);
+    let mut max_abs = 0f64;
     for (&o, &r) in out.iter().zip(reference) {
-        let d = o as f64 - r as f64;
-        diff += d * d;
-        norm += (r as f64) * (r as f64);
+        let d = f64::from(o) - f64::from(r);
         // `f64::max` would drop a NaN difference.
         if d.is_nan() || d.abs() > max_abs {
             max_abs = d.abs();
         }
     }
-    let rel = if norm > 0.0 { (diff / norm).sqrt() } else { diff.sqrt() };
     (rel, max_abs)
 }
 
@@ -46,7 +45,7 @@ fn tensor<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) -> Re
     if !store.contains(name) {
         return Ok(None);
     }
-    let data = store.load_data(name, DType::F32)?;
+    let data = store.read(name, DType::F32)?;
     if data.shape.len() != 4 {
         return Err(Error::InputShape { what: "fixture tensor", shape: data.shape.to_vec(), reason: format!("`{name}` must be 4-D") });
     }

@@ -1,42 +1,29 @@
 //! Deterministic random parameters (for examples, benchmarks and tests without a checkpoint).
 //!
-//! Host-side SplitMix64 + Box-Muller, so the same seed gives the same weights on every backend.
+//! Host-side draws of the workspace's one generator, so the same seed gives the same weights on every backend.
 //! Conv/Linear weights ~ N(0, 1/fan_in) (keeps activations O(1) through the ResNets), biases small,
 //! GroupNorm affine near (1, 0), latent statistics mean 0 / var 1 (identity normalization up to eps).
 
 use burn::tensor::{DType, TensorData};
+use flux2_ops::Rng;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::params::{ParamKind, RawSource};
 
-/// A [`RawSource`] of seeded random parameters.
+/// A [`RawSource`] of seeded random parameters, drawn from [`flux2_ops::Rng`] in parameter order.
 #[derive(Debug, Clone)]
 pub struct RandomSource {
-    state: u64,
+    rng: Rng,
 }
 
 impl RandomSource {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        Self { rng: Rng::new(seed) }
     }
 
     fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        self.rng.normal()
     }
 }
 

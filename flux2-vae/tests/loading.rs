@@ -11,7 +11,7 @@ use flux2_vae::checkpoint::detect_naming;
 use flux2_vae::infer_config::infer_config;
 use flux2_vae::key_map::Layout;
 use flux2_vae::loader::{inspect_checkpoint, open_store};
-use flux2_vae::store::TensorStore;
+use flux2_vae::TensorStore;
 use flux2_vae::{Error, LoadOptions, Vae, VaeConfig, resolve_checkpoint};
 use half::bf16;
 use safetensors::tensor::{Dtype, TensorView};
@@ -20,7 +20,7 @@ use safetensors::tensor::{Dtype, TensorView};
 fn raw_tensors(case: &str) -> HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
     let resolved = resolve_checkpoint(fixture(case).join("vae")).unwrap();
     let store = open_store(&resolved).unwrap();
-    let names: Vec<String> = store.names().map(str::to_string).collect();
+    let names: Vec<String> = store.keys().map(str::to_string).collect();
     names
         .into_iter()
         .map(|n| {
@@ -47,9 +47,9 @@ fn encode_reference(case: &str, vae: &Vae<B>) -> f64 {
     let device = Default::default();
     let inputs = TensorStore::open_file(fixture(case).join("inputs.safetensors")).unwrap();
     let expected = TensorStore::open_file(fixture(case).join("expected.safetensors")).unwrap();
-    let image = Tensor::<B, 4>::from_data(inputs.load_data("image", DType::F32).unwrap(), (&device, DType::F32));
+    let image = Tensor::<B, 4>::from_data(inputs.read("image", DType::F32).unwrap(), (&device, DType::F32));
     let out = values(vae.encode_image(image).unwrap());
-    let reference = expected.load_data("latents", DType::F32).unwrap().to_vec::<f32>().unwrap();
+    let reference = expected.read("latents", DType::F32).unwrap().to_vec::<f32>().unwrap();
     flux2_vae::parity::relative_error(&out, &reference).0
 }
 

@@ -235,7 +235,7 @@ pub fn load_into<B: Backend>(model: &mut Flux2Transformer<B>, path: &Path, name:
 pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Result<Vec<(String, Factors)>> {
     let store = TensorStore::open(&[path.to_path_buf()])?;
     let file = path.to_path_buf();
-    let peft = peft_scaling(store.metadata(), path)?;
+    let peft = peft_scaling(&store.metadata(), path)?;
     let index = module_index(model);
     let mut keys: Vec<String> = store.keys().map(String::from).collect();
     keys.sort();

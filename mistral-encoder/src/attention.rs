@@ -7,9 +7,9 @@
 //! does (see `mask.rs`).
 
 use burn::module::Module;
-use burn::tensor::{Tensor, backend::Backend, module::attention, ops::AttentionModuleOptions};
+use burn::tensor::{Tensor, backend::Backend};
 
-use crate::linear::Linear;
+use flux2_ops::Linear;
 use crate::mask::AttentionMask;
 use crate::rope::RopeTables;
 
@@ -40,22 +40,10 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(self.split_heads(self.q_proj.forward(x.clone()), self.num_heads));
         let k = rope.apply(self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
         let v = self.split_heads(self.v_proj.forward(x), self.num_kv_heads);
-        let k = self.repeat_kv(k);
-        let v = self.repeat_kv(v);
-
-        let shape = [b, self.num_heads, l, l];
-        let options = AttentionModuleOptions {
-            scale: Some(1.0 / (self.head_dim as f64).sqrt()),
-            ..Default::default()
-        };
-        let mut out = attention(
-            q,
-            k,
-            v,
-            Some(mask.masked.clone().expand(shape)),
-            None,
-            options,
-        );
+        // Grouped-query attention through the shared entry point (cuBLAS products on CUDA): the KV
+        // heads are not repeated in memory.
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut out = flux2_ops::attention::masked(q, k, v, Some(mask.bias.clone()), scale);
         if mask.any_empty {
             out = out.mask_fill(
                 mask.empty_rows
@@ -74,17 +62,6 @@ impl<B: Backend> Attention<B> {
     fn split_heads(&self, x: Tensor<B, 3>, n: usize) -> Tensor<B, 4> {
         let [b, l, _] = x.dims();
         x.reshape([b, l, n, self.head_dim]).swap_dims(1, 2)
-    }
-
-    /// [B, kv, L, d] -> [B, heads, L, d], query head `h` using KV head `h / (heads / kv)`.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let rep = self.num_heads / self.num_kv_heads;
-        if rep == 1 {
-            return x;
-        }
-        let [b, kv, l, d] = x.dims();
-        let x: Tensor<B, 5> = x.unsqueeze_dim(2);
-        x.expand([b, kv, rep, l, d]).reshape([b, kv * rep, l, d])
     }
 }
 

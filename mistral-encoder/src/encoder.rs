@@ -7,7 +7,9 @@ use burn::tensor::{DType, Tensor, backend::Backend};
 use crate::config::MistralConfig;
 use crate::embeds::PromptEmbeds;
 use crate::error::{Error, Result};
-use crate::loader::{LoadPlan, WeightStore, build_text_model, detect_prefix, load_text_model};
+use flux2_ops::TensorStore;
+
+use crate::loader::{LoadPlan, build_text_model, detect_prefix, load_text_model, stored_dtype};
 use crate::random_init::RandomWeights;
 use crate::model::MistralTextModel;
 use crate::prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch};
@@ -75,12 +77,12 @@ impl<B: Backend> MistralEncoder<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let (tokenizer, config, deepest) = Self::read_parts(text_encoder_dir, tokenizer_json, &options)?;
-        let mut store = WeightStore::open_dir(text_encoder_dir)?;
+        let mut store = TensorStore::open_dir(text_encoder_dir)?;
         let dtype = match options.dtype {
             Some(dtype) => dtype,
             None => {
                 let prefix = detect_prefix(&store)?;
-                store.dtype(&format!("{prefix}embed_tokens.weight"))?
+                stored_dtype(&store, &format!("{prefix}embed_tokens.weight"))?
             }
         };
         let plan = Self::plan(&config, &options, deepest, dtype);

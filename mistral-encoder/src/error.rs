@@ -97,3 +97,30 @@ impl Error {
         }
     }
 }
+
+/// The shared store's errors in this crate's variants.
+impl From<flux2_ops::Error> for Error {
+    fn from(e: flux2_ops::Error) -> Self {
+        use flux2_ops::Error as Ops;
+        match e {
+            Ops::Io { path, source } | Ops::Write { path, source } => Error::Io { path, source },
+            Ops::Safetensors { path, message } => Error::Safetensors {
+                path,
+                message: format!("not a valid safetensors file: {message}"),
+            },
+            Ops::NoFiles { dir } => Error::Safetensors {
+                path: dir,
+                message: "no *.safetensors file and no *.safetensors.index.json in this folder".into(),
+            },
+            Ops::MissingKey { key, files } => Error::MissingKey { key, files },
+            Ops::UnsupportedDtype { key, file, dtype } => Error::UnsupportedDtype { file, key, dtype },
+            Ops::Shape { key, file, expected, actual } => Error::Shape {
+                file,
+                key,
+                actual,
+                expected,
+                why: "stored shape".into(),
+            },
+        }
+    }
+}

@@ -12,11 +12,15 @@
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
+/// The score bias of a key a query does not see: finite (an all-masked row softmaxes to a uniform
+/// average instead of NaN, and is then zeroed, see the module docs), and far below any real score.
+pub const MASKED: f32 = -1e30;
+
 /// Mask tensors for one batch, shared by all layers.
 #[derive(Debug, Clone)]
 pub struct AttentionMask<B: Backend> {
-    /// [B, 1, L, L], `true` = the key is NOT attended (Burn's convention).
-    pub masked: Tensor<B, 4, Bool>,
+    /// [B, 1, L, L] f32, added to the scores: 0 where the key is attended, [`MASKED`] where not.
+    pub bias: Tensor<B, 4>,
     /// [B, 1, L, 1], `true` where a query row attends to no key at all.
     pub empty_rows: Tensor<B, 4, Bool>,
     /// Whether any row is empty (skips a mask_fill per layer when there is no padding).
@@ -68,10 +72,11 @@ impl<B: Backend> AttentionMask<B> {
     ) -> Self {
         let (masked, empty) = host_mask(padding_mask, batch, seq_len, sliding_window);
         let any_empty = empty.iter().any(|e| *e);
+        let bias: Vec<f32> = masked.iter().map(|&m| if m { MASKED } else { 0.0 }).collect();
         Self {
-            masked: Tensor::from_data(
-                TensorData::new(masked, [batch, 1, seq_len, seq_len]),
-                device,
+            bias: Tensor::from_data(
+                TensorData::new(bias, [batch, 1, seq_len, seq_len]),
+                (device, burn::tensor::DType::F32),
             ),
             empty_rows: Tensor::from_data(TensorData::new(empty, [batch, 1, seq_len, 1]), device),
             any_empty,

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
-use crate::linear::Linear;
+use flux2_ops::Linear;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {

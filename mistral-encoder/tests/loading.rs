@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{DType, Tensor};
-use mistral_encoder::loader::{KEY_PREFIXES, LoadPlan, WeightStore, load_text_model};
+use mistral_encoder::TensorStore;
+use mistral_encoder::loader::{KEY_PREFIXES, LoadPlan, load_text_model, stored_dtype};
 use mistral_encoder::{
     EncoderOptions, MistralConfig, MistralEncoder, PromptEmbeds, PromptTokenizer, TokenBatch,
 };
@@ -141,7 +142,7 @@ fn ids_and_mask() -> (Vec<i64>, Vec<i64>) {
 }
 
 fn run(dir: &Path, plan: LoadPlan, layers: &[usize]) -> (Vec<f32>, Vec<String>) {
-    let mut store = WeightStore::open_dir(dir).unwrap();
+    let mut store = TensorStore::open_dir(dir).unwrap();
     let model = load_text_model::<B>(&mut store, &config(), plan, &Default::default()).unwrap();
     let (ids, mask) = ids_and_mask();
     let out = model
@@ -205,7 +206,7 @@ fn layers_that_are_not_run_are_not_read() {
 fn final_hidden_state_is_normed_and_requires_the_norm() {
     let tmp = common::TempDir::new("norm");
     write_checkpoint(tmp.path(), "model.", Dtype::F32, |_| {});
-    let mut store = WeightStore::open_dir(tmp.path()).unwrap();
+    let mut store = TensorStore::open_dir(tmp.path()).unwrap();
     let model = load_text_model::<B>(
         &mut store,
         &config(),
@@ -254,11 +255,9 @@ fn bf16_and_f16_checkpoints_load_and_convert() {
     {
         let dir = tmp.path().join(format!("d{n}"));
         write_checkpoint(&dir, "model.language_model.", dtype, |_| {});
-        let mut store = WeightStore::open_dir(&dir).unwrap();
+        let store = TensorStore::open_dir(&dir).unwrap();
         assert_eq!(
-            store
-                .dtype("model.language_model.embed_tokens.weight")
-                .unwrap(),
+            stored_dtype(&store, "model.language_model.embed_tokens.weight").unwrap(),
             [DType::F32, DType::BF16, DType::F16][n]
         );
         outs.push(run(&dir, FULL, &[1, 3]).0);
@@ -281,7 +280,7 @@ fn bf16_and_f16_checkpoints_load_and_convert() {
     );
     // bf16 compute runs and stays close.
     let dir = tmp.path().join("d1");
-    let mut store = WeightStore::open_dir(&dir).unwrap();
+    let mut store = TensorStore::open_dir(&dir).unwrap();
     let model = load_text_model::<B>(
         &mut store,
         &config(),
@@ -302,7 +301,7 @@ fn bf16_and_f16_checkpoints_load_and_convert() {
 }
 
 fn load_err(dir: &Path) -> String {
-    let mut store = match WeightStore::open_dir(dir) {
+    let mut store = match TensorStore::open_dir(dir) {
         Ok(store) => store,
         Err(e) => return e.to_string(),
     };
@@ -367,7 +366,7 @@ fn bad_checkpoints_give_named_errors() {
     std::fs::write(dir.join("model.safetensors"), b"definitely not safetensors").unwrap();
     let e = load_err(&dir);
     assert!(
-        e.contains("model.safetensors") && e.contains("not a safetensors file"),
+        e.contains("model.safetensors") && e.contains("not a valid safetensors file"),
         "{e}"
     );
 
