@@ -146,7 +146,9 @@ pub fn plan_geometry(source: Size, bucket: Size, placement: CropPlacement<'_>) -
     let slack_y = resize_to.height.saturating_sub(bucket.height);
     let (x, y) = match placement {
         CropPlacement::Center => (slack_x / 2, slack_y / 2),
-        CropPlacement::Random(rng) => (rng.below_inclusive(slack_x), rng.below_inclusive(slack_y)),
+        CropPlacement::Random(rng) => {
+            (rng.below(u64::from(slack_x) + 1) as u32, rng.below(u64::from(slack_y) + 1) as u32)
+        }
     };
     Geometry {
         source,

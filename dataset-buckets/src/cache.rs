@@ -20,9 +20,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -289,7 +288,7 @@ impl Caches {
         // Temporary files of writers that were killed mid-write.
         let dirs: std::collections::BTreeSet<&Path> = work.iter().filter(|w| w.disk).filter_map(|w| w.entry.path.parent()).collect();
         for dir in dirs {
-            remove_stale_temp_files(dir);
+            flux2_ops::atomic_file::remove_stale_temp_files(dir);
         }
 
         // Decide what to build: valid disk entries are reused (and loaded if also kept in memory).
@@ -619,59 +618,8 @@ pub fn write_entry(entry: &Entry, tensor: &CachedTensor, identity: &str, dtype: 
     atomic_write(&entry.path, &data)
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Whether the temporary file `name` (`.{target}.{pid}.{n}.tmp`, see [`atomic_write`]) belongs to a
-/// writer that is gone: its process no longer exists (where `/proc` tells), or it is a day old (a
-/// cache write takes seconds). Two runs may share a dataset's cache, so a live writer's file stays.
-fn is_stale_temp(name: &str, modified: Option<std::time::SystemTime>) -> bool {
-    let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };
-    let mut parts = stem.rsplitn(3, '.');
-    let (Some(counter), Some(pid), Some(_target)) = (parts.next(), parts.next(), parts.next()) else { return false };
-    let (Ok(_), Ok(pid)) = (counter.parse::<u64>(), pid.parse::<u32>()) else { return false };
-    if pid == std::process::id() {
-        return false;
-    }
-    let proc = Path::new("/proc");
-    if proc.join("self").exists() {
-        return !proc.join(pid.to_string()).exists();
-    }
-    modified.and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 24 * 3600)
-}
-
-/// Removes the stale temporary files (see [`is_stale_temp`]) in `dir`; errors are ignored (a file a
-/// concurrent cleaner removed first, a read-only folder).
-pub fn remove_stale_temp_files(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
-        if is_stale_temp(&name, modified) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Writes `data` to `path` through a temporary file in the same folder and a rename.
+/// Writes `data` to `path` atomically ([`flux2_ops::atomic_file`]: temporary file in the same folder,
+/// sync, rename).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| cache_err(path, "has no parent folder"))?;
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&temp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&temp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&temp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    flux2_ops::atomic_file::write_atomic(path, data).map_err(|e| Error::io(path, e))
 }

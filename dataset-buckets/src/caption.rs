@@ -152,7 +152,7 @@ impl CaptionRules {
 
     /// The caption for one training step: dropout, then tag dropout/shuffle, then the trigger.
     pub fn step_caption(&self, raw: &str, rng: &mut Rng) -> StepCaption {
-        if self.dropout_rate > 0.0 && rng.next_f64() < self.dropout_rate {
+        if self.dropout_rate > 0.0 && rng.uniform() < self.dropout_rate {
             return StepCaption { text: self.dropout_caption(), dropped: true };
         }
         if !self.varies_per_step() {
@@ -165,7 +165,7 @@ impl CaptionRules {
             let mut index = 0;
             let rate = self.token_dropout_rate;
             tags.retain(|_| {
-                let kept = index < keep || (rate < 1.0 && rng.next_f64() >= rate);
+                let kept = index < keep || (rate < 1.0 && rng.uniform() >= rate);
                 index += 1;
                 kept
             });

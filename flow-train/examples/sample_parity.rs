@@ -38,7 +38,7 @@ pub struct FixtureReport {
     pub bf16: Option<(f64, f64)>,
 }
 
-fn floats(store: &mut TensorStore, key: &str) -> Result<Vec<f32>, String> {
+fn floats(store: &TensorStore, key: &str) -> Result<Vec<f32>, String> {
     let data = store.read(key, DType::F32).map_err(|e| e.to_string())?;
     data.to_vec().map_err(|e| format!("{key}: {e:?}"))
 }
@@ -74,18 +74,18 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
     let expected = TensorStore::open(&[dir.join("expected.safetensors")]).map_err(|e| e.to_string())?;
     // The schedule and what the transformer is fed, bit for bit.
     let schedule = Flux2Schedule::new(height * width, steps).map_err(|e| e.to_string())?;
-    let sigmas = floats(&mut expected, "sigmas")?;
+    let sigmas = floats(&expected, "sigmas")?;
     if schedule.sigmas != sigmas {
         return Err(format!("sigmas {:?} != diffusers {sigmas:?}", schedule.sigmas));
     }
-    let fed = floats(&mut expected, "model_timesteps")?;
+    let fed = floats(&expected, "model_timesteps")?;
     for (i, &t) in schedule.timesteps().iter().enumerate() {
         let ours: Vec<f32> = transformer_timestep::<B>(t, batch, DType::F32, device).into_data().to_vec().map_err(|e| format!("{e:?}"))?;
         if ours != fed[i * batch..(i + 1) * batch] {
             return Err(format!("step {i}: transformer timestep {ours:?} != diffusers {:?}", &fed[i * batch..(i + 1) * batch]));
         }
     }
-    let fed_guidance = floats(&mut expected, "model_guidance")?;
+    let fed_guidance = floats(&expected, "model_guidance")?;
     if fed_guidance != vec![guidance; batch] {
         return Err(format!("guidance {guidance} != diffusers {fed_guidance:?}"));
     }

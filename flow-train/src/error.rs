@@ -76,6 +76,7 @@ macro_rules! component_error {
         }
     };
 }
+component_error!(flux2_ops::Error, "flux2-ops");
 component_error!(flux2_dit::Error, "flux2-dit");
 component_error!(flux2_vae::Error, "flux2-vae");
 component_error!(mistral_encoder::Error, "mistral-encoder");

@@ -80,7 +80,7 @@ fn all_committed_cases_match_diffusers() {
 fn low_precision_euler_and_timesteps_match_diffusers_bit_for_bit() {
     let device = Default::default();
     let store = TensorStore::open(&[fixture_root().join("euler_low_precision.safetensors")]).unwrap();
-    let mut read = |key: &str| -> TensorData { store.read(key, DType::F32).unwrap() };
+    let read = |key: &str| -> TensorData { store.read(key, DType::F32).unwrap() };
     let sigmas: Vec<f32> = read("sigmas").to_vec().unwrap();
     let timesteps: Vec<f32> = read("timesteps").to_vec().unwrap();
     let start = read("start");
