@@ -100,14 +100,8 @@ pub fn check<B: Backend>(
         .into_data()
         .to_vec::<f32>()
         .map_err(|e| format!("{e:?}"))?;
-    let rel = |a: &[f32], b: &[f32]| {
-        let (mut num, mut den) = (0f64, 0f64);
-        for (x, y) in a.iter().zip(b) {
-            num += (*x as f64 - *y as f64).powi(2);
-            den += (*y as f64).powi(2);
-        }
-        (num / den.max(f64::MIN_POSITIVE)).sqrt()
-    };
+    // The workspace's one measure (equal lengths: both come from tensors of `shape`).
+    let rel = |a: &[f32], b: &[f32]| flux2_ops::relative_error_slices(a, b).unwrap_or(f64::INFINITY);
     let per = shape[1] * shape[2];
     let per_prompt = (0..shape[0])
         .map(|i| rel(&a[i * per..(i + 1) * per], &b[i * per..(i + 1) * per]))
