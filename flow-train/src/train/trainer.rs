@@ -16,7 +16,7 @@ use burn::tensor::{Tensor, TensorData};
 use dataset_buckets::{Batch, CacheOptions, Caches, DatasetSet, Rng, SampleRef, Stream};
 use flux2_dit::Flux2Transformer;
 use flux2_vae::Vae;
-use lora_adapters::{AdapterHandle, LoraMetadata, SaveOptions};
+use lora_adapters::{AdapterHandle, LoraMetadata, SaveOptions, trainable};
 use mistral_encoder::MistralEncoder;
 
 use super::checkpoint::{self, StateFile, TrainingState};
@@ -26,7 +26,7 @@ use super::plot::write_plot;
 use super::run_lock;
 use super::previews::{self, PreparedPrompt};
 use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
-use super::trainable;
+use super::clip::clip_grad_norm;
 use crate::error::{Error, Result};
 use crate::job::{LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
@@ -348,7 +348,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     lora_config.seed = seed;
     let adapter: AdapterHandle = lora_adapters::inject(&mut model, ADAPTER, &lora_config)?;
     let keys = trainable::keys(&model, ADAPTER);
-    let shapes: Vec<[usize; 2]> = trainable::values(&model, ADAPTER).iter().map(|t| t.dims()).collect();
+    let shapes = trainable::shapes(&model, ADAPTER);
     let params: usize = shapes.iter().map(|s| s[0] * s[1]).sum();
     let mut optimizer: Box<dyn Optimizer<B::InnerBackend>> = build_optimizer(&plan.train.optimizer, &shapes, &idevice)?;
     let mut ema: Option<Vec<Tensor<B::InnerBackend, 2>>> =
@@ -536,7 +536,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         if micro > 1 {
             grads = grads.into_iter().map(|g| g / f64::from(micro)).collect();
         }
-        let grad_norm = trainable::clip_grad_norm(&mut grads, plan.train.optimizer.max_grad_norm);
+        let grad_norm = clip_grad_norm(&mut grads, plan.train.optimizer.max_grad_norm);
         if !grad_norm.is_finite() {
             // Stop before the optimizer folds NaN/inf into every factor and its state; the last
             // checkpoint is intact.
