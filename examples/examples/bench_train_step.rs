@@ -36,8 +36,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
-use flow_train::job::{OptimizerKind, OptimizerPlan};
-use flow_train::optim::{AdamW, Optimizer};
+use flow_train::optim::{AdamW, AdamWSettings, Optimizer};
 use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
 use lora_adapters::{inject, trainable, LoraConfig, Targets};
 
@@ -308,8 +307,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let g = Tensor::<B, 1>::from_floats([4.0], device);
     let rope = model.rope(&PositionIds::text(shape.txt), &PositionIds::image(shape.img_h, shape.img_w));
     // The trainer's AdamW (f32 moments: 8 bytes of state per factor element), with the settings above.
-    let mut adamw = OptimizerPlan::new(OptimizerKind::AdamW, LR);
-    (adamw.betas, adamw.eps, adamw.weight_decay) = ([0.9, 0.999], 1e-8, 1e-2);
+    let adamw = AdamWSettings { lr: LR, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 1e-2 };
     let mut opt = AdamW::<B::InnerBackend>::new(&adamw, &shapes, device);
 
     let mut forward_s = Vec::new();

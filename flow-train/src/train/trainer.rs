@@ -536,7 +536,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         if micro > 1 {
             grads = grads.into_iter().map(|g| g / f64::from(micro)).collect();
         }
-        let grad_norm = clip_grad_norm(&mut grads, plan.train.optimizer.max_grad_norm);
+        let grad_norm = clip_grad_norm(&mut grads, plan.train.max_grad_norm);
         if !grad_norm.is_finite() {
             // Stop before the optimizer folds NaN/inf into every factor and its state; the last
             // checkpoint is intact.
@@ -546,7 +546,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
                 step + 1
             )));
         }
-        let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr, step);
+        let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr(), step);
         crate::out_of_memory::set_phase(format!("training step {} optimizer update", step + 1));
         let updated = optimizer.step(lr, trainable::values(&model, ADAPTER), grads)?;
         if let (Some(e), Some(decay)) = (&mut ema, plan.train.ema_decay) {
