@@ -231,7 +231,6 @@ pub struct TrainPlan {
     pub text_encoder: TextEncoderPlan,
     /// Loss multiplier of regularization items.
     pub reg_weight: f32,
-    pub dtype: Precision,
 }
 
 /// One sample image.
@@ -409,7 +408,6 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
         differential_guidance: t.do_differential_guidance.then_some(t.differential_guidance_scale as f32),
         text_encoder,
         reg_weight: t.reg_weight as f32,
-        dtype: t.dtype,
     };
 
     let s = &p.sample;
