@@ -13,7 +13,8 @@
 //!
 //! Default (the slice): D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 64x64 = 4096
 //! image + 512 text tokens, batch 1, LoRA rank 32 (alpha 32) on every Linear inside the blocks, random bf16 base weights,
-//! AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 1e-2) over the f32 factors, loss = MSE of the
+//! the trainer's AdamW (`flow_train::optim::AdamW`, f32 moments; lr 1e-4, betas 0.9/0.999, eps 1e-8, weight
+//! decay 1e-2) over the f32 factors, walked by `lora_adapters::trainable` as the trainer walks them, loss = MSE of the
 //! prediction against a random target. The step is forward, backward, optimizer, then a device sync; the
 //! median over the timed steps is reported. On CUDA the weights are drawn on the device
 //! (`Flux2Transformer::random_on_device`: seconds for 32B parameters), on the CPU by `RandomSource`.
@@ -33,11 +34,17 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::Param;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
+use flow_train::optim::{AdamW, AdamWSettings, Optimizer};
 use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
-use lora_adapters::{inject, LoraConfig, Targets};
+use lora_adapters::{inject, trainable, LoraConfig, Targets};
+
+/// Name of the benchmarked adapter inside the model.
+const ADAPTER: &str = "bench";
+
+/// AdamW's learning rate (constant: the benchmark has no schedule).
+const LR: f64 = 1e-4;
 
 struct Shape {
     config: Flux2Config,
@@ -215,71 +222,6 @@ fn sync<B: Backend>(device: &B::Device) {
     }
 }
 
-/// Plain AdamW (decoupled weight decay, bias correction) over the factors, on the inner backend.
-struct AdamW<B: Backend> {
-    lr: f64,
-    betas: (f64, f64),
-    eps: f64,
-    weight_decay: f64,
-    step: i32,
-    moments: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
-}
-
-impl<B: Backend> AdamW<B> {
-    fn new(params: &[Tensor<B, 2>]) -> Self {
-        let moments = params.iter().map(|p| (p.zeros_like(), p.zeros_like())).collect();
-        Self { lr: 1e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-2, step: 0, moments }
-    }
-
-    fn update(&mut self, params: Vec<Tensor<B, 2>>, grads: Vec<Tensor<B, 2>>) -> Vec<Tensor<B, 2>> {
-        self.step += 1;
-        let (b1, b2) = self.betas;
-        let bc1 = 1.0 - b1.powi(self.step);
-        let bc2 = 1.0 - b2.powi(self.step);
-        let step_size = self.lr / bc1;
-        params
-            .into_iter()
-            .zip(grads)
-            .zip(self.moments.iter_mut())
-            .map(|((p, g), (m, v))| {
-                *m = m.clone().mul_scalar(b1).add(g.clone().mul_scalar(1.0 - b1));
-                *v = v.clone().mul_scalar(b2).add(g.square().mul_scalar(1.0 - b2));
-                let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(self.eps);
-                p.mul_scalar(1.0 - self.lr * self.weight_decay).sub(m.clone().div(denom).mul_scalar(step_size))
-            })
-            .collect()
-    }
-}
-
-fn factors<B: AutodiffBackend>(model: &Flux2Transformer<B>) -> Vec<Tensor<B::InnerBackend, 2>> {
-    model
-        .linears()
-        .into_iter()
-        .flat_map(|(_, l)| l.adapters.iter().flat_map(|a| [a.down.val().inner(), a.up.val().inner()]).collect::<Vec<_>>())
-        .collect()
-}
-
-fn factor_grads<B: AutodiffBackend>(model: &Flux2Transformer<B>, grads: &B::Gradients) -> Vec<Tensor<B::InnerBackend, 2>> {
-    let grad = |p: &Param<Tensor<B, 2>>| p.val().grad(grads).unwrap_or_else(|| p.val().inner().zeros_like());
-    model
-        .linears()
-        .into_iter()
-        .flat_map(|(_, l)| l.adapters.iter().flat_map(|a| [grad(&a.down), grad(&a.up)]).collect::<Vec<_>>())
-        .collect()
-}
-
-fn set_factors<B: AutodiffBackend>(model: &mut Flux2Transformer<B>, values: Vec<Tensor<B::InnerBackend, 2>>) {
-    let mut values = values.into_iter();
-    for (_, linear) in model.linears_mut() {
-        for a in linear.adapters.iter_mut() {
-            for p in [&mut a.down, &mut a.up] {
-                let v = values.next().expect("one value per factor");
-                *p = Param::initialized(p.id, Tensor::from_inner(v).require_grad());
-            }
-        }
-    }
-}
-
 /// Analytic model FLOPs of one step (see the file docs) and their split (linears, LoRA, attention).
 fn step_flops<B: Backend>(model: &Flux2Transformer<B>, shape: &Shape) -> (f64, f64, f64) {
     let c = &shape.config;
@@ -329,9 +271,10 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     }
     .unwrap_or_else(|e| panic!("building the model: {e}"));
     let lora = LoraConfig { rank: shape.rank, alpha: shape.rank as f32, dropout: 0.0, targets: Targets::Blocks, seed: 1 };
-    inject(&mut model, "bench", &lora).unwrap_or_else(|e| panic!("injecting LoRA: {e}"));
+    inject(&mut model, ADAPTER, &lora).unwrap_or_else(|e| panic!("injecting LoRA: {e}"));
     let adapted = model.linears().iter().filter(|(_, l)| !l.adapters.is_empty()).count();
-    let n_factors: usize = factors(&model).iter().map(|t| t.shape().num_elements()).sum();
+    let shapes = trainable::shapes(&model, ADAPTER);
+    let n_factors: usize = shapes.iter().map(|[r, c]| r * c).sum();
     if let Some(probe) = &memory {
         sync::<B>(device);
         let (u, r) = probe();
@@ -363,7 +306,9 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let t = Tensor::<B, 1>::from_floats([0.7], device);
     let g = Tensor::<B, 1>::from_floats([4.0], device);
     let rope = model.rope(&PositionIds::text(shape.txt), &PositionIds::image(shape.img_h, shape.img_w));
-    let mut opt = AdamW::<B::InnerBackend>::new(&factors(&model));
+    // The trainer's AdamW (f32 moments: 8 bytes of state per factor element), with the settings above.
+    let adamw = AdamWSettings { lr: LR, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 1e-2 };
+    let mut opt = AdamW::<B::InnerBackend>::new(&adamw, &shapes, device);
 
     let mut forward_s = Vec::new();
     let mut backward_s = Vec::new();
@@ -407,15 +352,17 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         let b_start = Instant::now();
         // Consumed whole (map_or_else), so the tape's borrow of the model ends here.
         let grads = tape.map_or_else(|| loss.clone().backward(), |tape| tape.backward(loss.clone()));
-        let gs = factor_grads(&model, &grads);
+        let gs = trainable::gradients(&model, ADAPTER, &grads);
         drop(grads);
         phase(&mut backward_s, b_start);
         if probing {
             sample();
         }
         let o_start = Instant::now();
-        let new = opt.update(factors(&model), gs);
-        set_factors(&mut model, new);
+        let new = opt
+            .step(LR, trainable::values(&model, ADAPTER), gs)
+            .unwrap_or_else(|e| panic!("optimizer step: {e}"));
+        trainable::set_values(&mut model, ADAPTER, new).unwrap_or_else(|e| panic!("updating the factors: {e}"));
         phase(&mut optim_s, o_start);
         sync::<B>(device);
         let secs = start.elapsed().as_secs_f64();

@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 
 use flow_train::job::{
-    Adam8bitSettings, DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, OptimizerKind, Precision, Severity,
+    DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, Precision, Severity,
     TextEncoderPlan,
     check_job, check_job_str, load_job, load_job_str, substitute_env,
 };
+use flow_train::optim::OptimizerPlan;
 use flow_train::{LossType, TimestepBias, TimestepType};
 use lora_adapters::{LoraLayout, Targets};
 use serde_yaml::Value;
@@ -107,7 +108,7 @@ fn base_job_is_valid() {
     assert_eq!(plan.lora.alpha, 8.0, "linear_alpha defaults to linear (scale 1)");
     assert_eq!(plan.lora.targets, Targets::Blocks);
     assert_eq!(plan.train.steps, 1000);
-    assert_eq!(plan.train.optimizer.lr, 1e-6, "ai-toolkit's default lr");
+    assert_eq!(plan.train.optimizer.lr(), 1e-6, "ai-toolkit's default lr");
     assert_eq!(plan.train.timesteps.timestep_type, TimestepType::Sigmoid);
     assert_eq!(plan.device, DeviceSpec::Auto);
     assert_eq!(plan.output_dir, PathBuf::from("output/unit"));
@@ -158,11 +159,11 @@ fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     assert_eq!((plan.save.every, plan.save.keep, plan.save.dtype), (250, 4, Precision::Bf16));
     assert_eq!(plan.save.layout, LoraLayout::AiToolkit);
     assert_eq!(plan.train.steps, 3000);
-    assert_eq!(plan.train.optimizer.kind, OptimizerKind::AdamW8bit);
-    assert_eq!(plan.train.optimizer.adamw8bit, Some(Adam8bitSettings { block_size: 2048, min_8bit_size: 4096 }));
-    assert_eq!(plan.train.optimizer.lr, 1e-4);
-    assert_eq!(plan.train.optimizer.weight_decay, 1e-4);
-    assert_eq!(plan.train.optimizer.eps, 1e-6);
+    let OptimizerPlan::AdamW8bit(o) = plan.train.optimizer else { panic!("{:?}", plan.train.optimizer) };
+    assert_eq!((o.block_size, o.min_8bit_size), (2048, 4096));
+    assert_eq!(o.adam.lr, 1e-4);
+    assert_eq!(o.adam.weight_decay, 1e-4);
+    assert_eq!(o.adam.eps, 1e-6);
     assert_eq!(plan.train.timesteps.timestep_type, TimestepType::Weighted);
     assert_eq!(plan.train.timesteps.bias, TimestepBias::Balanced);
     assert_eq!(plan.train.loss, LossType::Mse);
@@ -457,9 +458,8 @@ fn optimizers_take_their_params_with_ai_toolkit_defaults() {
         "prodigy.yaml",
     )
     .unwrap();
-    let o = &job.plan.train.optimizer;
-    assert_eq!((o.kind, o.lr, o.weight_decay, o.eps), (OptimizerKind::Prodigy, 1.0, 0.01, 1e-6), "lr < 0.1 -> 1.0");
-    let p = o.prodigy.unwrap();
+    let OptimizerPlan::Prodigy(p) = job.plan.train.optimizer else { panic!("{:?}", job.plan.train.optimizer) };
+    assert_eq!((p.lr, p.weight_decay, p.eps), (1.0, 0.01, 1e-6), "lr < 0.1 -> 1.0");
     assert_eq!((p.d_coef, p.growth_rate, p.use_bias_correction, p.d0), (2.0, f64::INFINITY, true, 1e-6));
     assert_eq!(job.warnings().count(), 0, "{:?}", job.diagnostics);
     assert!(job.diagnostics.iter().any(|d| d.path == "config.process[0].train.lr" && d.severity == Severity::Note));
@@ -473,13 +473,14 @@ fn optimizers_take_their_params_with_ai_toolkit_defaults() {
         "adafactor.yaml",
     )
     .unwrap();
-    let a = job.plan.train.optimizer.adafactor.unwrap();
+    let OptimizerPlan::Adafactor(a) = job.plan.train.optimizer else { panic!("{:?}", job.plan.train.optimizer) };
     assert_eq!((a.beta1, a.eps, a.clip_threshold), (Some(0.9), [1e-30, 2e-3], 0.5));
     assert_eq!((a.relative_step, a.scale_parameter, a.warmup_init), (false, false, false), "ai-toolkit's defaults");
-    assert_eq!(job.plan.train.optimizer.weight_decay, 0.0);
+    assert_eq!(a.weight_decay, 0.0);
 
     let job = load_job_str(&job_with(&[("config.process[0].train.optimizer", "lion")]), JobFormat::Yaml, "l.yaml").unwrap();
-    assert_eq!((job.plan.train.optimizer.betas, job.plan.train.optimizer.weight_decay), ([0.9, 0.99], 0.0));
+    let OptimizerPlan::Lion(l) = job.plan.train.optimizer else { panic!("{:?}", job.plan.train.optimizer) };
+    assert_eq!((l.betas, l.weight_decay), ([0.9, 0.99], 0.0));
 
     // A key of another optimizer names the optimizers that take it; bitsandbytes-only switches stop.
     let report = check(&job_with(&[

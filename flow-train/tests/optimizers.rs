@@ -19,10 +19,11 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use flow_train::Error;
-use flow_train::job::{
-    Adam8bitSettings, OptimizerKind, OptimizerPlan, ProdigySettings, TrainConfig, resolve_optimizer,
+use flow_train::job::{TrainConfig, resolve_optimizer};
+use flow_train::optim::{
+    AdafactorSettings, AdamW8bitSettings, Optimizer, OptimizerKind, OptimizerPlan, OptimizerState, ProdigySettings,
+    build_optimizer, dynamic_map,
 };
-use flow_train::optim::{Optimizer, OptimizerState, build_optimizer, dynamic_map};
 use safetensors::SafeTensors;
 
 type B = Flex;
@@ -175,7 +176,7 @@ fn check_fixture<Bk: Backend>(file: &str, tol: Tol, device: &Bk::Device) {
         let plan = plan_of(case);
         let shapes: Vec<[usize; 2]> = case.tensors.iter().map(|s| s.shape).collect();
         let mut opt = build_optimizer::<Bk>(&plan, &shapes, device).unwrap();
-        assert_eq!(opt.name(), plan.kind.name());
+        assert_eq!(opt.name(), plan.kind().name());
         let params = run(opt.as_mut(), &case.tensors, &case.lrs, 1..=case.lrs.len(), start(&case.tensors, device));
         let (param_tol, state_tol) = (tol.param, tol.state);
         let (mut codes_off, mut codes_total) = (0usize, 0usize);
@@ -195,7 +196,10 @@ fn check_fixture<Bk: Backend>(file: &str, tol: Tol, device: &Bk::Device) {
             "{file} {}: state tensors",
             case.name
         );
-        let block_size = plan.adamw8bit.map(|s| s.block_size);
+        let block_size = match plan {
+            OptimizerPlan::AdamW8bit(s) => Some(s.block_size),
+            _ => None,
+        };
         for (key, got) in &state.tensors {
             let want = &fx.tensors[&format!("{}.{key}", case.name)];
             assert_eq!(got.shape, want.shape, "{key}");
@@ -222,7 +226,7 @@ fn check_fixture<Bk: Backend>(file: &str, tol: Tol, device: &Bk::Device) {
             }
         }
         let mut scalars = String::new();
-        if plan.kind == OptimizerKind::Prodigy {
+        if plan.kind() == OptimizerKind::Prodigy {
             for key in ["d", "d_max", "d_numerator", "d_hat", "d_denom"] {
                 let (got, want) = (state.scalars[key].as_f64().unwrap(), case.scalars[key].as_f64().unwrap());
                 let err = (got - want).abs() / want.abs();
@@ -317,17 +321,12 @@ fn dynamic_maps_equal_bitsandbytes() {
 fn all_plans() -> Vec<(String, OptimizerPlan)> {
     let mut plans: Vec<(String, OptimizerPlan)> =
         OptimizerKind::ALL.iter().map(|k| (k.name().to_string(), OptimizerPlan::new(*k, 1e-3))).collect();
-    let mut p = OptimizerPlan::new(OptimizerKind::AdamW8bit, 1e-3);
-    p.adamw8bit = Some(Adam8bitSettings { block_size: 256, min_8bit_size: 0 });
-    plans.push(("adamw8bit block 256, all 8-bit".into(), p));
-    let mut p = OptimizerPlan::new(OptimizerKind::Prodigy, 1.0);
-    p.betas = [0.0, 0.999];
-    p.prodigy = Some(ProdigySettings { slice_p: 3, ..Default::default() });
-    plans.push(("prodigy beta1 0, slice_p 3".into(), p));
-    let mut p = OptimizerPlan::new(OptimizerKind::Adafactor, 1e-3);
-    p.adafactor =
-        Some(flow_train::job::AdafactorSettings { beta1: Some(0.9), scale_parameter: true, ..Default::default() });
-    plans.push(("adafactor beta1, scale_parameter".into(), p));
+    let p = AdamW8bitSettings { block_size: 256, min_8bit_size: 0, ..AdamW8bitSettings::new(1e-3) };
+    plans.push(("adamw8bit block 256, all 8-bit".into(), OptimizerPlan::AdamW8bit(p)));
+    let p = ProdigySettings { betas: [0.0, 0.999], slice_p: 3, ..ProdigySettings::new(1.0) };
+    plans.push(("prodigy beta1 0, slice_p 3".into(), OptimizerPlan::Prodigy(p)));
+    let p = AdafactorSettings { beta1: Some(0.9), scale_parameter: true, ..AdafactorSettings::new(1e-3) };
+    plans.push(("adafactor beta1, scale_parameter".into(), OptimizerPlan::Adafactor(p)));
     plans
 }
 
@@ -344,10 +343,10 @@ fn check_resume<Bk: Backend>(device: &Bk::Device) {
     let shapes: Vec<[usize; 2]> = specs.iter().map(|s| s.shape).collect();
     let lrs = [1e-3, 5e-4, 1e-3, 2e-3];
     for (name, mut plan) in all_plans() {
-        if plan.kind == OptimizerKind::Prodigy {
-            plan.lr = 1.0;
+        if let OptimizerPlan::Prodigy(s) = &mut plan {
+            s.lr = 1.0;
         }
-        let lrs: Vec<f64> = lrs.iter().map(|l| l * plan.lr / 1e-3).collect();
+        let lrs: Vec<f64> = lrs.iter().map(|l| l * plan.lr() / 1e-3).collect();
         let mut straight = build_optimizer::<Bk>(&plan, &shapes, device).unwrap();
         let expected = run(straight.as_mut(), &specs, &lrs, 1..=4, start(&specs, device));
 
@@ -411,11 +410,11 @@ mod cuda {
             let plan = OptimizerPlan::new(kind, if kind == OptimizerKind::Prodigy { 1.0 } else { 1e-4 });
             let mut opt = build_optimizer::<Cuda>(&plan, &shapes, &device).unwrap();
             let (mut params, grads) = (fill(0.01), fill(1e-3));
-            params = opt.step(plan.lr, params, grads.clone()).unwrap();
+            params = opt.step(plan.lr(), params, grads.clone()).unwrap();
             <Cuda as Backend>::sync(&device).unwrap();
             let t = std::time::Instant::now();
             for _ in 0..3 {
-                params = opt.step(plan.lr, params, grads.clone()).unwrap();
+                params = opt.step(plan.lr(), params, grads.clone()).unwrap();
             }
             <Cuda as Backend>::sync(&device).unwrap();
             println!(
@@ -441,9 +440,8 @@ fn state_bytes_show_the_memory_each_optimizer_needs() {
     let lion = bytes(&plan(OptimizerKind::Lion));
     let adafactor = bytes(&plan(OptimizerKind::Adafactor));
     let prodigy = bytes(&plan(OptimizerKind::Prodigy));
-    let mut p256 = plan(OptimizerKind::AdamW8bit);
-    p256.adamw8bit = Some(Adam8bitSettings { block_size: 256, min_8bit_size: 4096 });
-    let adamw8bit_256 = bytes(&p256);
+    let p256 = AdamW8bitSettings { block_size: 256, min_8bit_size: 4096, ..AdamW8bitSettings::new(1e-4) };
+    let adamw8bit_256 = bytes(&OptimizerPlan::AdamW8bit(p256));
     println!(
         "state bytes per parameter: adamw {:.4}, adamw8bit {:.4} (block 256: {:.4}), lion {:.4}, adafactor {:.4}, \
          prodigy {:.4}",
@@ -506,10 +504,10 @@ fn errors_name_the_tensor_or_key() {
     state.tensors.remove("0.exp_avg_sq");
     assert_eq!(opt.load_state(state).unwrap_err().to_string(), "optimizer state: 0.exp_avg_sq: missing tensor");
     // adamw8bit with another block size.
-    let mut p8 = OptimizerPlan::new(OptimizerKind::AdamW8bit, 1e-3);
-    p8.adamw8bit = Some(Adam8bitSettings { block_size: 256, min_8bit_size: 0 });
-    let state = build_optimizer::<B>(&p8, &shapes, &device).unwrap().state();
-    p8.adamw8bit = Some(Adam8bitSettings { block_size: 2048, min_8bit_size: 0 });
-    let err = build_optimizer::<B>(&p8, &shapes, &device).unwrap().load_state(state).unwrap_err();
+    let p8 = |block_size| {
+        OptimizerPlan::AdamW8bit(AdamW8bitSettings { block_size, min_8bit_size: 0, ..AdamW8bitSettings::new(1e-3) })
+    };
+    let state = build_optimizer::<B>(&p8(256), &shapes, &device).unwrap().state();
+    let err = build_optimizer::<B>(&p8(2048), &shapes, &device).unwrap().load_state(state).unwrap_err();
     assert!(err.to_string().contains("block_size: the state was made with block_size 256, the job sets 2048"), "{err}");
 }

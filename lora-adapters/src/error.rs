@@ -28,6 +28,10 @@ pub enum Error {
     DuplicateAdapter(String),
     #[error("adapter `{0}` is not present in the model")]
     UnknownAdapter(String),
+    #[error("adapter `{adapter}`: {given} trainable tensors given, the model has {expected} LoRA factors")]
+    TrainableCount { adapter: String, given: usize, expected: usize },
+    #[error("adapter `{adapter}`: a factor of shape {given:?} was given for one of shape {expected:?}")]
+    TrainableShape { adapter: String, given: [usize; 2], expected: [usize; 2] },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

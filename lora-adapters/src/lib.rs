@@ -8,6 +8,9 @@
 //! The adapter's forward lives in `flux2_dit::LowRankAdapter` (computed as `(x A^T) B^T`, never the dense
 //! `B A`), so a model with adapters needs no code from this crate to run.
 //!
+//! Training walks an adapter's factors and their gradients as one ordered tensor list ([`trainable`]),
+//! the same list for every trainer, so optimizer state and checkpoints line up.
+//!
 //! ```no_run
 //! # use burn::backend::Flex; use burn::tensor::DType;
 //! # fn main() -> Result<(), lora_adapters::Error> {
@@ -23,6 +26,7 @@ pub mod inject;
 pub mod layout;
 pub mod merge;
 pub mod targets;
+pub mod trainable;
 
 pub use error::{Error, Result};
 pub use files::{detect_layout, load_into, read_factors, save, LoraMetadata, SaveOptions};

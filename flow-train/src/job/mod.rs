@@ -32,10 +32,10 @@ use std::path::Path;
 
 pub use diagnostics::{Diagnostic, JobError, Severity};
 pub use load::{JobFormat, parse_tree, replace_name, substitute_env};
-pub use optimizer::{AdafactorSettings, Adam8bitSettings, LionSettings, ProdigySettings, resolve_optimizer};
+pub use optimizer::resolve_optimizer;
 pub use resolve::{
-    Accumulation, DeviceSpec, DopPlan, LrSchedule, ModelPlan, OptimizerKind, OptimizerPlan, SamplePlan, SamplePrompt,
-    SavePlan, TextEncoderPlan, TrainJob, TrainPlan,
+    Accumulation, DeviceSpec, DopPlan, LrSchedule, ModelPlan, SamplePlan, SamplePrompt, SavePlan, TextEncoderPlan,
+    TrainJob, TrainPlan,
 };
 pub use schema::{
     EmaConfig, ImageFormat, JobConfig, JobFile, LoggingConfig, LrSchedulerParams, ModelConfig, ModelKwargs,

@@ -1,130 +1,31 @@
-//! `train.optimizer` + `train.optimizer_params` -> [`OptimizerPlan`]: the name (with ai-toolkit's
-//! aliases), each optimizer's own defaults as ai-toolkit builds it (`toolkit/optimizer.py`: `eps=1e-6`
-//! for the Adam family and Prodigy, Prodigy's learning rate raised to 1.0 below 0.1, Adafactor with
-//! `relative_step`/`scale_parameter`/`warmup_init` off), and checks that name the key at fault. A key the
-//! chosen optimizer does not take is an error, as Python's keyword check makes it one in ai-toolkit.
-
-use serde::Serialize;
+//! `train.optimizer` + `train.optimizer_params` -> [`OptimizerPlan`] (the optimizers' own type, in
+//! `crate::optim`): the name (with ai-toolkit's aliases), ai-toolkit's choices on top of each
+//! optimizer's defaults (Prodigy's learning rate raised to 1.0 below 0.1, weight decay 0 for the
+//! `adam8bit`/`adamw8` spellings), and checks that name the key at fault. A key the chosen optimizer
+//! does not take is an error, as Python's keyword check makes it one in ai-toolkit.
 
 use super::diagnostics::Diagnostic;
-use super::resolve::{ADAM_EPS, OptimizerKind, OptimizerPlan, parse_optimizer};
 use super::schema::{OptimizerEps, OptimizerParams, TrainConfig};
+use crate::optim::{
+    AdafactorSettings, AdamW8bitSettings, AdamWSettings, LionSettings, OptimizerKind, OptimizerPlan, ProdigySettings,
+};
 
 /// Below this, ai-toolkit replaces Prodigy's learning rate by 1.0 (Prodigy's `lr` is a multiplier of
 /// its own step-size estimate; a typical Adam rate such as 1e-4 would all but stop training).
 pub const PRODIGY_MIN_LR: f64 = 0.1;
 
-/// `adamw8bit`: bitsandbytes' block-wise 8-bit Adam state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Adam8bitSettings {
-    /// Values per quantization block; each block of each moment has one f32 absmax. 2048 is the block
-    /// size of the issue and of older bitsandbytes releases; bitsandbytes 0.50 uses 256 (more scales,
-    /// less rounding error: 0.03 instead of 0.004 extra bytes per parameter).
-    pub block_size: usize,
-    /// Tensors with fewer elements keep 32-bit moments (bitsandbytes' `min_8bit_size`).
-    pub min_8bit_size: usize,
-}
-
-impl Default for Adam8bitSettings {
-    fn default() -> Self {
-        Adam8bitSettings { block_size: 2048, min_8bit_size: 4096 }
-    }
-}
-
-/// `adafactor`: transformers' Adafactor options (defaults as ai-toolkit sets them).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct AdafactorSettings {
-    /// `(eps1, eps2)`: added to the squared gradient; floor of the parameter RMS with `scale_parameter`.
-    pub eps: [f64; 2],
-    /// The update is scaled down so its RMS stays at most this.
-    pub clip_threshold: f64,
-    /// Second-moment decay at step t is `1 - t^decay_rate`.
-    pub decay_rate: f64,
-    /// First-moment decay; `None` keeps no first moment (Adafactor's memory saving).
-    pub beta1: Option<f64>,
-    /// Multiply the step size by the parameter's RMS (at least `eps2`).
-    pub scale_parameter: bool,
-    /// Step size `min(1e-2, 1/sqrt(t))` instead of the learning rate (which is then ignored).
-    pub relative_step: bool,
-    /// With `relative_step`: `min(1e-6 t, 1/sqrt(t))`.
-    pub warmup_init: bool,
-}
-
-impl Default for AdafactorSettings {
-    fn default() -> Self {
-        AdafactorSettings {
-            eps: [1e-30, 1e-3],
-            clip_threshold: 1.0,
-            decay_rate: -0.8,
-            beta1: None,
-            scale_parameter: false,
-            relative_step: false,
-            warmup_init: false,
-        }
-    }
-}
-
-/// `prodigy`: prodigyopt's options.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct ProdigySettings {
-    /// Decay of the D statistics; `None`: `sqrt(beta2)`.
-    pub beta3: Option<f64>,
-    /// Initial D (the step-size estimate).
-    pub d0: f64,
-    /// Multiplier of the D estimate.
-    pub d_coef: f64,
-    /// Largest factor D may grow by per step (`inf`: unbounded).
-    pub growth_rate: f64,
-    /// Adam's bias correction folded into the step size.
-    pub use_bias_correction: bool,
-    /// Leave the learning rate out of the D denominator (helps with learning-rate warm-up).
-    pub safeguard_warmup: bool,
-    /// Decoupled (AdamW-style) weight decay; false adds `weight_decay * p` to the gradient.
-    pub decouple: bool,
-    /// D statistics on every `slice_p`-th element only (1: exact Prodigy).
-    pub slice_p: usize,
-}
-
-impl Default for ProdigySettings {
-    fn default() -> Self {
-        ProdigySettings {
-            beta3: None,
-            d0: 1e-6,
-            d_coef: 1.0,
-            growth_rate: f64::INFINITY,
-            use_bias_correction: false,
-            safeguard_warmup: false,
-            decouple: true,
-            slice_p: 1,
-        }
-    }
-}
-
-/// `lion`: lion-pytorch's options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct LionSettings {
-    /// Weight decay divided by the initial learning rate (so the decay per step follows the schedule
-    /// relative to its start, not the absolute rate).
-    pub decoupled_weight_decay: bool,
-}
-
-impl OptimizerPlan {
-    /// The plan ai-toolkit builds for `kind` with base rate `lr` and no `optimizer_params` (as spelled by
-    /// the kind's main name), without gradient clipping.
-    pub fn new(kind: OptimizerKind, lr: f64) -> OptimizerPlan {
-        let adam = matches!(kind, OptimizerKind::AdamW | OptimizerKind::AdamW8bit);
-        OptimizerPlan {
-            kind,
-            lr,
-            weight_decay: if adam { 0.01 } else { 0.0 },
-            betas: if kind == OptimizerKind::Lion { [0.9, 0.99] } else { [0.9, 0.999] },
-            eps: ADAM_EPS,
-            max_grad_norm: 0.0,
-            adamw8bit: (kind == OptimizerKind::AdamW8bit).then(Adam8bitSettings::default),
-            adafactor: (kind == OptimizerKind::Adafactor).then(AdafactorSettings::default),
-            prodigy: (kind == OptimizerKind::Prodigy).then(ProdigySettings::default),
-            lion: (kind == OptimizerKind::Lion).then(LionSettings::default),
-        }
+/// The optimizer name as ai-toolkit spells it (case-insensitive), with its aliases.
+pub fn parse_optimizer(name: &str) -> Result<OptimizerKind, String> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "adamw" => Ok(OptimizerKind::AdamW),
+        "adamw8bit" | "adam8bit" | "adamw8" => Ok(OptimizerKind::AdamW8bit),
+        "adafactor" => Ok(OptimizerKind::Adafactor),
+        "prodigy" | "prodigyopt" => Ok(OptimizerKind::Prodigy),
+        "lion" => Ok(OptimizerKind::Lion),
+        other => Err(format!(
+            "{other} is not supported (supported: adamw, adamw8bit (also spelled adam8bit, adamw8), adafactor, \
+             prodigy (also prodigyopt), lion; see docs/user-guide.md)"
+        )),
     }
 }
 
@@ -236,14 +137,10 @@ pub fn resolve_optimizer(t: &TrainConfig, path: &str, out: &mut Vec<Diagnostic>)
         }
     }
 
-    let mut plan = OptimizerPlan::new(kind, t.unet_lr.unwrap_or(t.lr));
-    plan.max_grad_norm = t.max_grad_norm;
-    if let Some(betas) = p.betas {
-        plan.betas = betas;
-    }
+    let lr = t.unet_lr.unwrap_or(t.lr);
     // ai-toolkit's spellings that build a different class with another weight-decay default.
-    if matches!(spelled.as_str(), "adam8bit" | "adamw8") {
-        plan.weight_decay = 0.0;
+    let no_decay_spelling = matches!(spelled.as_str(), "adam8bit" | "adamw8");
+    if no_decay_spelling {
         let what = if spelled == "adam8bit" {
             "bitsandbytes' Adam8bit: the same kernel as AdamW8bit with weight_decay 0 by default"
         } else {
@@ -252,30 +149,41 @@ pub fn resolve_optimizer(t: &TrainConfig, path: &str, out: &mut Vec<Diagnostic>)
         c.out
             .push(Diagnostic::note(format!("{path}.train.optimizer"), format!("{spelled} runs as adamw8bit ({what})")));
     }
-    if let Some(wd) = p.weight_decay {
-        plan.weight_decay = wd;
-    }
+    // `eps`: one number for all but Adafactor, which takes a pair.
+    let mut eps = None;
+    let mut eps_pair = None;
     match (kind, p.eps) {
         (_, None) => {}
         (OptimizerKind::Adafactor, Some(OptimizerEps::Pair(pair))) => {
             if pair.iter().any(|e| !(e.is_finite() && *e >= 0.0)) {
                 c.fail("eps", format!("{pair:?} must be two numbers >= 0"));
             }
+            eps_pair = Some(pair);
         }
         (OptimizerKind::Adafactor, Some(OptimizerEps::One(e))) => {
             c.fail("eps", format!("{e}: Adafactor takes a pair [eps1, eps2] (default [1e-30, 1e-3])"))
         }
         (_, Some(OptimizerEps::One(e))) => {
             c.positive("eps", Some(e));
-            plan.eps = e;
+            eps = Some(e);
         }
         (_, Some(OptimizerEps::Pair(pair))) => c.fail("eps", format!("{pair:?}: {} takes one number", kind.name())),
     }
+    let adam = || {
+        let mut a = AdamWSettings::new(lr);
+        if no_decay_spelling {
+            a.weight_decay = 0.0;
+        }
+        a.betas = p.betas.unwrap_or(a.betas);
+        a.eps = eps.unwrap_or(a.eps);
+        a.weight_decay = p.weight_decay.unwrap_or(a.weight_decay);
+        a
+    };
 
-    match kind {
-        OptimizerKind::AdamW => {}
+    let plan = match kind {
+        OptimizerKind::AdamW => OptimizerPlan::AdamW(adam()),
         OptimizerKind::AdamW8bit => {
-            let mut s = Adam8bitSettings::default();
+            let mut s = AdamW8bitSettings { adam: adam(), ..AdamW8bitSettings::new(lr) };
             if let Some(b) = p.block_size {
                 if !(b.is_power_of_two() && (64..=65536).contains(&b)) {
                     c.fail(
@@ -286,13 +194,12 @@ pub fn resolve_optimizer(t: &TrainConfig, path: &str, out: &mut Vec<Diagnostic>)
                 s.block_size = b;
             }
             s.min_8bit_size = p.min_8bit_size.unwrap_or(s.min_8bit_size);
-            plan.adamw8bit = Some(s);
+            OptimizerPlan::AdamW8bit(s)
         }
         OptimizerKind::Adafactor => {
-            let mut s = AdafactorSettings::default();
-            if let Some(OptimizerEps::Pair(pair)) = p.eps {
-                s.eps = pair;
-            }
+            let mut s = AdafactorSettings::new(lr);
+            s.weight_decay = p.weight_decay.unwrap_or(s.weight_decay);
+            s.eps = eps_pair.unwrap_or(s.eps);
             c.positive("clip_threshold", p.clip_threshold);
             if let Some(d) = p.decay_rate
                 && !(d.is_finite() && d <= 0.0)
@@ -319,10 +226,13 @@ pub fn resolve_optimizer(t: &TrainConfig, path: &str, out: &mut Vec<Diagnostic>)
                      (ai-toolkit always passes lr, which transformers rejects with relative_step)",
                 ));
             }
-            plan.adafactor = Some(s);
+            OptimizerPlan::Adafactor(s)
         }
         OptimizerKind::Prodigy => {
-            let mut s = ProdigySettings::default();
+            let mut s = ProdigySettings::new(lr);
+            s.betas = p.betas.unwrap_or(s.betas);
+            s.eps = eps.unwrap_or(s.eps);
+            s.weight_decay = p.weight_decay.unwrap_or(s.weight_decay);
             c.unit("beta3", p.beta3);
             c.positive("d0", p.d0);
             c.positive("d_coef", p.d_coef);
@@ -342,23 +252,27 @@ pub fn resolve_optimizer(t: &TrainConfig, path: &str, out: &mut Vec<Diagnostic>)
             s.safeguard_warmup = p.safeguard_warmup.unwrap_or(s.safeguard_warmup);
             s.decouple = p.decouple.unwrap_or(s.decouple);
             s.slice_p = p.slice_p.unwrap_or(s.slice_p);
-            plan.prodigy = Some(s);
-            if plan.lr < PRODIGY_MIN_LR {
+            if s.lr < PRODIGY_MIN_LR {
                 c.out.push(Diagnostic::note(
                     format!("{path}.train.lr"),
                     format!(
                         "{} is below {PRODIGY_MIN_LR}: Prodigy runs with lr 1.0, as ai-toolkit does (Prodigy's lr \
                          multiplies its own step-size estimate)",
-                        plan.lr
+                        s.lr
                     ),
                 ));
-                plan.lr = 1.0;
+                s.lr = 1.0;
             }
+            OptimizerPlan::Prodigy(s)
         }
         OptimizerKind::Lion => {
-            plan.lion = Some(LionSettings { decoupled_weight_decay: p.decoupled_weight_decay.unwrap_or_default() });
+            let mut s = LionSettings::new(lr);
+            s.betas = p.betas.unwrap_or(s.betas);
+            s.weight_decay = p.weight_decay.unwrap_or(s.weight_decay);
+            s.decoupled_weight_decay = p.decoupled_weight_decay.unwrap_or_default();
+            OptimizerPlan::Lion(s)
         }
-    }
+    };
     c.ok.then_some(plan)
 }
 
@@ -383,25 +297,23 @@ mod tests {
     #[test]
     fn defaults_follow_ai_toolkit() {
         let (plan, _) = resolve(&train("AdamW", serde_json::json!({})));
-        let plan = plan.unwrap();
         assert_eq!(
-            (plan.kind, plan.weight_decay, plan.betas, plan.eps),
-            (OptimizerKind::AdamW, 0.01, [0.9, 0.999], 1e-6)
+            plan,
+            Some(OptimizerPlan::AdamW(AdamWSettings { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-6, weight_decay: 0.01 }))
         );
         let (plan, out) = resolve(&train("adam8bit", serde_json::json!({})));
-        let plan = plan.unwrap();
-        assert_eq!((plan.kind, plan.weight_decay), (OptimizerKind::AdamW8bit, 0.0));
-        assert_eq!(plan.adamw8bit, Some(Adam8bitSettings { block_size: 2048, min_8bit_size: 4096 }));
+        let Some(OptimizerPlan::AdamW8bit(s)) = plan else { panic!("{plan:?}") };
+        assert_eq!((s.adam.weight_decay, s.block_size, s.min_8bit_size), (0.0, 2048, 4096));
         assert!(out[0].message.contains("adam8bit runs as adamw8bit"), "{out:?}");
-        let plan = resolve(&train("lion", serde_json::json!({}))).0.unwrap();
-        assert_eq!((plan.betas, plan.weight_decay), ([0.9, 0.99], 0.0));
+        let plan = resolve(&train("lion", serde_json::json!({}))).0;
+        let Some(OptimizerPlan::Lion(s)) = plan else { panic!("{plan:?}") };
+        assert_eq!((s.betas, s.weight_decay), ([0.9, 0.99], 0.0));
         let (plan, out) = resolve(&train("prodigyopt", serde_json::json!({"d_coef": 2.0})));
-        let plan = plan.unwrap();
-        assert_eq!((plan.kind, plan.lr, plan.eps), (OptimizerKind::Prodigy, 1.0, 1e-6));
-        assert_eq!(plan.prodigy.unwrap().d_coef, 2.0);
+        let Some(OptimizerPlan::Prodigy(s)) = plan else { panic!("{plan:?}") };
+        assert_eq!((s.lr, s.eps, s.d_coef), (1.0, 1e-6, 2.0));
         assert_eq!(out[0].path, "p.train.lr");
-        let plan = resolve(&train("adafactor", serde_json::json!({"eps": [1e-30, 2e-3], "beta1": 0.9}))).0.unwrap();
-        let a = plan.adafactor.unwrap();
+        let plan = resolve(&train("adafactor", serde_json::json!({"eps": [1e-30, 2e-3], "beta1": 0.9}))).0;
+        let Some(OptimizerPlan::Adafactor(a)) = plan else { panic!("{plan:?}") };
         assert_eq!((a.eps, a.beta1, a.relative_step, a.scale_parameter), ([1e-30, 2e-3], Some(0.9), false, false));
     }
 

@@ -10,12 +10,11 @@ use lora_adapters::{LoraConfig, LoraLayout, Targets};
 use serde::Serialize;
 
 use super::diagnostics::Diagnostic;
-use super::optimizer::{AdafactorSettings, Adam8bitSettings, LionSettings, ProdigySettings, resolve_optimizer};
+use super::optimizer::resolve_optimizer;
 use super::schema::{ImageFormat, JobFile, Precision, ProcessConfig};
+use crate::optim::OptimizerPlan;
 use crate::{LossType, TimestepConfig};
 
-/// Adam's epsilon; ai-toolkit passes 1e-6 to every Adam-family optimizer and to Prodigy.
-pub const ADAM_EPS: f64 = 1e-6;
 /// ai-toolkit's warmup when `constant_with_warmup` is given no `num_warmup_steps`.
 pub const DEFAULT_WARMUP_STEPS: u32 = 1000;
 /// torch `LinearLR`'s default `start_factor`.
@@ -141,74 +140,6 @@ pub struct Accumulation {
     pub steps_per_update: u32,
 }
 
-/// The optimizer (`train.optimizer`). The update math of each is in `crate::optim`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// `adamw`: `torch.optim.AdamW`.
-    AdamW,
-    /// `adamw8bit` (ai-toolkit's `adam8bit`, `adamw8` run as this too): bitsandbytes' AdamW8bit, moments
-    /// stored as block-wise dynamic 8-bit codes.
-    AdamW8bit,
-    /// `adafactor`: transformers' Adafactor (factored second moment).
-    Adafactor,
-    /// `prodigy` (`prodigyopt`): Prodigy, learning-rate free (prodigyopt 1.1).
-    Prodigy,
-    /// `lion`: lion-pytorch's Lion (sign updates, one moment).
-    Lion,
-}
-
-impl OptimizerKind {
-    /// Every optimizer, in the order the docs list them.
-    pub const ALL: [OptimizerKind; 5] = [
-        OptimizerKind::AdamW,
-        OptimizerKind::AdamW8bit,
-        OptimizerKind::Adafactor,
-        OptimizerKind::Prodigy,
-        OptimizerKind::Lion,
-    ];
-
-    /// The name as job files spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            OptimizerKind::AdamW => "adamw",
-            OptimizerKind::AdamW8bit => "adamw8bit",
-            OptimizerKind::Adafactor => "adafactor",
-            OptimizerKind::Prodigy => "prodigy",
-            OptimizerKind::Lion => "lion",
-        }
-    }
-}
-
-/// Optimizer settings, each optimizer's defaults filled in (see [`super::optimizer`]).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct OptimizerPlan {
-    pub kind: OptimizerKind,
-    /// Base learning rate (`unet_lr`, else `lr`; Prodigy: 1.0 when below 0.1, as in ai-toolkit; unused by
-    /// Adafactor with `relative_step`).
-    pub lr: f64,
-    /// Weight decay (decoupled for all but Prodigy with `decouple: false`).
-    pub weight_decay: f64,
-    /// `(beta1, beta2)` of the Adam family, Prodigy and Lion (Adafactor: see its `beta1`, `decay_rate`).
-    pub betas: [f64; 2],
-    /// Epsilon of the Adam family and Prodigy (Adafactor: its `eps` pair; Lion has none).
-    pub eps: f64,
-    /// Global gradient-norm clip; 0 = none.
-    pub max_grad_norm: f64,
-    /// `adamw8bit` only; `None` there means the defaults.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub adamw8bit: Option<Adam8bitSettings>,
-    /// `adafactor` only; `None` there means ai-toolkit's defaults.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub adafactor: Option<AdafactorSettings>,
-    /// `prodigy` only; `None` there means the defaults.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prodigy: Option<ProdigySettings>,
-    /// `lion` only; `None` there means the defaults.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lion: Option<LionSettings>,
-}
-
 /// Learning-rate schedule over optimizer steps, as ai-toolkit builds it (torch / diffusers semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -284,7 +215,10 @@ pub struct TrainPlan {
     pub batch_size: u32,
     pub accumulation: Accumulation,
     pub gradient_checkpointing: bool,
+    /// The optimizer and its settings (base learning rate included).
     pub optimizer: OptimizerPlan,
+    /// Global gradient-norm clip (`train.max_grad_norm`); 0 = none. The trainer clips before any optimizer.
+    pub max_grad_norm: f64,
     pub lr_schedule: LrSchedule,
     pub timesteps: TimestepConfig,
     pub loss: LossType,
@@ -297,7 +231,6 @@ pub struct TrainPlan {
     pub text_encoder: TextEncoderPlan,
     /// Loss multiplier of regularization items.
     pub reg_weight: f32,
-    pub dtype: Precision,
 }
 
 /// One sample image.
@@ -329,21 +262,6 @@ pub struct SamplePlan {
     pub disabled: bool,
     pub format: ImageFormat,
     pub prompts: Vec<SamplePrompt>,
-}
-
-/// The optimizer name as ai-toolkit spells it (case-insensitive), with its aliases.
-pub fn parse_optimizer(name: &str) -> Result<OptimizerKind, String> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "adamw" => Ok(OptimizerKind::AdamW),
-        "adamw8bit" | "adam8bit" | "adamw8" => Ok(OptimizerKind::AdamW8bit),
-        "adafactor" => Ok(OptimizerKind::Adafactor),
-        "prodigy" | "prodigyopt" => Ok(OptimizerKind::Prodigy),
-        "lion" => Ok(OptimizerKind::Lion),
-        other => Err(format!(
-            "{other} is not supported (supported: adamw, adamw8bit (also spelled adam8bit, adamw8), adafactor, \
-             prodigy (also prodigyopt), lion; see docs/user-guide.md)"
-        )),
-    }
 }
 
 fn schedule(p: &ProcessConfig, out: &mut Vec<Diagnostic>, path: &str) -> Option<LrSchedule> {
@@ -472,6 +390,7 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
         },
         gradient_checkpointing: t.gradient_checkpointing,
         optimizer,
+        max_grad_norm: t.max_grad_norm,
         lr_schedule,
         timesteps: TimestepConfig {
             timestep_type: t.timestep_type,
@@ -489,7 +408,6 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
         differential_guidance: t.do_differential_guidance.then_some(t.differential_guidance_scale as f32),
         text_encoder,
         reg_weight: t.reg_weight as f32,
-        dtype: t.dtype,
     };
 
     let s = &p.sample;

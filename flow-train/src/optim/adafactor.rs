@@ -30,9 +30,8 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use super::{Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
+use super::{AdafactorSettings, Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
 use crate::error::Result;
-use crate::job::{AdafactorSettings, OptimizerPlan};
 
 /// The tensors of one shape, stacked.
 struct Group<B: Backend> {
@@ -64,7 +63,7 @@ fn rms<B: Backend>(x: &Tensor<B, 3>) -> Tensor<B, 3> {
 }
 
 impl<B: Backend> Adafactor<B> {
-    pub fn new(plan: &OptimizerPlan, settings: &AdafactorSettings, shapes: &[[usize; 2]], device: &B::Device) -> Self {
+    pub fn new(settings: &AdafactorSettings, shapes: &[[usize; 2]], device: &B::Device) -> Self {
         let mut groups: Vec<Group<B>> = Vec::new();
         for (i, shape) in shapes.iter().enumerate() {
             match groups.iter_mut().find(|g| g.shape == *shape) {
@@ -86,7 +85,7 @@ impl<B: Backend> Adafactor<B> {
         }
         Adafactor {
             s: *settings,
-            weight_decay: plan.weight_decay,
+            weight_decay: settings.weight_decay,
             shapes: shapes.to_vec(),
             device: device.clone(),
             step: 0,

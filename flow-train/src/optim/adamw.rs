@@ -13,9 +13,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::{Optimizer, OptimizerState, check_inputs, f32_data, pow, take_f32, zeros};
+use super::{AdamWSettings, Optimizer, OptimizerState, check_inputs, f32_data, pow, take_f32, zeros};
 use crate::error::Result;
-use crate::job::OptimizerPlan;
 
 /// `torch.optim.AdamW` with f32 moments (8 bytes of state per parameter).
 pub struct AdamW<B: Backend> {
@@ -31,11 +30,11 @@ pub struct AdamW<B: Backend> {
 }
 
 impl<B: Backend> AdamW<B> {
-    pub fn new(plan: &OptimizerPlan, shapes: &[[usize; 2]], device: &B::Device) -> Self {
+    pub fn new(settings: &AdamWSettings, shapes: &[[usize; 2]], device: &B::Device) -> Self {
         AdamW {
-            betas: plan.betas,
-            eps: plan.eps,
-            weight_decay: plan.weight_decay,
+            betas: settings.betas,
+            eps: settings.eps,
+            weight_decay: settings.weight_decay,
             shapes: shapes.to_vec(),
             device: device.clone(),
             step: 0,

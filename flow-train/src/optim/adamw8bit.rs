@@ -37,9 +37,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::blockwise_quant::DynamicCode;
-use super::{Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
+use super::{AdamW8bitSettings, Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
 use crate::error::{Error, Result};
-use crate::job::{Adam8bitSettings, OptimizerPlan};
 
 /// Where one trainable tensor lives in the flat buffers.
 #[derive(Clone, Copy, Debug)]
@@ -83,7 +82,7 @@ pub struct AdamW8bit<B: Backend> {
     betas: [f64; 2],
     eps: f64,
     weight_decay: f64,
-    settings: Adam8bitSettings,
+    settings: AdamW8bitSettings,
     shapes: Vec<[usize; 2]>,
     device: B::Device,
     step: u64,
@@ -119,8 +118,7 @@ fn gather<B: Backend>(pieces: Vec<Tensor<B, 1>>, segments: &[Segment], len: usiz
 
 impl<B: Backend> AdamW8bit<B> {
     pub fn new(
-        plan: &OptimizerPlan,
-        settings: &Adam8bitSettings,
+        settings: &AdamW8bitSettings,
         shapes: &[[usize; 2]],
         device: &B::Device,
     ) -> Result<Self> {
@@ -166,9 +164,9 @@ impl<B: Backend> AdamW8bit<B> {
             exp_avg_sq: zeros([f_len], device),
         });
         Ok(AdamW8bit {
-            betas: plan.betas,
-            eps: plan.eps,
-            weight_decay: plan.weight_decay,
+            betas: settings.adam.betas,
+            eps: settings.adam.eps,
+            weight_decay: settings.adam.weight_decay,
             settings: *settings,
             shapes: shapes.to_vec(),
             device: device.clone(),

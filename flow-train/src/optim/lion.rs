@@ -12,9 +12,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::{Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
+use super::{LionSettings, Optimizer, OptimizerState, check_inputs, f32_data, take_f32, zeros};
 use crate::error::Result;
-use crate::job::{LionSettings, OptimizerPlan};
 
 /// lion-pytorch's Lion.
 pub struct Lion<B: Backend> {
@@ -28,13 +27,13 @@ pub struct Lion<B: Backend> {
 }
 
 impl<B: Backend> Lion<B> {
-    /// With `decoupled_weight_decay`, the decay is divided by the plan's base rate (lion-pytorch divides
-    /// by the rate the optimizer was built with, which ai-toolkit sets to the base rate).
-    pub fn new(plan: &OptimizerPlan, settings: &LionSettings, shapes: &[[usize; 2]], device: &B::Device) -> Self {
-        let weight_decay =
-            if settings.decoupled_weight_decay { plan.weight_decay / plan.lr } else { plan.weight_decay };
+    /// With `decoupled_weight_decay`, the decay is divided by the base rate (lion-pytorch divides by the
+    /// rate the optimizer was built with, which ai-toolkit sets to the base rate).
+    pub fn new(settings: &LionSettings, shapes: &[[usize; 2]], device: &B::Device) -> Self {
+        let s = settings;
+        let weight_decay = if s.decoupled_weight_decay { s.weight_decay / s.lr } else { s.weight_decay };
         Lion {
-            betas: plan.betas,
+            betas: s.betas,
             weight_decay,
             shapes: shapes.to_vec(),
             device: device.clone(),

@@ -9,6 +9,9 @@
 //! | `prodigy` | prodigyopt 1.1 `Prodigy` | 16 bytes (12 for a tensor starting at zero, like LoRA's up factor) |
 //! | `lion` | lion-pytorch `Lion` | 4 bytes (one f32 moment) |
 //!
+//! [`OptimizerPlan`] says which to build and with what settings, one variant per optimizer (the job
+//! layer translates `train.optimizer` into it); [`build_optimizer`] builds it.
+//!
 //! The trainer owns the parameter list: it passes the trainable tensors (inner backend, f32, 2-D; a
 //! 1-D tensor as `[1, n]`) in the same order and shapes every step and gets the updated ones back.
 //! Gradient clipping, non-finite checks and the learning-rate schedule are the trainer's; `lr` arrives
@@ -22,6 +25,7 @@ mod adamw;
 mod adamw8bit;
 mod blockwise_quant;
 mod lion;
+mod plan;
 mod prodigy;
 mod state;
 
@@ -33,11 +37,14 @@ pub use adamw::AdamW;
 pub use adamw8bit::AdamW8bit;
 pub use blockwise_quant::{DynamicCode, dynamic_map};
 pub use lion::Lion;
+pub use plan::{
+    ADAM_EPS, AdafactorSettings, AdamW8bitSettings, AdamWSettings, LionSettings, OptimizerKind, OptimizerPlan,
+    ProdigySettings,
+};
 pub use prodigy::Prodigy;
 pub use state::OptimizerState;
 
 use crate::error::{Error, Result};
-use crate::job::{OptimizerKind, OptimizerPlan};
 
 /// One optimizer over a fixed list of trainable tensors.
 pub trait Optimizer<B: Backend>: Send {
@@ -68,24 +75,21 @@ pub fn build_optimizer<B: Backend>(
         });
     }
     check_betas(plan)?;
-    Ok(match plan.kind {
-        OptimizerKind::AdamW => Box::new(AdamW::new(plan, shapes, device)),
-        OptimizerKind::AdamW8bit => {
-            Box::new(AdamW8bit::new(plan, &plan.adamw8bit.unwrap_or_default(), shapes, device)?)
-        }
-        OptimizerKind::Adafactor => Box::new(Adafactor::new(plan, &plan.adafactor.unwrap_or_default(), shapes, device)),
-        OptimizerKind::Prodigy => Box::new(Prodigy::new(plan, &plan.prodigy.unwrap_or_default(), shapes, device)?),
-        OptimizerKind::Lion => Box::new(Lion::new(plan, &plan.lion.unwrap_or_default(), shapes, device)),
+    Ok(match plan {
+        OptimizerPlan::AdamW(s) => Box::new(AdamW::new(s, shapes, device)),
+        OptimizerPlan::AdamW8bit(s) => Box::new(AdamW8bit::new(s, shapes, device)?),
+        OptimizerPlan::Adafactor(s) => Box::new(Adafactor::new(s, shapes, device)),
+        OptimizerPlan::Prodigy(s) => Box::new(Prodigy::new(s, shapes, device)?),
+        OptimizerPlan::Lion(s) => Box::new(Lion::new(s, shapes, device)),
     })
 }
 
 /// Rejects betas the update math cannot use (the job check reports these with key paths first).
 fn check_betas(plan: &OptimizerPlan) -> Result<()> {
-    if plan.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-        return Err(Error::InvalidValue {
-            what: "optimizer betas",
-            reason: format!("{:?} must be in [0, 1)", plan.betas),
-        });
+    if let Some(betas) = plan.betas()
+        && betas.iter().any(|b| !(0.0..1.0).contains(b))
+    {
+        return Err(Error::InvalidValue { what: "optimizer betas", reason: format!("{betas:?} must be in [0, 1)") });
     }
     Ok(())
 }

@@ -25,9 +25,8 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Slice, Tensor};
 
-use super::{Optimizer, OptimizerState, check_inputs, f32_data, pow, take_f32, zeros};
+use super::{Optimizer, OptimizerState, ProdigySettings, check_inputs, f32_data, pow, take_f32, zeros};
 use crate::error::{Error, Result};
-use crate::job::{OptimizerPlan, ProdigySettings};
 
 /// prodigyopt's Prodigy.
 pub struct Prodigy<B: Backend> {
@@ -58,7 +57,6 @@ pub struct Prodigy<B: Backend> {
 
 impl<B: Backend> Prodigy<B> {
     pub fn new(
-        plan: &OptimizerPlan,
         settings: &ProdigySettings,
         shapes: &[[usize; 2]],
         device: &B::Device,
@@ -70,13 +68,13 @@ impl<B: Backend> Prodigy<B> {
                 reason: format!("d0, d_coef, growth_rate must be > 0 and slice_p >= 1, got {s:?}"),
             });
         }
-        let [b1, b2] = plan.betas;
+        let [b1, b2] = s.betas;
         Ok(Prodigy {
             s,
-            betas: plan.betas,
+            betas: s.betas,
             beta3: s.beta3.unwrap_or_else(|| b2.sqrt()),
-            eps: plan.eps,
-            weight_decay: plan.weight_decay,
+            eps: s.eps,
+            weight_decay: s.weight_decay,
             shapes: shapes.to_vec(),
             device: device.clone(),
             k: 0,

@@ -83,10 +83,6 @@ impl<B: Backend> PromptBank<B> {
         PromptBank { encoder, identity, memo: HashMap::new() }
     }
 
-    pub fn has_encoder(&self) -> bool {
-        self.encoder.is_some()
-    }
-
     /// The embedding `[L, D]` of `caption`.
     pub fn embed(&mut self, caption: &str) -> Result<Arc<CachedTensor>> {
         if let Some(t) = self.memo.get(caption) {
@@ -103,21 +99,8 @@ impl<B: Backend> PromptBank<B> {
         Ok(t)
     }
 
-    /// Encodes every caption now (so the encoder can be freed).
-    pub fn precompute<'c>(&mut self, captions: impl IntoIterator<Item = &'c str>) -> Result<usize> {
-        for c in captions {
-            self.embed(c)?;
-        }
-        Ok(self.memo.len())
-    }
-
     /// Drops the encoder's weights (the memoized embeddings stay).
     pub fn free_encoder(&mut self) {
         self.encoder = None;
-    }
-
-    /// Whether `caption` is available without the encoder.
-    pub fn contains(&self, caption: &str) -> bool {
-        self.memo.contains_key(caption)
     }
 }

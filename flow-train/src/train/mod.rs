@@ -2,13 +2,15 @@
 //!
 //! * [`trainer`]: the loop (datasets, caches, steps, checkpoints, previews, resume, Ctrl-C).
 //! * [`step`]: the loss of one batch (flow matching, DOP, differential guidance).
-//! * [`trainable`]: the adapter's factors as an ordered tensor list (gradients, updates, clipping).
+//! * [`clip`]: gradient clipping over the adapter's factors (the list itself is
+//!   `lora_adapters::trainable`'s, shared with the benchmark).
 //! * [`encoders`]: VAE and text encoder behind the dataset crate's encoder traits; the prompt bank.
 //! * [`checkpoint`]: LoRA files, training state, keep-N.
 //! * [`run_lock`]: one run per output folder.
 //! * [`loss_log`], [`plot`], [`previews`]: what users look at.
 
 pub mod checkpoint;
+pub mod clip;
 pub mod encoders;
 pub mod evaluate;
 pub mod loss_log;
@@ -16,7 +18,6 @@ pub mod plot;
 pub mod previews;
 pub mod run_lock;
 pub mod step;
-pub mod trainable;
 pub mod trainer;
 
 pub use step::{LossOptions, StepLosses, TRAIN_GUIDANCE, TrainBatch, batch_loss};

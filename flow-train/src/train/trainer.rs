@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use dataset_buckets::{Batch, CacheOptions, Caches, DatasetSet, Rng, SampleRef, Stream};
 use flux2_dit::Flux2Transformer;
 use flux2_vae::Vae;
-use lora_adapters::{AdapterHandle, LoraMetadata, SaveOptions};
+use lora_adapters::{AdapterHandle, LoraMetadata, SaveOptions, trainable};
 use mistral_encoder::MistralEncoder;
 
 use super::checkpoint::{self, StateFile, TrainingState};
@@ -26,9 +26,9 @@ use super::plot::write_plot;
 use super::run_lock;
 use super::previews::{self, PreparedPrompt};
 use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
-use super::trainable;
+use super::clip::clip_grad_norm;
 use crate::error::{Error, Result};
-use crate::job::{LoadedJob, TextEncoderPlan, TrainJob};
+use crate::job::{ImageFormat, LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
 use crate::pipeline::{PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, options_text_encoder, options_vae, resolve_model};
 use crate::{TimestepSampler, TrainRng, gaussian_noise};
@@ -196,7 +196,39 @@ struct Data<'a, B: AutodiffBackend> {
     batch_size: usize,
 }
 
-impl<B: AutodiffBackend> Data<'_, B> {
+impl<'a, B: AutodiffBackend> Data<'a, B> {
+    /// The batches of the run's datasets (`train.batch_size`), with a regularization stream when
+    /// there are regularization datasets; an error when the training datasets make no batch.
+    fn new(
+        plan: &TrainJob,
+        set: &'a DatasetSet,
+        caches: &'a Caches,
+        vae: &'a Vae<B::InnerBackend>,
+        vae_identity: String,
+        bank: PromptBank<B::InnerBackend>,
+        seed: u64,
+    ) -> Result<Self> {
+        let batch_size = plan.train.batch_size as usize;
+        if set.sampler(Stream::Main, batch_size).batches_per_epoch() == 0 {
+            return Err(Error::Invalid("the training datasets produced no batches (no images found?)".into()));
+        }
+        Ok(Data {
+            set,
+            caches,
+            vae,
+            vae_identity,
+            bank,
+            main: None,
+            reg: (!set.sampler(Stream::Reg, batch_size).is_empty()).then_some(None),
+            seed,
+            trigger: plan.trigger_word.clone(),
+            dop_class: plan.train.dop.as_ref().map(|d| d.class.clone()),
+            reg_weight: plan.train.reg_weight,
+            trigger_only: plan.train.text_encoder == TextEncoderPlan::TriggerOnly,
+            batch_size,
+        })
+    }
+
     /// Batch number `n` of the run: main and regularization batches alternate when a reg stream exists.
     /// Epoch `e` of a stream is the same list whenever it is drawn, so only the current one is kept.
     fn batch(&mut self, n: u64) -> Result<(Batch, bool)> {
@@ -272,346 +304,99 @@ impl<B: AutodiffBackend> Data<'_, B> {
     }
 }
 
-/// Runs the job: the whole training from the loaded models.
+/// Runs the job: the whole training from the loaded models. It reads like the job file's panels, one
+/// phase each: setup (output folder, datasets, caches, the transformer with its adapter, the
+/// optimizer), resume, the steps (`train:`), checkpoints (`save:`) and previews (`sample:`).
 pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, options: RunOptions) -> Result<TrainSummary> {
     let started = Instant::now();
     let plan = &job.plan;
     let output = plan.output_dir.clone();
-    std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
-    let _lock = run_lock::acquire(&output)?;
-    checkpoint::remove_partial_files(&output)?;
-    let job_copy = output.join("config.yaml");
-    let yaml = serde_yaml::to_string(&job.file).map_err(|e| Error::Invalid(format!("job copy: {e}")))?;
-    checkpoint::write_atomic(&job_copy, yaml.as_bytes())?;
-
+    let _lock = open_output(job)?;
     let seed = seed_of(plan, &output);
     let TrainModels { transformer, vae, text_encoder, identity, dtype, device } = models;
-    // Autodiff backends share their inner backend's device type.
-    let idevice = device.clone();
 
-    // ---- datasets, latent cache, prompt embeddings ----
-    let mut dataset_options = plan.dataset_options.clone();
-    dataset_options.seed = seed;
-    let set = DatasetSet::load(&plan.datasets, &dataset_options)?;
-    for problem in set.problems() {
-        eprintln!("warning: {problem}");
-    }
+    // ---- setup: datasets, latent cache, prompt embeddings, the transformer ----
+    let set = load_datasets(plan, seed)?;
     let caches = Caches::new(CacheOptions { show_progress: options.progress, ..CacheOptions::default() });
     let vae_identity = format!("{identity} vae");
-    let latent_encoder = VaeLatents { vae: &vae, device: idevice.clone(), identity: vae_identity.clone() };
-    caches.build_latents(&set, &latent_encoder)?;
-
-    let mut bank = PromptBank::new(text_encoder, identity.clone());
-    let trigger = plan.trigger_word.clone();
-    let dop_class = plan.train.dop.as_ref().map(|d| d.class.clone());
-    let sample_prompts: Vec<String> = plan
-        .sample
-        .prompts
-        .iter()
-        .map(|p| p.prompt.replace("[trigger]", trigger.as_deref().unwrap_or("")).trim().to_string())
-        .collect();
-    if plan.train.text_encoder != TextEncoderPlan::Live {
-        // Every caption a step can draw, its DOP class variant and the sample prompts; then the
-        // encoder's memory is released.
-        let mut captions: Vec<String> = sample_prompts.clone();
-        captions.push(trigger.clone().unwrap_or_default());
-        for d in set.datasets().iter().filter(|_| plan.train.text_encoder == TextEncoderPlan::CachedEmbeddings) {
-            let rules = d.caption_rules();
-            if d.config().caption_dropout_rate > 0.0 {
-                captions.push(rules.dropout_caption());
-            }
-            for si in 0..d.samples().len() {
-                captions.push(set.caption(SampleRef { dataset: d.index(), sample: si })?.to_string());
-            }
-        }
-        if let Some(class) = &dop_class {
-            let variants: Vec<String> = captions.iter().map(|c| class_caption(c, trigger.as_deref(), class)).collect();
-            captions.extend(variants);
-        }
-        captions.sort();
-        captions.dedup();
-        let pb = bar(captions.len() as u64, options.progress, "encoding captions {bar:30} {pos}/{len} {per_sec} eta {eta}");
-        for c in &captions {
-            bank.embed(c)?;
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        bank.free_encoder();
-        // Hand the encoder's memory back before the transformer's weights arrive.
-        <B::InnerBackend as burn::tensor::backend::Backend>::memory_cleanup(&idevice);
-    }
+    caches.build_latents(&set, &VaeLatents { vae: &vae, device: device.clone(), identity: vae_identity.clone() })?;
+    let sample_prompts = sample_prompt_texts(plan);
+    let mut bank = PromptBank::new(text_encoder, identity);
+    encode_captions_ahead::<B::InnerBackend>(plan, &set, &mut bank, &sample_prompts, options.progress, &device)?;
     crate::out_of_memory::set_phase("loading the transformer");
-    let mut model = Flux2Transformer::<B>::from_inner(transformer.load(dtype, &device)?);
+    let model = Flux2Transformer::<B>::from_inner(transformer.load(dtype, &device)?);
+    let mut run = Run::new(plan, model, seed, &device)?;
 
-    // ---- adapter, optimizer, resume ----
-    let mut lora_config = plan.lora.clone();
-    lora_config.seed = seed;
-    let adapter: AdapterHandle = lora_adapters::inject(&mut model, ADAPTER, &lora_config)?;
-    let keys = trainable::keys(&model, ADAPTER);
-    let shapes: Vec<[usize; 2]> = trainable::values(&model, ADAPTER).iter().map(|t| t.dims()).collect();
-    let params: usize = shapes.iter().map(|s| s[0] * s[1]).sum();
-    let mut optimizer: Box<dyn Optimizer<B::InnerBackend>> = build_optimizer(&plan.train.optimizer, &shapes, &idevice)?;
-    let mut ema: Option<Vec<Tensor<B::InnerBackend, 2>>> =
-        plan.train.ema_decay.map(|_| trainable::values(&model, ADAPTER));
-
-    let mut start_step = 0u32;
-    if !options.resume {
+    // ---- resume ----
+    let start_step = if options.resume {
+        run.resume(&output, &device)?
+    } else {
         // Starting over: the previous run's training states would otherwise count as the newest
         // checkpoints (keep-N) and be resumed from next time.
         checkpoint::clear_states(&output)?;
-    }
-    if options.resume
-        && let Some((step, dir)) = checkpoint::list_states(&output).pop()
-    {
-        let (state, optimizer_file) = checkpoint::load_state(&dir)?;
-        if state.file.keys != keys {
-            return Err(Error::Invalid(format!(
-                "{}: the checkpoint's LoRA layers differ from this job's network settings; \
-                 use a new training folder or name to start over",
-                dir.display()
-            )));
-        }
-        let to_device = |d: &TensorData| Tensor::<B::InnerBackend, 2>::from_data(d.clone(), &idevice);
-        trainable::set_values(&mut model, ADAPTER, state.adapter.iter().map(to_device).collect())?;
-        optimizer.load_state(OptimizerState::load(&optimizer_file)?)?;
-        if let (Some(e), Some(saved)) = (&mut ema, &state.ema) {
-            *e = saved.iter().map(to_device).collect();
-        }
-        start_step = step;
-        eprintln!("resuming from {} (step {step})", dir.display());
-    }
-    let total = total_updates(plan);
-    let state = optimizer.state_bytes();
-    eprintln!(
-        "{}: {} LoRA layers, {params} trainable parameters ({} f32); optimizer {}: state {} ({:.2} bytes/parameter); seed {seed}",
-        plan.name,
-        keys.len() / 2,
-        human_bytes(params as u64 * 4),
-        optimizer.name(),
-        human_bytes(state),
-        state as f64 / params.max(1) as f64,
-    );
-
-    // ---- sample prompts ----
-    let mut prompts = Vec::new();
-    if !plan.sample.disabled {
-        for (p, text) in plan.sample.prompts.iter().zip(&sample_prompts) {
-            let embeds = from_cached::<B::InnerBackend, 2>(&*bank.embed(text)?, &idevice)?.unsqueeze_dim::<3>(0);
-            let references = p
-                .control_images
-                .iter()
-                .map(ReferenceImage::open)
-                .collect::<Result<Vec<_>>>()?;
-            let mut prompt = p.clone();
-            prompt.prompt = text.clone();
-            prompts.push(PreparedPrompt { prompt, embeds, references });
-        }
-    }
-    let samples_dir = output.join("samples");
-    // Samples show what a save would hold: the EMA weights when EMA is on.
-    let render = |model: &mut Flux2Transformer<B>, ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>, step: u32| -> Result<()> {
-        if prompts.is_empty() {
-            return Ok(());
-        }
-        crate::out_of_memory::set_phase(format!("sampling previews at step {step}"));
-        let pb = bar(prompts.len() as u64, options.progress, "sampling {bar:30} {pos}/{len} eta {eta}");
-        let inner = with_weights(model, ema, |m| m.valid())?;
-        previews::render(&inner, &vae, &adapter, &prompts, &samples_dir, step, plan.sample.format, |i, _| {
-            pb.set_position(i as u64)
-        })?;
-        pb.finish_and_clear();
-        Ok(())
+        0
     };
+    run.report(plan, seed);
+
+    // ---- sample previews before the first step ----
+    let previews = Previews::prepare(plan, &mut bank, &sample_prompts, &vae, options.progress, &device)?;
     if plan.sample.before_first_step && (start_step == 0 || plan.sample.force_first) {
-        render(&mut model, &ema, start_step)?;
+        previews.render(&mut run, start_step)?;
     }
 
-    // ---- the loop ----
+    // ---- the steps, with checkpoints and previews on their intervals ----
     let mut log = LossLog::open(&output, start_step)?;
-    let mut data = Data::<B> {
-        set: &set,
-        caches: &caches,
-        vae: &vae,
-        vae_identity,
-        bank,
-        main: None,
-        reg: (!set.sampler(Stream::Reg, plan.train.batch_size as usize).is_empty()).then_some(None),
-        seed,
-        trigger: trigger.clone(),
-        dop_class,
-        reg_weight: plan.train.reg_weight,
-        trigger_only: plan.train.text_encoder == TextEncoderPlan::TriggerOnly,
-        batch_size: plan.train.batch_size as usize,
-    };
-    if set.sampler(Stream::Main, plan.train.batch_size as usize).batches_per_epoch() == 0 {
-        return Err(Error::Invalid("the training datasets produced no batches (no images found?)".into()));
-    }
-    let loss_options = LossOptions {
-        loss_type: plan.train.loss,
-        differential_guidance: plan.train.differential_guidance,
-        dop_multiplier: plan.train.dop.as_ref().map(|d| d.multiplier),
-    };
-    let micro = batches_per_update(plan);
-    let save_opts = |step: Option<u32>| SaveOptions {
-        layout: plan.save.layout,
-        dtype: plan.save.dtype.dtype(),
-        metadata: LoraMetadata {
-            rank: Some(plan.lora.rank),
-            alpha: Some(plan.lora.alpha),
-            base_model: Some(plan.model.name_or_path.clone()),
-            trigger_word: trigger.clone(),
-            targets: Some(plan.lora.targets.label()),
-            step: step.map(u64::from),
-            extra: plan
-                .meta
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                .collect(),
-        },
-    };
-
-    let save = |model: &mut Flux2Transformer<B>,
-                optimizer: &dyn Optimizer<B::InnerBackend>,
-                ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
-                step: u32,
-                log: &LossLog|
-     -> Result<PathBuf> {
-        crate::out_of_memory::set_phase(format!("saving step {step}"));
-        let lora = output.join(checkpoint::lora_file_name(&plan.name, step));
-        save_lora(model, ema, &lora, &save_opts(Some(step)))?;
-        let host = |ts: &[Tensor<B::InnerBackend, 2>]| ts.iter().map(|t| t.to_data()).collect::<Vec<_>>();
-        let state = TrainingState {
-            file: StateFile {
-                step,
-                seed,
-                optimizer: optimizer.name().to_string(),
-                keys: keys.clone(),
-                has_ema: ema.is_some(),
-            },
-            adapter: host(&trainable::values(model, ADAPTER)),
-            ema: ema.as_ref().map(|e| host(e)),
-        };
-        checkpoint::save_state(&output, &state, |path| optimizer.state().save(path))?;
-        checkpoint::prune(&output, &plan.name, plan.save.keep)?;
-        write_plot(&output.join("loss.png"), &points(log))?;
-        Ok(lora)
-    };
-
+    let mut data = Data::new(plan, &set, &caches, &vae, vae_identity, bank, seed)?;
+    let checkpoints = Checkpoints { plan, output: &output, seed };
+    let total = total_updates(plan);
     let pb = bar(u64::from(total), options.progress, "{bar:30} {pos}/{len} steps {msg} {per_sec} eta {eta}");
     pb.set_position(u64::from(start_step));
     let mut step = start_step;
     let mut items = 0u64;
     let mut last_lora = None;
     while step < total {
-        let mut grads_sum: Option<Vec<Tensor<B::InnerBackend, 2>>> = None;
-        let mut losses = Vec::new();
-        for m in 0..micro {
-            let n = u64::from(step) * u64::from(micro) + u64::from(m);
-            let batch = data.train_batch(n, &device, loss_options.dop_multiplier.is_some())?;
-            let [b, c, h, w] = batch.latents.dims();
-            items += b as u64;
-            let mut noise_rng = TrainRng::with_stream(seed, 2 * n);
-            let noise = gaussian_noise::<B, 4>(&mut noise_rng, [b, c, h, w], &device);
-            let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
-            let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), TrainRng::with_stream(seed, 2 * n + 1))?;
-            let timesteps = sampler.sample(b, h * w)?;
-            let step_seed = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            B::seed(&device, step_seed);
-            adapter.set_multiplier(batch.network_weight);
-            let checkpointing = plan.train.gradient_checkpointing;
-            crate::out_of_memory::set_phase(format!("training step {} forward", step + 1));
-            let result = batch_loss(&model, &adapter, &batch, noise, &timesteps, &loss_options, step_seed, checkpointing);
-            adapter.set_multiplier(1.0);
-            let (loss, values) = result?;
-            crate::out_of_memory::set_phase(format!("training step {} backward", step + 1));
-            let grads = loss.backward();
-            let g = trainable::gradients(&model, ADAPTER, &grads);
-            grads_sum = Some(match grads_sum {
-                None => g,
-                Some(acc) => acc.into_iter().zip(g).map(|(a, b)| a + b).collect(),
-            });
-            losses.push(values);
-        }
-        let mut grads = grads_sum.unwrap_or_default();
-        if micro > 1 {
-            grads = grads.into_iter().map(|g| g / f64::from(micro)).collect();
-        }
-        let grad_norm = trainable::clip_grad_norm(&mut grads, plan.train.optimizer.max_grad_norm);
-        if !grad_norm.is_finite() {
-            // Stop before the optimizer folds NaN/inf into every factor and its state; the last
-            // checkpoint is intact.
-            return Err(Error::Invalid(format!(
-                "step {}: the LoRA gradients are not finite (norm {grad_norm}) although the loss was; \
-                 lower the learning rate or use fp32/bf16 instead of fp16, then resume from the last checkpoint",
-                step + 1
-            )));
-        }
-        let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr, step);
-        crate::out_of_memory::set_phase(format!("training step {} optimizer update", step + 1));
-        let updated = optimizer.step(lr, trainable::values(&model, ADAPTER), grads)?;
-        if let (Some(e), Some(decay)) = (&mut ema, plan.train.ema_decay) {
-            *e = e.iter().zip(&updated).map(|(a, p)| a.clone() * decay + p.clone() * (1.0 - decay)).collect();
-        }
-        trainable::set_values(&mut model, ADAPTER, updated)?;
+        let update = run.step(plan, &mut data, step, seed, &device)?;
+        items += update.items;
         step += 1;
-
-        let record = mean_losses(&losses, step, lr, grad_norm, started.elapsed().as_secs_f64());
+        let record = mean_losses(&update.losses, step, update.lr, update.grad_norm, started.elapsed().as_secs_f64());
         pb.set_message(format!("loss {:.4}", record.loss));
         pb.set_position(u64::from(step));
         log.push(record)?;
         if plan.log_every > 0 && step % plan.log_every == 0 {
-            let window = &log.records()[log.records().len().saturating_sub(plan.log_every as usize)..];
-            let mean = window.iter().map(|r| r.loss).sum::<f32>() / window.len().max(1) as f32;
-            let last = &window[window.len() - 1];
             // Through `suspend`, so the line also reaches logs when stderr is not a terminal.
-            pb.suspend(|| {
-                eprintln!(
-                    "step {step}/{total}: loss {mean:.4} (mean of {}), lr {:.3e}, grad norm {:.3}",
-                    window.len(),
-                    last.lr,
-                    last.grad_norm
-                )
-            });
+            pb.suspend(|| report_window(&log, plan.log_every, step, total));
         }
 
         let stop_here = options.stop_after.is_some_and(|n| step - start_step >= n);
         let interrupted = options.interrupt.load(Ordering::SeqCst);
         if step < total && (plan.save.every > 0 && step % plan.save.every == 0 || stop_here || interrupted) {
-            pb.suspend(|| -> Result<()> {
-                last_lora = Some(save(&mut model, optimizer.as_ref(), &ema, step, &log)?);
-                Ok(())
-            })?;
+            last_lora = Some(pb.suspend(|| checkpoints.save(&mut run, step, &log))?);
         }
         if step < total && plan.sample.every > 0 && step % plan.sample.every == 0 && step >= plan.sample.start_step {
-            pb.suspend(|| render(&mut model, &ema, step))?;
+            pb.suspend(|| previews.render(&mut run, step))?;
         }
         if stop_here || interrupted {
             break;
         }
     }
     pb.finish_and_clear();
+
+    // ---- the final save and previews ----
     let finished = step >= total;
-    let final_lora = output.join(format!("{}.safetensors", plan.name));
+    let final_lora = checkpoints.final_lora();
     // The final save is the run's last state: a run stopped inside it (after the last training
     // state, before the final LoRA) resumes at `total` and completes it here.
     let completes_final = finished && (step > start_step || !final_lora.exists());
     if completes_final {
-        if step > start_step {
-            save(&mut model, optimizer.as_ref(), &ema, step, &log)?;
-        } else {
-            checkpoint::prune(&output, &plan.name, plan.save.keep)?;
-        }
-        crash_point("before-final-lora");
-        save_lora(&mut model, &ema, &final_lora, &save_opts(Some(step)))?;
-        last_lora = Some(final_lora.clone());
+        last_lora = Some(checkpoints.save_final(&mut run, step, start_step, &log)?);
         if !plan.sample.disabled && plan.sample.every > 0 {
-            render(&mut model, &ema, step)?;
+            previews.render(&mut run, step)?;
         }
     }
     write_plot(&output.join("loss.png"), &points(&log))?;
     let records = log.records();
     let tail = (records.len() / 10).max(1);
-    let summary = TrainSummary {
+    Ok(TrainSummary {
         output_dir: output.clone(),
         start_step,
         steps: step,
@@ -625,8 +410,377 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         seconds: started.elapsed().as_secs_f64(),
         interrupted: !finished,
         items,
-    };
-    Ok(summary)
+    })
+}
+
+/// Setup: the output folder, locked for this run (one run per folder), cleared of a crashed save's
+/// partial files, with the resolved job copied in (what ran, next to what it produced).
+fn open_output(job: &LoadedJob) -> Result<run_lock::RunLock> {
+    let output = &job.plan.output_dir;
+    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    let lock = run_lock::acquire(output)?;
+    checkpoint::remove_partial_files(output)?;
+    let yaml = serde_yaml::to_string(&job.file).map_err(|e| Error::Invalid(format!("job copy: {e}")))?;
+    checkpoint::write_atomic(&output.join("config.yaml"), yaml.as_bytes())?;
+    Ok(lock)
+}
+
+/// Setup: the `datasets:` panel, seeded with the run seed (bucketing, caption shuffles); problems
+/// that skip an image are warnings, not errors.
+fn load_datasets(plan: &TrainJob, seed: u64) -> Result<DatasetSet> {
+    let mut dataset_options = plan.dataset_options.clone();
+    dataset_options.seed = seed;
+    let set = DatasetSet::load(&plan.datasets, &dataset_options)?;
+    for problem in set.problems() {
+        eprintln!("warning: {problem}");
+    }
+    Ok(set)
+}
+
+/// The sample prompts with `[trigger]` replaced, as they are encoded and rendered.
+fn sample_prompt_texts(plan: &TrainJob) -> Vec<String> {
+    let trigger = plan.trigger_word.as_deref().unwrap_or("");
+    plan.sample.prompts.iter().map(|p| p.prompt.replace("[trigger]", trigger).trim().to_string()).collect()
+}
+
+/// Setup: unless captions are encoded as they are drawn, every caption a step can draw, its DOP class
+/// variant and the sample prompts are encoded now and the text encoder is freed, so its memory is back
+/// before the transformer's weights arrive (the two largest models never share the device).
+fn encode_captions_ahead<B: Backend>(
+    plan: &TrainJob,
+    set: &DatasetSet,
+    bank: &mut PromptBank<B>,
+    sample_prompts: &[String],
+    progress: bool,
+    device: &B::Device,
+) -> Result<()> {
+    if plan.train.text_encoder == TextEncoderPlan::Live {
+        return Ok(());
+    }
+    let trigger = plan.trigger_word.as_deref();
+    let mut captions: Vec<String> = sample_prompts.to_vec();
+    captions.push(trigger.unwrap_or_default().to_string());
+    for d in set.datasets().iter().filter(|_| plan.train.text_encoder == TextEncoderPlan::CachedEmbeddings) {
+        let rules = d.caption_rules();
+        if d.config().caption_dropout_rate > 0.0 {
+            captions.push(rules.dropout_caption());
+        }
+        for si in 0..d.samples().len() {
+            captions.push(set.caption(SampleRef { dataset: d.index(), sample: si })?.to_string());
+        }
+    }
+    if let Some(dop) = &plan.train.dop {
+        let variants: Vec<String> = captions.iter().map(|c| class_caption(c, trigger, &dop.class)).collect();
+        captions.extend(variants);
+    }
+    captions.sort();
+    captions.dedup();
+    let pb = bar(captions.len() as u64, progress, "encoding captions {bar:30} {pos}/{len} {per_sec} eta {eta}");
+    for c in &captions {
+        bank.embed(c)?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    bank.free_encoder();
+    // Hand the encoder's memory back before the transformer's weights arrive.
+    B::memory_cleanup(device);
+    Ok(())
+}
+
+/// Logs the mean loss of the last `every` steps (the `logging:` panel's `log_every`).
+fn report_window(log: &LossLog, every: u32, step: u32, total: u32) {
+    let window = &log.records()[log.records().len().saturating_sub(every as usize)..];
+    let Some(last) = window.last() else { return };
+    let mean = window.iter().map(|r| r.loss).sum::<f32>() / window.len() as f32;
+    eprintln!(
+        "step {step}/{total}: loss {mean:.4} (mean of {}), lr {:.3e}, grad norm {:.3}",
+        window.len(),
+        last.lr,
+        last.grad_norm
+    );
+}
+
+/// What training changes: the transformer with its adapter, the optimizer over the adapter's factors
+/// (in `lora_adapters::trainable`'s order), and the EMA copy of the factors when EMA is on. The phases
+/// that change or read the trained weights are its methods.
+struct Run<B: AutodiffBackend> {
+    model: Flux2Transformer<B>,
+    adapter: AdapterHandle,
+    /// The factors' keys: saved with every training state, compared on resume.
+    keys: Vec<String>,
+    optimizer: Box<dyn Optimizer<B::InnerBackend>>,
+    ema: Option<Vec<Tensor<B::InnerBackend, 2>>>,
+}
+
+/// One optimizer update's outcome, for the loss log.
+struct Update {
+    losses: Vec<StepLosses>,
+    lr: f64,
+    grad_norm: f64,
+    /// Images trained on (every accumulated batch's items).
+    items: u64,
+}
+
+impl<B: AutodiffBackend> Run<B> {
+    /// Setup: the `network:` panel's adapter (seeded by the run seed) and the optimizer for its factors.
+    fn new(plan: &TrainJob, mut model: Flux2Transformer<B>, seed: u64, device: &B::Device) -> Result<Self> {
+        let mut lora_config = plan.lora.clone();
+        lora_config.seed = seed;
+        let adapter = lora_adapters::inject(&mut model, ADAPTER, &lora_config)?;
+        let keys = trainable::keys(&model, ADAPTER);
+        let optimizer = build_optimizer(&plan.train.optimizer, &trainable::shapes(&model, ADAPTER), device)?;
+        let ema = plan.train.ema_decay.map(|_| trainable::values(&model, ADAPTER));
+        Ok(Run { model, adapter, keys, optimizer, ema })
+    }
+
+    /// Resume: the newest complete training state in `output` (factors, optimizer state, EMA), when
+    /// there is one and it belongs to this adapter layout. Returns the step to continue from (0: none).
+    fn resume(&mut self, output: &Path, device: &B::Device) -> Result<u32> {
+        let Some((step, dir)) = checkpoint::list_states(output).pop() else {
+            return Ok(0);
+        };
+        let (state, optimizer_file) = checkpoint::load_state(&dir)?;
+        if state.file.keys != self.keys {
+            return Err(Error::Invalid(format!(
+                "{}: the checkpoint's LoRA layers differ from this job's network settings; \
+                 use a new training folder or name to start over",
+                dir.display()
+            )));
+        }
+        let to_device = |d: &TensorData| Tensor::<B::InnerBackend, 2>::from_data(d.clone(), device);
+        trainable::set_values(&mut self.model, ADAPTER, state.adapter.iter().map(to_device).collect())?;
+        self.optimizer.load_state(OptimizerState::load(&optimizer_file)?)?;
+        if let (Some(e), Some(saved)) = (&mut self.ema, &state.ema) {
+            *e = saved.iter().map(to_device).collect();
+        }
+        eprintln!("resuming from {} (step {step})", dir.display());
+        Ok(step)
+    }
+
+    /// The start-up line: adapter size, optimizer and its state memory, seed.
+    fn report(&self, plan: &TrainJob, seed: u64) {
+        let params: usize = trainable::shapes(&self.model, ADAPTER).iter().map(|s| s[0] * s[1]).sum();
+        let state = self.optimizer.state_bytes();
+        eprintln!(
+            "{}: {} LoRA layers, {params} trainable parameters ({} f32); optimizer {}: state {} ({:.2} bytes/parameter); seed {seed}",
+            plan.name,
+            self.keys.len() / 2,
+            human_bytes(params as u64 * 4),
+            self.optimizer.name(),
+            human_bytes(state),
+            state as f64 / params.max(1) as f64,
+        );
+    }
+
+    /// Step: one optimizer update (`train:` panel): the accumulated batches' losses and gradients
+    /// (averaged), clipping, the scheduled learning rate, the update, the EMA. Every draw comes from
+    /// streams derived from (seed, batch number), so a resumed run replays an uninterrupted one.
+    fn step(&mut self, plan: &TrainJob, data: &mut Data<'_, B>, step: u32, seed: u64, device: &B::Device) -> Result<Update> {
+        let loss_options = LossOptions {
+            loss_type: plan.train.loss,
+            differential_guidance: plan.train.differential_guidance,
+            dop_multiplier: plan.train.dop.as_ref().map(|d| d.multiplier),
+        };
+        let micro = batches_per_update(plan);
+        let mut grads_sum: Option<Vec<Tensor<B::InnerBackend, 2>>> = None;
+        let mut losses = Vec::new();
+        let mut items = 0u64;
+        for m in 0..micro {
+            let n = u64::from(step) * u64::from(micro) + u64::from(m);
+            let batch = data.train_batch(n, device, loss_options.dop_multiplier.is_some())?;
+            let [b, c, h, w] = batch.latents.dims();
+            items += b as u64;
+            let mut noise_rng = TrainRng::with_stream(seed, 2 * n);
+            let noise = gaussian_noise::<B, 4>(&mut noise_rng, [b, c, h, w], device);
+            let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
+            let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), TrainRng::with_stream(seed, 2 * n + 1))?;
+            let timesteps = sampler.sample(b, h * w)?;
+            let step_seed = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            B::seed(device, step_seed);
+            self.adapter.set_multiplier(batch.network_weight);
+            let checkpointing = plan.train.gradient_checkpointing;
+            crate::out_of_memory::set_phase(format!("training step {} forward", step + 1));
+            let result =
+                batch_loss(&self.model, &self.adapter, &batch, noise, &timesteps, &loss_options, step_seed, checkpointing);
+            self.adapter.set_multiplier(1.0);
+            let (loss, values) = result?;
+            crate::out_of_memory::set_phase(format!("training step {} backward", step + 1));
+            let grads = loss.backward();
+            let g = trainable::gradients(&self.model, ADAPTER, &grads);
+            grads_sum = Some(match grads_sum {
+                None => g,
+                Some(acc) => acc.into_iter().zip(g).map(|(a, b)| a + b).collect(),
+            });
+            losses.push(values);
+        }
+        let mut grads = grads_sum.unwrap_or_default();
+        if micro > 1 {
+            grads = grads.into_iter().map(|g| g / f64::from(micro)).collect();
+        }
+        let grad_norm = clip_grad_norm(&mut grads, plan.train.max_grad_norm);
+        if !grad_norm.is_finite() {
+            // Stop before the optimizer folds NaN/inf into every factor and its state; the last
+            // checkpoint is intact.
+            return Err(Error::Invalid(format!(
+                "step {}: the LoRA gradients are not finite (norm {grad_norm}) although the loss was; \
+                 lower the learning rate or use fp32/bf16 instead of fp16, then resume from the last checkpoint",
+                step + 1
+            )));
+        }
+        let lr = plan.train.lr_schedule.lr_at(plan.train.optimizer.lr(), step);
+        crate::out_of_memory::set_phase(format!("training step {} optimizer update", step + 1));
+        let updated = self.optimizer.step(lr, trainable::values(&self.model, ADAPTER), grads)?;
+        if let (Some(e), Some(decay)) = (&mut self.ema, plan.train.ema_decay) {
+            *e = e.iter().zip(&updated).map(|(a, p)| a.clone() * decay + p.clone() * (1.0 - decay)).collect();
+        }
+        trainable::set_values(&mut self.model, ADAPTER, updated)?;
+        Ok(Update { losses, lr, grad_norm, items })
+    }
+
+    /// Runs `f` with the weights a save holds: the EMA weights when EMA is on (the trained ones restored
+    /// after), else the model as is.
+    fn with_saved_weights<T>(&mut self, f: impl FnOnce(&Flux2Transformer<B>) -> T) -> Result<T> {
+        match &self.ema {
+            None => Ok(f(&self.model)),
+            Some(ema) => {
+                let trained = trainable::values(&self.model, ADAPTER);
+                trainable::set_values(&mut self.model, ADAPTER, ema.clone())?;
+                let out = f(&self.model);
+                trainable::set_values(&mut self.model, ADAPTER, trained)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Writes the LoRA file (the EMA weights when EMA is on, else the trained ones).
+    fn save_lora(&mut self, path: &Path, options: &SaveOptions) -> Result<()> {
+        Ok(self.with_saved_weights(|m| lora_adapters::save(m, ADAPTER, path, options))??)
+    }
+}
+
+/// Save: the `save:` panel. Step checkpoints (LoRA file + training state + keep-N + loss plot) and
+/// the final LoRA.
+struct Checkpoints<'a> {
+    plan: &'a TrainJob,
+    output: &'a Path,
+    seed: u64,
+}
+
+impl Checkpoints<'_> {
+    /// The LoRA file's layout, dtype and metadata at `step`.
+    fn lora_options(&self, step: u32) -> SaveOptions {
+        let plan = self.plan;
+        SaveOptions {
+            layout: plan.save.layout,
+            dtype: plan.save.dtype.dtype(),
+            metadata: LoraMetadata {
+                rank: Some(plan.lora.rank),
+                alpha: Some(plan.lora.alpha),
+                base_model: Some(plan.model.name_or_path.clone()),
+                trigger_word: plan.trigger_word.clone(),
+                targets: Some(plan.lora.targets.label()),
+                step: Some(u64::from(step)),
+                extra: plan
+                    .meta
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .collect(),
+            },
+        }
+    }
+
+    /// `<output>/<name>.safetensors`: the finished run's LoRA.
+    fn final_lora(&self) -> PathBuf {
+        self.output.join(format!("{}.safetensors", self.plan.name))
+    }
+
+    /// A step checkpoint: the step's LoRA file, then the training state (written last, so a state on
+    /// disk always has its LoRA), then keep-N pruning and the loss plot. Returns the LoRA's path.
+    fn save<B: AutodiffBackend>(&self, run: &mut Run<B>, step: u32, log: &LossLog) -> Result<PathBuf> {
+        crate::out_of_memory::set_phase(format!("saving step {step}"));
+        let lora = self.output.join(checkpoint::lora_file_name(&self.plan.name, step));
+        run.save_lora(&lora, &self.lora_options(step))?;
+        let host = |ts: &[Tensor<B::InnerBackend, 2>]| ts.iter().map(|t| t.to_data()).collect::<Vec<_>>();
+        let state = TrainingState {
+            file: StateFile {
+                step,
+                seed: self.seed,
+                optimizer: run.optimizer.name().to_string(),
+                keys: run.keys.clone(),
+                has_ema: run.ema.is_some(),
+            },
+            adapter: host(&trainable::values(&run.model, ADAPTER)),
+            ema: run.ema.as_ref().map(|e| host(e)),
+        };
+        checkpoint::save_state(self.output, &state, |path| run.optimizer.state().save(path))?;
+        checkpoint::prune(self.output, &self.plan.name, self.plan.save.keep)?;
+        write_plot(&self.output.join("loss.png"), &points(log))?;
+        Ok(lora)
+    }
+
+    /// The final save at `step` (= the job's total): the last checkpoint when this process trained
+    /// (else only the pruning a stopped final save may have missed), then the final LoRA file.
+    fn save_final<B: AutodiffBackend>(&self, run: &mut Run<B>, step: u32, start_step: u32, log: &LossLog) -> Result<PathBuf> {
+        if step > start_step {
+            self.save(run, step, log)?;
+        } else {
+            checkpoint::prune(self.output, &self.plan.name, self.plan.save.keep)?;
+        }
+        crash_point("before-final-lora");
+        let final_lora = self.final_lora();
+        run.save_lora(&final_lora, &self.lora_options(step))?;
+        Ok(final_lora)
+    }
+}
+
+/// Preview: the `sample:` panel. The prompts' embeddings and reference images, prepared once; images
+/// show what a save would hold (the EMA weights when EMA is on).
+struct Previews<'a, B: AutodiffBackend> {
+    prompts: Vec<PreparedPrompt<B::InnerBackend>>,
+    vae: &'a Vae<B::InnerBackend>,
+    dir: PathBuf,
+    format: ImageFormat,
+    progress: bool,
+}
+
+impl<'a, B: AutodiffBackend> Previews<'a, B> {
+    /// Embeds the sample prompts (from the bank when encoded ahead) and opens their reference images;
+    /// none when sampling is disabled.
+    fn prepare(
+        plan: &TrainJob,
+        bank: &mut PromptBank<B::InnerBackend>,
+        texts: &[String],
+        vae: &'a Vae<B::InnerBackend>,
+        progress: bool,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut prompts = Vec::new();
+        if !plan.sample.disabled {
+            for (p, text) in plan.sample.prompts.iter().zip(texts) {
+                let embeds = from_cached::<B::InnerBackend, 2>(&*bank.embed(text)?, device)?.unsqueeze_dim::<3>(0);
+                let references = p.control_images.iter().map(ReferenceImage::open).collect::<Result<Vec<_>>>()?;
+                let mut prompt = p.clone();
+                prompt.prompt = text.clone();
+                prompts.push(PreparedPrompt { prompt, embeds, references });
+            }
+        }
+        Ok(Previews { prompts, vae, dir: plan.output_dir.join("samples"), format: plan.sample.format, progress })
+    }
+
+    /// Renders every prompt at `step` into `samples/`.
+    fn render(&self, run: &mut Run<B>, step: u32) -> Result<()> {
+        if self.prompts.is_empty() {
+            return Ok(());
+        }
+        crate::out_of_memory::set_phase(format!("sampling previews at step {step}"));
+        let pb = bar(self.prompts.len() as u64, self.progress, "sampling {bar:30} {pos}/{len} eta {eta}");
+        let inner = run.with_saved_weights(|m| m.valid())?;
+        previews::render(&inner, self.vae, &run.adapter, &self.prompts, &self.dir, step, self.format, |i, _| {
+            pb.set_position(i as u64)
+        })?;
+        pb.finish_and_clear();
+        Ok(())
+    }
 }
 
 /// A test-only crash hook: when `FLUX2_TRAIN_CRASH_AT` names this point, the process aborts here (as a
@@ -657,32 +811,4 @@ fn mean_losses(losses: &[StepLosses], step: u32, lr: f64, grad_norm: f64, elapse
     let loss = losses.iter().map(|l| l.loss).sum::<f32>() / n;
     let preservation = losses.iter().map(|l| l.preservation).collect::<Option<Vec<f32>>>().map(|v| v.iter().sum::<f32>() / n);
     LossRecord { step, loss, preservation, lr, grad_norm: grad_norm as f32, elapsed_s }
-}
-
-/// Runs `f` with the EMA weights swapped in when EMA is on (restored after), else on the model as is.
-fn with_weights<B: AutodiffBackend, T>(
-    model: &mut Flux2Transformer<B>,
-    ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
-    f: impl FnOnce(&Flux2Transformer<B>) -> T,
-) -> Result<T> {
-    match ema {
-        None => Ok(f(model)),
-        Some(ema) => {
-            let trained = trainable::values(model, ADAPTER);
-            trainable::set_values(model, ADAPTER, ema.clone())?;
-            let out = f(model);
-            trainable::set_values(model, ADAPTER, trained)?;
-            Ok(out)
-        }
-    }
-}
-
-/// Writes the LoRA file: the EMA weights when EMA is on, else the trained ones.
-fn save_lora<B: AutodiffBackend>(
-    model: &mut Flux2Transformer<B>,
-    ema: &Option<Vec<Tensor<B::InnerBackend, 2>>>,
-    path: &Path,
-    options: &SaveOptions,
-) -> Result<()> {
-    Ok(with_weights(model, ema, |m| lora_adapters::save(m, ADAPTER, path, options))??)
 }
