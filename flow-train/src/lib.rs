@@ -7,7 +7,7 @@
 //!   diffusers with the same steps.
 //! * [`TimestepSampler`]: training timesteps (`linear`, `sigmoid`, `weighted`, `shift`,
 //!   `lognorm_blend`) with a high-/low-noise bias and a denoising-step range, seeded by a
-//!   [`TrainRng`] whose state goes into checkpoints, so runs are reproducible and resumable.
+//!   [`Rng`] whose state goes into checkpoints, so runs are reproducible and resumable.
 //! * [`weighted_loss_weight`]: the `weighted` type's loss weight over timesteps (mean 1), derived
 //!   from ai-toolkit's measured table (see the `weighting` module docs for how).
 //! * [`noisy_latents`], [`flow_target`], [`apply_noise_offset`], [`gaussian_noise`]: the rectified-
@@ -17,7 +17,7 @@
 //!   [`dop_preservation_loss`].
 //! * [`sample`]: the FLUX.2 sampler (diffusers' `Flux2Pipeline` denoising loop: schedule, embedded
 //!   guidance, Euler steps with diffusers' dtype handling, reference-image tokens via
-//!   [`ReferenceTokens`]), seeded through [`TrainRng`] so a seed gives the same latents on every backend.
+//!   [`ReferenceTokens`]), seeded through [`Rng`] so a seed gives the same latents on every backend.
 //!
 //! Semantics follow ai-toolkit (the trainer users compare against) except where the docs say
 //! otherwise. The trainer, its config and CLI live
@@ -38,7 +38,6 @@ pub mod out_of_memory;
 pub mod pipeline;
 mod preservation;
 mod reference_images;
-mod rng;
 mod sampler;
 mod schedule;
 mod timestep_table;
@@ -55,7 +54,7 @@ pub use loss::{FlowLoss, LossType, LossValues, PSEUDO_HUBER_C, elementwise_loss,
 pub use noise::{NOISE_OFFSET_EPSILON, apply_noise_offset, flow_target, gaussian_noise, noisy_latents};
 pub use preservation::{DEFAULT_DOP_MULTIPLIER, dop_preservation_loss};
 pub use reference_images::ReferenceTokens;
-pub use rng::TrainRng;
+pub use flux2_ops::Rng;
 pub use sampler::{
     DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, InitialLatents, SampleOptions, euler_step, initial_noise, sample,
     transformer_timestep,

@@ -7,13 +7,13 @@
 //!
 //! Everything is generic over the tensor rank `D` with the batch on dim 0: FLUX.2 token layout
 //! `[B, N, 128]` and the latent-image layout `[B, 128, H/16, W/16]` both work. Noise is drawn from a
-//! [`TrainRng`] on the host, so it is reproducible and resumable like the timesteps (a backend's
+//! [`Rng`] on the host, so it is reproducible and resumable like the timesteps (a backend's
 //! global generator is neither).
 
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData, backend::Backend};
 
 use crate::error::{Error, Result};
-use crate::rng::TrainRng;
+use flux2_ops::Rng;
 
 /// Noise offsets with a magnitude below this are treated as 0 (ai-toolkit's threshold), and then draw
 /// no random numbers.
@@ -22,7 +22,7 @@ pub const NOISE_OFFSET_EPSILON: f32 = 1e-6;
 /// Standard normal noise of `shape` from `rng`: f32 draws in row-major order, converted to the
 /// float type of `options` (`&device` for the device default, or `(&device, dtype)`).
 pub fn gaussian_noise<B: Backend, const D: usize>(
-    rng: &mut TrainRng,
+    rng: &mut Rng,
     shape: [usize; D],
     options: impl Into<TensorCreationOptions<B>>,
 ) -> Tensor<B, D> {
@@ -42,7 +42,7 @@ pub fn apply_noise_offset<B: Backend, const D: usize>(
     noise: Tensor<B, D>,
     strength: f32,
     channel_dim: usize,
-    rng: &mut TrainRng,
+    rng: &mut Rng,
 ) -> Result<Tensor<B, D>> {
     if !strength.is_finite() {
         return Err(Error::InvalidValue { what: "noise offset strength", reason: format!("must be finite, got {strength}") });
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn velocity_is_the_path_derivative() {
         // x_sigma2 - x_sigma1 == (sigma2 - sigma1) * target for any pair of sigmas.
-        let mut rng = TrainRng::new(1);
+        let mut rng = Rng::new(1);
         let x0: Tensor<B, 3> = gaussian_noise(&mut rng, [1, 4, 8], &Default::default());
         let eps: Tensor<B, 3> = gaussian_noise(&mut rng, [1, 4, 8], &Default::default());
         let a = noisy_latents(x0.clone(), eps.clone(), &[0.3]).unwrap();
@@ -174,7 +174,7 @@ mod tests {
     fn keeps_the_inputs_float_type() {
         use burn::tensor::DType;
         let device = Default::default();
-        let mut rng = TrainRng::new(2);
+        let mut rng = Rng::new(2);
         let x0: Tensor<B, 3> = gaussian_noise(&mut rng, [2, 3, 4], (&device, DType::BF16));
         let eps: Tensor<B, 3> = gaussian_noise(&mut rng, [2, 3, 4], (&device, DType::BF16));
         assert_eq!(x0.dtype(), DType::BF16);
@@ -199,8 +199,8 @@ mod tests {
 
     #[test]
     fn gaussian_noise_is_seeded() {
-        let mut r1 = TrainRng::new(9);
-        let mut r2 = TrainRng::new(9);
+        let mut r1 = Rng::new(9);
+        let mut r2 = Rng::new(9);
         let a = values(gaussian_noise::<B, 3>(&mut r1, [2, 16, 8], &Default::default()));
         let b = values(gaussian_noise::<B, 3>(&mut r2, [2, 16, 8], &Default::default()));
         assert_eq!(a, b);
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn noise_offset_is_per_item_and_channel() {
-        let mut rng = TrainRng::new(4);
+        let mut rng = Rng::new(4);
         let zeros = t3(vec![0.0; 2 * 5 * 3], [2, 5, 3]); // [B, N, C]
         let out = values(apply_noise_offset(zeros.clone(), 0.1, 2, &mut rng).unwrap());
         // constant along N for each (b, c), different across channels
@@ -225,7 +225,7 @@ mod tests {
         }
         assert_ne!(out[0], out[1]);
         // the offsets are 0.1 * the rng's normals, in (b, c) order
-        let mut r = TrainRng::new(4);
+        let mut r = Rng::new(4);
         let mut z = vec![0f32; 6];
         r.fill_normal(&mut z);
         assert!((out[1] - 0.1 * z[1]).abs() < 1e-7);

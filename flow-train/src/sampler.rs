@@ -28,7 +28,7 @@
 //!   and the result rounded back to the velocity's dtype. With an f32 model all of it is plain f32.
 //! * **Reference images.** Appended after the noisy tokens (the same tokens for every batch item), cast to the
 //!   model dtype, never noised, their predictions dropped ([`ReferenceTokens`]).
-//! * **Noise.** With a seed, the initial noise is drawn on the host by [`TrainRng`] (see [`initial_noise`]), so
+//! * **Noise.** With a seed, the initial noise is drawn on the host by [`Rng`] (see [`initial_noise`]), so
 //!   a seed gives the same image on every backend and machine. It is *not* torch's `randn` stream: pass
 //!   explicit latents to reproduce a diffusers run.
 //!
@@ -40,7 +40,7 @@ use flux2_dit::{Flux2Transformer, PositionIds, pack_latents, unpack_latents};
 use crate::error::{Error, Result};
 use crate::noise::gaussian_noise;
 use crate::reference_images::ReferenceTokens;
-use crate::rng::TrainRng;
+use flux2_ops::Rng;
 use crate::schedule::Flux2Schedule;
 
 /// Steps when none are given: the default of diffusers' `Flux2Pipeline.__call__` (`num_inference_steps`).
@@ -106,7 +106,7 @@ impl<B: Backend> SampleOptions<B> {
 }
 
 /// The seeded starting noise of [`sample`]: standard normals `[batch, channels, height, width]` drawn in
-/// row-major order from `TrainRng::new(seed)` (f32 draws, converted to `dtype`).
+/// row-major order from `Rng::new(seed)` (f32 draws, converted to `dtype`).
 ///
 /// Drawn in the latent-image layout (not the token layout) so the same seed gives the same noise image
 /// whatever the packing; drawn on the host so it does not depend on the backend.
@@ -116,7 +116,7 @@ pub fn initial_noise<B: Backend>(
     dtype: DType,
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    gaussian_noise(&mut TrainRng::new(seed), [batch, channels, height, width], (device, dtype))
+    gaussian_noise(&mut Rng::new(seed), [batch, channels, height, width], (device, dtype))
 }
 
 /// The `timestep` tensor `[batch]` the pipeline feeds the transformer for scheduler timestep `t`

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::rng::TrainRng;
+use flux2_ops::Rng;
 use crate::schedule::{numpy_linspace, time_shift_exponential};
 
 /// Length of every timestep table (and of the weighting table): the model's training timesteps.
@@ -75,7 +75,7 @@ impl TimestepType {
     /// The 1000 candidate timesteps on the 0..=1000 scale, descending (index 0 = most noise).
     /// `image_seq_len` (noisy image tokens of the batch) matters for [`TimestepType::Shift`] only.
     /// Random types consume `rng`; fixed types leave it untouched.
-    pub fn table(self, image_seq_len: usize, rng: &mut TrainRng) -> Result<Vec<f32>> {
+    pub fn table(self, image_seq_len: usize, rng: &mut Rng) -> Result<Vec<f32>> {
         let n = NUM_TRAIN_TIMESTEPS;
         let mut table: Vec<f32> = match self {
             Self::Linear | Self::Weighted => (0..n).map(|i| (n - i) as f32).collect(),
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn shift_table_matches_ai_toolkit() {
-        let mut rng = TrainRng::new(0);
+        let mut rng = Rng::new(0);
         for case in reference()["train_shift"].as_array().unwrap() {
             let s = case["image_seq_len"].as_u64().unwrap() as usize;
             let mu = case["mu"].as_f64().unwrap();
@@ -137,7 +137,7 @@ mod tests {
             let mean = table.iter().map(|&t| t as f64).sum::<f64>() / 1000.0 / 1000.0;
             assert!((mean - case["mean_sigma"].as_f64().unwrap()).abs() < 1e-9);
         }
-        assert_eq!(rng, TrainRng::new(0), "fixed tables must not consume randomness");
+        assert_eq!(rng, Rng::new(0), "fixed tables must not consume randomness");
     }
 
     #[test]
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn linear_table_is_1000_down_to_1() {
-        let mut rng = TrainRng::new(0);
+        let mut rng = Rng::new(0);
         let t = TimestepType::Linear.table(0, &mut rng).unwrap();
         assert_eq!(t.len(), 1000);
         assert_eq!((t[0], t[1], t[999]), (1000.0, 999.0, 1.0));
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn lognorm_blend_table_structure() {
-        let mut rng = TrainRng::new(5);
+        let mut rng = Rng::new(5);
         let t = TimestepType::LognormBlend.table(0, &mut rng).unwrap();
         assert_eq!(t.len(), 1000);
         assert!(t.windows(2).all(|w| w[0] >= w[1]));
@@ -171,16 +171,16 @@ mod tests {
 
     #[test]
     fn random_tables_are_sorted_and_in_range() {
-        let mut rng = TrainRng::new(9);
+        let mut rng = Rng::new(9);
         let t = TimestepType::Sigmoid.table(0, &mut rng).unwrap();
         assert!(t.windows(2).all(|w| w[0] >= w[1]));
         assert!(t.iter().all(|&x| (0.0..=1000.0).contains(&x)));
-        assert_ne!(rng, TrainRng::new(9));
+        assert_ne!(rng, Rng::new(9));
     }
 
     #[test]
     fn shift_needs_tokens() {
-        let mut rng = TrainRng::new(0);
+        let mut rng = Rng::new(0);
         assert_eq!(TimestepType::Shift.table(0, &mut rng), Err(Error::InvalidImageSeqLen { image_seq_len: 0 }));
     }
 

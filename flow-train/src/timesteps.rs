@@ -1,6 +1,6 @@
 //! Training timestep sampling: type x bias x denoising range, seeded and resumable.
 //!
-//! A [`TimestepSampler`] owns its [`TrainRng`]. Each [`TimestepSampler::sample`] call (one per
+//! A [`TimestepSampler`] owns its [`Rng`]. Each [`TimestepSampler::sample`] call (one per
 //! training step) builds the type's table (see [`TimestepType`]), picks one index per batch item
 //! with the [`TimestepBias`] inside `[min_denoising_steps, max_denoising_steps]`, and returns the
 //! timesteps with their loss weights. The sampler serializes completely (config and generator
@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::rng::TrainRng;
+use flux2_ops::Rng;
 use crate::timestep_table::{NUM_TRAIN_TIMESTEPS, TimestepType};
 use crate::weighting::weighted_loss_table;
 
@@ -129,7 +129,7 @@ impl TimestepBatch {
 #[serde(try_from = "SamplerState")]
 pub struct TimestepSampler {
     config: TimestepConfig,
-    rng: TrainRng,
+    rng: Rng,
 }
 
 /// Serialized form of [`TimestepSampler`] (validated on the way in).
@@ -137,7 +137,7 @@ pub struct TimestepSampler {
 #[serde(deny_unknown_fields)]
 struct SamplerState {
     config: TimestepConfig,
-    rng: TrainRng,
+    rng: Rng,
 }
 
 impl TryFrom<SamplerState> for TimestepSampler {
@@ -148,13 +148,13 @@ impl TryFrom<SamplerState> for TimestepSampler {
 }
 
 impl TimestepSampler {
-    /// Sampler drawing from `TrainRng::new(seed)`.
+    /// Sampler drawing from `Rng::new(seed)`.
     pub fn new(config: TimestepConfig, seed: u64) -> Result<Self> {
-        Self::with_rng(config, TrainRng::new(seed))
+        Self::with_rng(config, Rng::new(seed))
     }
 
     /// Sampler drawing from a generator the caller prepared (e.g. a dedicated stream of the run seed).
-    pub fn with_rng(config: TimestepConfig, rng: TrainRng) -> Result<Self> {
+    pub fn with_rng(config: TimestepConfig, rng: Rng) -> Result<Self> {
         config.index_range()?;
         Ok(Self { config, rng })
     }
@@ -165,7 +165,7 @@ impl TimestepSampler {
     }
 
     /// The generator's current state (what a checkpoint must keep).
-    pub fn rng(&self) -> &TrainRng {
+    pub fn rng(&self) -> &Rng {
         &self.rng
     }
 

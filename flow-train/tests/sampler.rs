@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use flow_train::{
-    Error, Flux2Schedule, InitialLatents, SampleOptions, TrainRng, euler_step, gaussian_noise, initial_noise, sample,
+    Error, Flux2Schedule, InitialLatents, SampleOptions, Rng, euler_step, gaussian_noise, initial_noise, sample,
     transformer_timestep,
 };
 use flux2_dit::{Checkpoint, Flux2Transformer, TensorStore, pack_latents};
@@ -33,7 +33,7 @@ fn guidance_model<Bk: Backend>() -> Flux2Transformer<Bk> {
 }
 
 fn prompt<Bk: Backend>(batch: usize, len: usize, seed: u64) -> Tensor<Bk, 3> {
-    gaussian_noise(&mut TrainRng::new(seed), [batch, len, 16], &Default::default())
+    gaussian_noise(&mut Rng::new(seed), [batch, len, 16], &Default::default())
 }
 
 fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
@@ -132,7 +132,7 @@ fn seeded_noise_is_the_documented_trainrng_draw() {
     let device = Default::default();
     let m = guidance_model::<B>();
     let noise = initial_noise::<B>(42, [1, 16, 3, 2], DType::F32, &device);
-    let expect: Tensor<B, 4> = gaussian_noise(&mut TrainRng::new(42), [1, 16, 3, 2], &device);
+    let expect: Tensor<B, 4> = gaussian_noise(&mut Rng::new(42), [1, 16, 3, 2], &device);
     assert_eq!(values(noise.clone()), values(expect));
     let seeded = sample(&m, prompt(1, 4, 2), SampleOptions::seeded(42, 3, 2).steps(2).guidance(3.0), None).unwrap();
     let explicit = sample(&m, prompt(1, 4, 2), SampleOptions::from_latents(noise).steps(2).guidance(3.0), None).unwrap();
@@ -230,7 +230,7 @@ fn bad_inputs_are_named_errors() {
     let m = guidance_model::<B>();
     let message = |r: flow_train::Result<Tensor<B, 4>>| r.unwrap_err().to_string();
     // joint dim 16 expected
-    let wrong_prompt: Tensor<B, 3> = gaussian_noise(&mut TrainRng::new(0), [1, 3, 8], &device);
+    let wrong_prompt: Tensor<B, 3> = gaussian_noise(&mut Rng::new(0), [1, 3, 8], &device);
     assert!(message(sample(&m, wrong_prompt, SampleOptions::seeded(0, 2, 2), None)).contains("prompt_embeds"));
     // latents batch / channels
     let bad_batch = initial_noise::<B>(0, [2, 16, 2, 2], DType::F32, &device);

@@ -76,6 +76,8 @@ pub fn burn_dtype(dtype: Dtype) -> Option<DType> {
         Dtype::F64 => DType::F64,
         Dtype::I64 => DType::I64,
         Dtype::I32 => DType::I32,
+        Dtype::U8 => DType::U8,
+        Dtype::I8 => DType::I8,
         _ => return None,
     })
 }
@@ -267,6 +269,17 @@ impl TensorStore {
         let data = TensorData::from_bytes_vec(stored.bytes.to_vec(), stored.shape.to_vec(), from);
         self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string());
         Ok(if from == dtype { data } else { data.convert_dtype(dtype) })
+    }
+
+    /// Reads `key` in its stored dtype (any dtype [`burn_dtype`] knows, integers included); marks it used.
+    pub fn read_as_stored(&self, key: &str) -> Result<TensorData> {
+        let stored = self.get(key)?;
+        let dtype = burn_dtype(stored.dtype).ok_or_else(|| Error::UnsupportedDtype {
+            key: key.to_string(),
+            file: stored.path.to_path_buf(),
+            dtype: format!("{:?}", stored.dtype),
+        })?;
+        self.read(key, dtype)
     }
 
     /// [`Self::read`] after checking the stored shape is `expected`.

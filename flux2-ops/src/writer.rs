@@ -34,6 +34,8 @@ fn dtype_name(dtype: DType, tensor: &str, path: &Path) -> Result<&'static str> {
         DType::F64 => "F64",
         DType::I64 => "I64",
         DType::I32 => "I32",
+        DType::U8 => "U8",
+        DType::I8 => "I8",
         other => {
             return Err(Error::UnsupportedDtype { key: tensor.to_string(), file: path.to_path_buf(), dtype: format!("{other:?} (cannot be saved)") });
         }

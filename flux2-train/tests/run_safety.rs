@@ -49,13 +49,13 @@ fn a_run_killed_inside_the_final_save_is_completed_on_resume() {
     assert!(out.join("training_state/step_000000003/state.json").is_file(), "the last state was written");
     assert!(!out.join("final.safetensors").exists(), "the final LoRA was not");
     // What a kill during a LoRA write leaves behind.
-    std::fs::write(out.join("final_000000002.safetensors.partial"), b"half").unwrap();
+    std::fs::write(out.join(".final_000000002.safetensors.999999999.0.tmp"), b"half").unwrap();
 
     let resumed = train(&job, None);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert!(stderr(&resumed).contains("completed the final save"), "{}", stderr(&resumed));
     assert!(out.join("final.safetensors").is_file());
-    assert!(!out.join("final_000000002.safetensors.partial").exists(), "stray .partial removed");
+    assert!(!out.join(".final_000000002.safetensors.999999999.0.tmp").exists(), "a dead writer's temporary file is removed");
 
     let again = train(&job, None);
     assert!(again.status.success() && stderr(&again).contains("nothing to do"), "{}", stderr(&again));

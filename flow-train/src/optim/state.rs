@@ -7,12 +7,11 @@
 //! Tensor keys are `<parameter index>.<state name>`, e.g. `3.exp_avg`: the trainer passes parameters in
 //! the same order every step and run, so the index identifies the tensor.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{DType, TensorData};
-use safetensors::{Dtype, SafeTensors, View};
+use flux2_ops::{write_safetensors, PendingTensor, TensorStore};
 
 use crate::error::{Error, Result};
 
@@ -29,97 +28,32 @@ pub struct OptimizerState {
     pub scalars: serde_json::Value,
 }
 
-fn safetensors_dtype(dtype: DType) -> Option<Dtype> {
-    Some(match dtype {
-        DType::F32 => Dtype::F32,
-        DType::F64 => Dtype::F64,
-        DType::U8 => Dtype::U8,
-        DType::I64 => Dtype::I64,
-        DType::I32 => Dtype::I32,
-        _ => return None,
-    })
-}
-
-fn burn_dtype(dtype: Dtype) -> Option<DType> {
-    Some(match dtype {
-        Dtype::F32 => DType::F32,
-        Dtype::F64 => DType::F64,
-        Dtype::U8 => DType::U8,
-        Dtype::I64 => DType::I64,
-        Dtype::I32 => DType::I32,
-        _ => return None,
-    })
-}
-
-/// A [`TensorData`] seen as a safetensors tensor (no copy).
-struct DataView<'a> {
-    data: &'a TensorData,
-    dtype: Dtype,
-    shape: Vec<usize>,
-}
-
-impl View for DataView<'_> {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self.data.as_bytes())
-    }
-    fn data_len(&self) -> usize {
-        self.data.as_bytes().len()
-    }
-}
-
 impl OptimizerState {
-    /// Writes the state as one safetensors file, atomically: a `.partial` file is written, synced and
-    /// renamed, so an interrupted save never leaves a truncated state under `path`.
+    /// Writes the state as one safetensors file with the workspace's atomic writer, so an interrupted
+    /// save never leaves a truncated state under `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut views = Vec::with_capacity(self.tensors.len());
-        for (name, data) in &self.tensors {
-            let dtype = safetensors_dtype(data.dtype).ok_or_else(|| Error::OptimizerState {
-                key: name.clone(),
-                reason: format!("{:?} tensors cannot be saved", data.dtype),
-            })?;
-            views.push((name.as_str(), DataView { data, dtype, shape: data.shape.to_vec() }));
-        }
-        let metadata = HashMap::from([(SCALARS_KEY.to_string(), self.scalars.to_string())]);
-        let tmp = path.with_extension("safetensors.partial");
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(std::io::Error::other)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
+        let tensors =
+            self.tensors.iter().map(|(name, data)| PendingTensor::ready(name.clone(), data.clone(), data.dtype)).collect();
+        let metadata = BTreeMap::from([(SCALARS_KEY.to_string(), self.scalars.to_string())]);
+        write_safetensors(path, tensors, &metadata).map_err(|e| match e {
+            flux2_ops::Error::UnsupportedDtype { key, dtype, .. } => Error::OptimizerState { key, reason: format!("{dtype} tensors cannot be saved") },
+            other => Error::from(other),
         })
     }
 
     /// Reads a file written by [`OptimizerState::save`].
     pub fn load(path: &Path) -> Result<OptimizerState> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |message: String| Error::Io { path: path.to_path_buf(), message };
-        let (_, metadata) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let store = TensorStore::open_file(path).map_err(|e| bad(e.to_string()))?;
+        let metadata = store.metadata();
         let scalars = metadata
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(SCALARS_KEY))
+            .get(SCALARS_KEY)
             .ok_or_else(|| bad(format!("no `{SCALARS_KEY}` in the header: not an optimizer state file")))?;
         let scalars: serde_json::Value =
             serde_json::from_str(scalars).map_err(|e| bad(format!("`{SCALARS_KEY}` is not JSON: {e}")))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let mut tensors = BTreeMap::new();
-        for (name, view) in file.iter() {
-            let dtype = burn_dtype(view.dtype())
-                .ok_or_else(|| bad(format!("tensor `{name}`: dtype {:?} is not optimizer state", view.dtype())))?;
-            let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        for name in store.keys() {
+            let data = store.read_as_stored(name).map_err(|e| bad(format!("{e} (not optimizer state)")))?;
             tensors.insert(name.to_string(), data);
         }
         Ok(OptimizerState { tensors, scalars })
@@ -231,7 +165,8 @@ mod tests {
             scalars,
         };
         state.save(&path).unwrap();
-        assert!(!path.with_extension("safetensors.partial").exists());
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["optimizer.safetensors"], "no temporary file left");
         let mut back = OptimizerState::load(&path).unwrap();
         assert_eq!(back, state);
         assert_eq!(back.f64("d").unwrap().to_bits(), 1.2345678901234567e-5f64.to_bits());

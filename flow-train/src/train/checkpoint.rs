@@ -50,27 +50,21 @@ fn state_dir(output: &Path, step: u32) -> PathBuf {
     state_root(output).join(format!("step_{step:09}"))
 }
 
-/// Writes a file atomically (temp file + rename), so a crash never leaves a half-written one.
+/// Writes a file atomically ([`flux2_ops::atomic_file`]), so a crash never leaves a half-written one.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    dataset_buckets::atomic_write(path, bytes).map_err(|e| Error::Invalid(e.to_string()))
+    flux2_ops::atomic_file::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-/// Removes what a run stopped mid-write leaves behind: `*.partial` files (the temporary names of
-/// [`write_tensors`] and the LoRA writer) in the output folder and its training states. Only called
-/// while the run lock is held, so no other run is writing them.
+/// Removes what a run stopped mid-write leaves behind: the temporary files of the atomic writer
+/// (`.<name>.<pid>.<n>.tmp`) of dead processes, in the output folder and its training states. Called
+/// while the run lock is held, so no other run is writing there.
 pub fn remove_partial_files(output: &Path) -> Result<()> {
     let mut dirs = vec![output.to_path_buf()];
     if let Ok(states) = std::fs::read_dir(state_root(output)) {
         dirs.extend(states.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "partial") && path.is_file() {
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            }
-        }
+        flux2_ops::atomic_file::remove_stale_temp_files(&dir);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use lora_adapters::AdapterHandle;
 
 use super::step::{TrainBatch, context, predict};
 use crate::error::Result;
-use crate::{TrainRng, flow_target, gaussian_noise, noisy_latents};
+use crate::{Rng, flow_target, gaussian_noise, noisy_latents};
 
 /// One item: latents `[1, C, h, w]` and its prompt embedding `[1, L, D]`.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ fn for_each<B: Backend>(
         let batch = batch_of(item);
         let ctx = context(model, &batch)?;
         let x0 = pack_latents(item.latents.clone().cast(DType::F32));
-        let noise = gaussian_noise::<B, 3>(&mut TrainRng::with_stream(seed, i as u64), x0.dims(), &x0.device());
+        let noise = gaussian_noise::<B, 3>(&mut Rng::with_stream(seed, i as u64), x0.dims(), &x0.device());
         for &sigma in sigmas {
             let noisy = noisy_latents(x0.clone(), noise.clone(), &[sigma])?;
             let target = flow_target(x0.clone(), noise.clone())?;

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::job::{ImageFormat, LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
 use crate::pipeline::{PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, options_text_encoder, options_vae, resolve_model};
-use crate::{TimestepSampler, TrainRng, gaussian_noise};
+use crate::{TimestepSampler, gaussian_noise};
 
 /// Name of the trained adapter inside the model.
 pub const ADAPTER: &str = "lora";
@@ -590,10 +590,10 @@ impl<B: AutodiffBackend> Run<B> {
             let batch = data.train_batch(n, device, loss_options.dop_multiplier.is_some())?;
             let [b, c, h, w] = batch.latents.dims();
             items += b as u64;
-            let mut noise_rng = TrainRng::with_stream(seed, 2 * n);
+            let mut noise_rng = Rng::with_stream(seed, 2 * n);
             let noise = gaussian_noise::<B, 4>(&mut noise_rng, [b, c, h, w], device);
             let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
-            let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), TrainRng::with_stream(seed, 2 * n + 1))?;
+            let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), Rng::with_stream(seed, 2 * n + 1))?;
             let timesteps = sampler.sample(b, h * w)?;
             let step_seed = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             B::seed(device, step_seed);
