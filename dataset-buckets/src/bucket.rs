@@ -137,10 +137,8 @@ pub fn plan_geometry(source: Size, bucket: Size, placement: CropPlacement<'_>) -
     let sx = f64::from(bucket.width) / f64::from(source.width);
     let sy = f64::from(bucket.height) / f64::from(source.height);
     let s = sx.max(sy);
-    let resize_to = Size::new(
-        (f64::from(source.width) * s).ceil() as u32,
-        (f64::from(source.height) * s).ceil() as u32,
-    );
+    let resize_to =
+        Size::new((f64::from(source.width) * s).ceil() as u32, (f64::from(source.height) * s).ceil() as u32);
     // The rounded-up sides are never below the bucket; saturate anyway rather than trust float rounding.
     let slack_x = resize_to.width.saturating_sub(bucket.width);
     let slack_y = resize_to.height.saturating_sub(bucket.height);

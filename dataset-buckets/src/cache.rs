@@ -187,7 +187,11 @@ impl Caches {
             .field("source_size", record.size)
             .field("resample", RESAMPLE)
             .finish();
-        Ok(Entry { path: dir.join(format!("{}_{slot}.safetensors", file_stem(&record.path))), key, source: record.path.clone() })
+        Ok(Entry {
+            path: dir.join(format!("{}_{slot}.safetensors", file_stem(&record.path))),
+            key,
+            source: record.path.clone(),
+        })
     }
 
     /// The latent entry of a sample's `index`-th control image.
@@ -217,7 +221,11 @@ impl Caches {
             .field("source_size", g.source)
             .field("resample", RESAMPLE)
             .finish();
-        Ok(Entry { path: dir.join(format!("{}_{slot}.safetensors", file_stem(&control.path))), key, source: control.path.clone() })
+        Ok(Entry {
+            path: dir.join(format!("{}_{slot}.safetensors", file_stem(&control.path))),
+            key,
+            source: control.path.clone(),
+        })
     }
 
     /// The text-embedding entry of a sample's caption (`dropped`: the dataset's dropout caption).
@@ -241,7 +249,11 @@ impl Caches {
             .field("identity", identity)
             .field("caption", &record.caption)
             .finish();
-        Ok(Entry { path: dir.join(format!("{}_{slot}.safetensors", file_stem(&record.path))), key, source: record.path.clone() })
+        Ok(Entry {
+            path: dir.join(format!("{}_{slot}.safetensors", file_stem(&record.path))),
+            key,
+            source: record.path.clone(),
+        })
     }
 
     fn dropout_entry(&self, dataset: &Dataset, identity: &str) -> Entry {
@@ -250,9 +262,18 @@ impl Caches {
             Some(folder) => folder.join("text"),
             None => dataset.root().join("_t_e_cache"),
         };
-        let slot = KeyBuilder::new("dropout slot").field("identity", identity).field("caption", &caption).finish_short();
-        let key = KeyBuilder::new("text").field("format", FORMAT_VERSION).field("identity", identity).field("caption", &caption).finish();
-        Entry { path: dir.join(format!("dropout_caption_{slot}.safetensors")), key, source: dataset.root().to_path_buf() }
+        let slot =
+            KeyBuilder::new("dropout slot").field("identity", identity).field("caption", &caption).finish_short();
+        let key = KeyBuilder::new("text")
+            .field("format", FORMAT_VERSION)
+            .field("identity", identity)
+            .field("caption", &caption)
+            .finish();
+        Entry {
+            path: dir.join(format!("dropout_caption_{slot}.safetensors")),
+            key,
+            source: dataset.root().to_path_buf(),
+        }
     }
 
     // ----- building ------------------------------------------------------------------------------
@@ -280,13 +301,19 @@ impl Caches {
                     if seen.insert(entry.path.clone(), ()).is_some() {
                         continue;
                     }
-                    work.push(LatentWork { entry, job, disk: config.cache_latents_to_disk, memory: config.cache_latents });
+                    work.push(LatentWork {
+                        entry,
+                        job,
+                        disk: config.cache_latents_to_disk,
+                        memory: config.cache_latents,
+                    });
                 }
             }
         }
 
         // Temporary files of writers that were killed mid-write.
-        let dirs: std::collections::BTreeSet<&Path> = work.iter().filter(|w| w.disk).filter_map(|w| w.entry.path.parent()).collect();
+        let dirs: std::collections::BTreeSet<&Path> =
+            work.iter().filter(|w| w.disk).filter_map(|w| w.entry.path.parent()).collect();
         for dir in dirs {
             flux2_ops::atomic_file::remove_stale_temp_files(dir);
         }
@@ -450,12 +477,17 @@ impl Caches {
     /// The text embedding of a sample's caption, or of its dataset's dropout caption when `dropped`
     /// (see [`crate::StepCaption::dropped`]). Datasets with `cache_text_embeddings` read (or build)
     /// the file; others encode on every call.
-    pub fn text(&self, set: &DatasetSet, r: SampleRef, encoder: &dyn TextEncoder, dropped: bool) -> Result<Arc<CachedTensor>> {
+    pub fn text(
+        &self,
+        set: &DatasetSet,
+        r: SampleRef,
+        encoder: &dyn TextEncoder,
+        dropped: bool,
+    ) -> Result<Arc<CachedTensor>> {
         let identity = encoder.identity();
         let dataset = set.dataset(r.dataset)?;
         let entry = self.text_entry(set, r, &identity, dropped)?;
-        let caption =
-            if dropped { dataset.caption_rules().dropout_caption() } else { set.record(r)?.caption.clone() };
+        let caption = if dropped { dataset.caption_rules().dropout_caption() } else { set.record(r)?.caption.clone() };
         if !dataset.config().cache_text_embeddings {
             return Ok(Arc::new(encode_text(encoder, &identity, &caption, &entry.source)?));
         }
@@ -501,7 +533,12 @@ fn prepare_job(set: &DatasetSet, job: LatentJob) -> Result<PreparedImage> {
     }
 }
 
-fn encode_latent(encoder: &dyn LatentEncoder, identity: &str, image: &PreparedImage, source: &Path) -> Result<CachedTensor> {
+fn encode_latent(
+    encoder: &dyn LatentEncoder,
+    identity: &str,
+    image: &PreparedImage,
+    source: &Path,
+) -> Result<CachedTensor> {
     encoder.encode(image).map_err(|e| encode_error("latent", identity, source, e))
 }
 
@@ -592,7 +629,8 @@ pub fn read_entry(entry: &Entry) -> Result<CachedTensor> {
         Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         other => return Err(cache_err(path, format!("unsupported dtype {other:?}"))),
     };
-    CachedTensor::new(view.shape().to_vec(), data).ok_or_else(|| cache_err(path, "tensor length does not match its shape"))
+    CachedTensor::new(view.shape().to_vec(), data)
+        .ok_or_else(|| cache_err(path, "tensor length does not match its shape"))
 }
 
 /// Serializes `tensor` with its key and writes it atomically.
@@ -606,7 +644,8 @@ pub fn write_entry(entry: &Entry, tensor: &CachedTensor, identity: &str, dtype: 
             (Dtype::BF16, tensor.data().iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect())
         }
     };
-    let view = TensorView::new(dt, tensor.shape().to_vec(), &bytes).map_err(|e| cache_err(&entry.path, e.to_string()))?;
+    let view =
+        TensorView::new(dt, tensor.shape().to_vec(), &bytes).map_err(|e| cache_err(&entry.path, e.to_string()))?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT_VERSION.to_string()),
         ("key".to_string(), entry.key.clone()),

@@ -49,13 +49,20 @@ pub(crate) fn read_caption_file(image: &Path, ext: &str) -> Result<Option<String
         Err(e) => return Err(Problem::new(&path, ProblemKind::CaptionUnreadable, e.to_string())),
         // A named pipe or device would block the loader or never end.
         Ok(m) if !m.is_file() => {
-            return Err(Problem::new(&path, ProblemKind::CaptionUnreadable, "not a regular file (a pipe, socket or device?)"));
+            return Err(Problem::new(
+                &path,
+                ProblemKind::CaptionUnreadable,
+                "not a regular file (a pipe, socket or device?)",
+            ));
         }
         Ok(m) if m.len() > MAX_CAPTION_BYTES => {
             return Err(Problem::new(
                 &path,
                 ProblemKind::CaptionUnreadable,
-                format!("{} bytes; captions are at most {MAX_CAPTION_BYTES} bytes (the text encoder reads 512 tokens)", m.len()),
+                format!(
+                    "{} bytes; captions are at most {MAX_CAPTION_BYTES} bytes (the text encoder reads 512 tokens)",
+                    m.len()
+                ),
             ));
         }
         Ok(_) => {}

@@ -212,10 +212,9 @@ impl DatasetConfig {
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return err("scale", format!("{} must be a positive number", self.scale));
         }
-        for (key, rate) in [
-            ("caption_dropout_rate", self.caption_dropout_rate),
-            ("token_dropout_rate", self.token_dropout_rate),
-        ] {
+        for (key, rate) in
+            [("caption_dropout_rate", self.caption_dropout_rate), ("token_dropout_rate", self.token_dropout_rate)]
+        {
             if !(0.0..=1.0).contains(&rate) {
                 return err(key, format!("{rate} is not a probability in 0..=1"));
             }

@@ -188,7 +188,13 @@ impl Dataset {
                             let mut rng = Rng::derive(
                                 options.seed,
                                 "random-crop",
-                                &[digests[ri], u64::from(resolution), u64::from(flip_x), u64::from(flip_y), u64::from(repeat)],
+                                &[
+                                    digests[ri],
+                                    u64::from(resolution),
+                                    u64::from(flip_x),
+                                    u64::from(flip_y),
+                                    u64::from(repeat),
+                                ],
                             );
                             plan_geometry(source, fit.size, CropPlacement::Random(&mut rng))
                         } else {
@@ -376,11 +382,7 @@ type ControlMatch = (Vec<Option<Vec<ControlImage>>>, Vec<Problem>);
 
 /// Pairs each candidate with one control image per control folder. Returns, per candidate, its
 /// controls (`None` when a control is missing, ambiguous or bad) and the problems found.
-fn match_controls(
-    candidates: &[Candidate],
-    folders: &[PathBuf],
-    options: &LoadOptions,
-) -> Result<ControlMatch> {
+fn match_controls(candidates: &[Candidate], folders: &[PathBuf], options: &LoadOptions) -> Result<ControlMatch> {
     if folders.is_empty() {
         return Ok((candidates.iter().map(|_| Some(Vec::new())).collect(), Vec::new()));
     }

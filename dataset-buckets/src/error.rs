@@ -64,11 +64,7 @@ pub enum Error {
 }
 
 fn skipped_note(skipped: usize) -> String {
-    if skipped == 0 {
-        String::new()
-    } else {
-        format!(" ({skipped} files were skipped as bad input)")
-    }
+    if skipped == 0 { String::new() } else { format!(" ({skipped} files were skipped as bad input)") }
 }
 
 fn bad_input_message(problems: &[Problem]) -> String {

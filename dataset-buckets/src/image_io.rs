@@ -108,7 +108,9 @@ fn check_pixels(width: u32, height: u32) -> std::result::Result<(), DecodeFailur
     if pixels > max {
         return Err((
             ProblemKind::TooLarge,
-            format!("{width}x{height} = {pixels} pixels, more than the {max} decoded at most (set {MAX_IMAGE_PIXELS_ENV} to raise it)"),
+            format!(
+                "{width}x{height} = {pixels} pixels, more than the {max} decoded at most (set {MAX_IMAGE_PIXELS_ENV} to raise it)"
+            ),
         ));
     }
     Ok(())
@@ -161,10 +163,9 @@ fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, DecodeFailure
 
 fn oriented_size(size: Size, orientation: Orientation) -> Size {
     match orientation {
-        Orientation::Rotate90
-        | Orientation::Rotate270
-        | Orientation::Rotate90FlipH
-        | Orientation::Rotate270FlipH => Size::new(size.height, size.width),
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => {
+            Size::new(size.height, size.width)
+        }
         _ => size,
     }
 }

@@ -43,12 +43,7 @@ pub struct Sampler<'a> {
 impl<'a> Sampler<'a> {
     pub(crate) fn new(set: &'a DatasetSet, stream: Stream, batch_size: usize, seed: u64) -> Self {
         let want_reg = stream == Stream::Reg;
-        let datasets = set
-            .datasets()
-            .iter()
-            .filter(|d| d.config().is_reg == want_reg)
-            .map(|d| d.index())
-            .collect();
+        let datasets = set.datasets().iter().filter(|d| d.config().is_reg == want_reg).map(|d| d.index()).collect();
         Sampler { set, datasets, batch_size: batch_size.max(1), seed, pad: true }
     }
 
@@ -64,12 +59,7 @@ impl<'a> Sampler<'a> {
     }
 
     fn batch_size_of(&self, dataset: usize) -> usize {
-        self.set
-            .datasets()
-            .get(dataset)
-            .and_then(|d| d.config().batch_size)
-            .unwrap_or(self.batch_size)
-            .max(1)
+        self.set.datasets().get(dataset).and_then(|d| d.config().batch_size).unwrap_or(self.batch_size).max(1)
     }
 
     /// Number of batches in every epoch.

@@ -25,9 +25,7 @@ pub fn is_image_name(name: &str) -> bool {
         return false;
     }
     match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => {
-            IMAGE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
-        }
+        Some((stem, ext)) if !stem.is_empty() => IMAGE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)),
         _ => false,
     }
 }

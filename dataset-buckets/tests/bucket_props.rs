@@ -1,6 +1,6 @@
 //! Property tests of the bucket invariants over random sizes, resolutions and divisibilities.
 
-use dataset_buckets::{CropPlacement, Rng, Size, bucket_for_size, control_geometry, plan_geometry, ControlRules};
+use dataset_buckets::{ControlRules, CropPlacement, Rng, Size, bucket_for_size, control_geometry, plan_geometry};
 use proptest::prelude::*;
 
 fn divisibility() -> impl Strategy<Value = u32> {

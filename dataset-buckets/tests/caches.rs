@@ -64,8 +64,11 @@ fn built_once_reused_by_the_next_load() {
     assert!((t.data()[0] - 200.0).abs() < 1.0);
     assert_eq!(vae.calls(), 4, "read from disk, not encoded");
     // The cached value equals a fresh encode of the prepared image.
-    let direct = dataset_buckets::LatentEncoder::encode(&vae, &set.prepare_image(SampleRef { dataset: 0, sample: 5 }).expect("prep"))
-        .expect("encode");
+    let direct = dataset_buckets::LatentEncoder::encode(
+        &vae,
+        &set.prepare_image(SampleRef { dataset: 0, sample: 5 }).expect("prep"),
+    )
+    .expect("encode");
     assert_eq!(*caches.latent(&set, SampleRef { dataset: 0, sample: 5 }, &vae).expect("latent"), direct);
 }
 
@@ -137,7 +140,8 @@ fn tensor(n: usize, v: f32) -> CachedTensor {
 #[test]
 fn atomic_writes_never_expose_partial_files() {
     let dir = tempdir();
-    let entry = Entry { path: dir.path().join("cache/x_0.safetensors"), key: "k1".into(), source: PathBuf::from("x.png") };
+    let entry =
+        Entry { path: dir.path().join("cache/x_0.safetensors"), key: "k1".into(), source: PathBuf::from("x.png") };
     // A crash mid-write leaves only a hidden temp file: the entry is still missing, not damaged.
     std::fs::create_dir_all(dir.path().join("cache")).expect("mkdir");
     std::fs::write(dir.path().join("cache/.x_0.safetensors.999.0.tmp"), b"half").expect("write");
@@ -176,8 +180,10 @@ fn atomic_writes_never_expose_partial_files() {
     }
     done.store(true, Ordering::SeqCst);
     assert!(reader.join().expect("reader") > 0);
-    let leftovers: Vec<String> =
-        files_in(&dir.path().join("cache")).into_iter().filter(|n| n.ends_with(".tmp") && !n.contains(".999.")).collect();
+    let leftovers: Vec<String> = files_in(&dir.path().join("cache"))
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp") && !n.contains(".999."))
+        .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     atomic_write(&dir.path().join("cache/plain.bin"), b"abc").expect("write");
     assert_eq!(std::fs::read(dir.path().join("cache/plain.bin")).expect("read"), b"abc");
@@ -189,7 +195,8 @@ fn storage_dtypes_round_trip() {
     let values = vec![0.0f32, 1.5, -2.25, 1e-3, 123.456];
     let t = CachedTensor::new(vec![5], values.clone()).expect("tensor");
     for (dtype, tol) in [(StoreDtype::F32, 0.0), (StoreDtype::F16, 0.06), (StoreDtype::Bf16, 0.5)] {
-        let entry = Entry { path: dir.path().join(format!("{dtype:?}.safetensors")), key: "k".into(), source: PathBuf::new() };
+        let entry =
+            Entry { path: dir.path().join(format!("{dtype:?}.safetensors")), key: "k".into(), source: PathBuf::new() };
         write_entry(&entry, &t, "id", dtype).expect("write");
         let back = read_entry(&entry).expect("read");
         for (a, b) in back.data().iter().zip(&values) {

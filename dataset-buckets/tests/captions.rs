@@ -137,7 +137,9 @@ fn token_dropout_never_drops_kept_tags() {
     assert_eq!(r.step_caption("photo, cat, red", &mut Rng::new(0)).text, "photo");
     let half = rules(|c| c.token_dropout_rate = 0.5);
     let mut rng = Rng::new(5);
-    let total: usize = (0..2000).map(|_| half.step_caption("a, b, c, d", &mut rng).text.split(", ").filter(|t| !t.is_empty()).count()).sum();
+    let total: usize = (0..2000)
+        .map(|_| half.step_caption("a, b, c, d", &mut rng).text.split(", ").filter(|t| !t.is_empty()).count())
+        .sum();
     let mean = total as f64 / 2000.0;
     assert!((mean - 2.0).abs() < 0.15, "mean tags kept {mean}");
 }

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use common::*;
 use dataset_buckets::{
-    BadInputPolicy, CaptionSource, DatasetConfig, DatasetSet, Error, LoadOptions, ProblemKind, SampleRef, Size,
-    Stream,
+    BadInputPolicy, CaptionSource, DatasetConfig, DatasetSet, Error, LoadOptions, ProblemKind, SampleRef, Size, Stream,
 };
 
 fn load(configs: &[DatasetConfig]) -> Result<DatasetSet, Error> {
@@ -220,10 +219,8 @@ fn bad_input_stops_by_default_naming_every_file() {
 
     let err = load(&[DatasetConfig::for_folder(root)]).expect_err("must stop");
     let Error::BadInput { problems } = &err else { panic!("unexpected error {err}") };
-    let by_file: HashMap<String, ProblemKind> = problems
-        .iter()
-        .map(|p| (p.path.file_name().expect("name").to_string_lossy().into_owned(), p.kind))
-        .collect();
+    let by_file: HashMap<String, ProblemKind> =
+        problems.iter().map(|p| (p.path.file_name().expect("name").to_string_lossy().into_owned(), p.kind)).collect();
     assert_eq!(by_file.get("zero.png"), Some(&ProblemKind::EmptyFile));
     assert_eq!(by_file.get("garbage.jpg"), Some(&ProblemKind::UnknownFormat));
     assert_eq!(by_file.get("text.webp"), Some(&ProblemKind::UnknownFormat));
@@ -433,11 +430,14 @@ fn ai_toolkit_entry_deserializes() {
     assert_eq!(c.loss_multiplier, 1.0);
     assert_eq!(c.trigger_word.as_deref(), Some("sks"));
     assert_eq!(c.unsupported_keys(), ["augments", "square_crop"]);
-    let single: DatasetConfig = serde_json::from_str(r#"{"folder_path": "x", "resolution": 1024, "control_path": null}"#).expect("parse");
+    let single: DatasetConfig =
+        serde_json::from_str(r#"{"folder_path": "x", "resolution": 1024, "control_path": null}"#).expect("parse");
     assert_eq!(single.resolution, [1024]);
     assert!(single.control_folders().is_empty());
-    let ui: DatasetConfig =
-        serde_json::from_str(r#"{"folder_path": "x", "control_path_1": "a", "control_path_2": "b", "control_path": ""}"#).expect("parse");
+    let ui: DatasetConfig = serde_json::from_str(
+        r#"{"folder_path": "x", "control_path_1": "a", "control_path_2": "b", "control_path": ""}"#,
+    )
+    .expect("parse");
     assert_eq!(ui.control_folders(), [PathBuf::from("a"), PathBuf::from("b")]);
 }
 
@@ -455,7 +455,10 @@ fn decompression_bombs_are_refused_before_decoding() {
     assert_eq!(problems.len(), 1, "{err}");
     assert_eq!(problems[0].kind, ProblemKind::TooLarge);
     let message = err.to_string();
-    assert!(message.contains("bomb.png") && message.contains("65000x65000") && message.contains("FLUX2_MAX_IMAGE_PIXELS"), "{message}");
+    assert!(
+        message.contains("bomb.png") && message.contains("65000x65000") && message.contains("FLUX2_MAX_IMAGE_PIXELS"),
+        "{message}"
+    );
 
     let skip = LoadOptions { on_bad_input: BadInputPolicy::Skip, ..quiet() };
     let set = DatasetSet::load(&[DatasetConfig::for_folder(root)], &skip).expect("skips the bomb");

@@ -38,7 +38,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
 use flow_train::optim::{AdamW, AdamWSettings, Optimizer};
 use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
-use lora_adapters::{inject, trainable, LoraConfig, Targets};
+use lora_adapters::{LoraConfig, Targets, inject, trainable};
 
 /// Name of the benchmarked adapter inside the model.
 const ADAPTER: &str = "bench";
@@ -101,7 +101,12 @@ fn parse_args() -> Result<Args, String> {
         img: None,
         txt: None,
         ckpt: false,
-        device: "cuda:0".into(), dtype: DType::BF16, steps: 12, warmup: 3, breakdown: false };
+        device: "cuda:0".into(),
+        dtype: DType::BF16,
+        steps: 12,
+        warmup: 3,
+        breakdown: false,
+    };
     let mut it = std::env::args().skip(1);
     let mut device_given = false;
     while let Some(a) = it.next() {
@@ -270,7 +275,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         Flux2Transformer::<B>::from_source(c, &mut RandomSource::new(0), args.dtype, device)
     }
     .unwrap_or_else(|e| panic!("building the model: {e}"));
-    let lora = LoraConfig { rank: shape.rank, alpha: shape.rank as f32, dropout: 0.0, targets: Targets::Blocks, seed: 1 };
+    let lora =
+        LoraConfig { rank: shape.rank, alpha: shape.rank as f32, dropout: 0.0, targets: Targets::Blocks, seed: 1 };
     inject(&mut model, ADAPTER, &lora).unwrap_or_else(|e| panic!("injecting LoRA: {e}"));
     let adapted = model.linears().iter().filter(|(_, l)| !l.adapters.is_empty()).count();
     let shapes = trainable::shapes(&model, ADAPTER);
@@ -359,9 +365,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
             sample();
         }
         let o_start = Instant::now();
-        let new = opt
-            .step(LR, trainable::values(&model, ADAPTER), gs)
-            .unwrap_or_else(|e| panic!("optimizer step: {e}"));
+        let new =
+            opt.step(LR, trainable::values(&model, ADAPTER), gs).unwrap_or_else(|e| panic!("optimizer step: {e}"));
         trainable::set_values(&mut model, ADAPTER, new).unwrap_or_else(|e| panic!("updating the factors: {e}"));
         phase(&mut optim_s, o_start);
         sync::<B>(device);
@@ -402,7 +407,11 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         total / step / 1e12
     );
     if memory.is_some() {
-        println!("memory: peak in use {:.2} GiB, peak reserved {:.2} GiB (sampled inside one step)", gib(peak_in_use), gib(peak_reserved));
+        println!(
+            "memory: peak in use {:.2} GiB, peak reserved {:.2} GiB (sampled inside one step)",
+            gib(peak_in_use),
+            gib(peak_reserved)
+        );
     }
     if args.breakdown {
         println!(
@@ -413,7 +422,13 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         );
         micro::<B>(&model, &shape, args.dtype, device, total, step);
     }
-    println!("RESULT ours_ms={:.3} ours_peak_in_use_gib={:.3} ours_peak_reserved_gib={:.3} ours_tflops={:.2}", step * 1e3, gib(peak_in_use), gib(peak_reserved), total / step / 1e12);
+    println!(
+        "RESULT ours_ms={:.3} ours_peak_in_use_gib={:.3} ours_peak_reserved_gib={:.3} ours_tflops={:.2}",
+        step * 1e3,
+        gib(peak_in_use),
+        gib(peak_reserved),
+        total / step / 1e12
+    );
 }
 
 trait ScalarF32 {
@@ -442,7 +457,14 @@ fn time<B: Backend>(device: &B::Device, reps: usize, mut f: impl FnMut()) -> f64
 }
 
 /// Where the step's time goes: the same matmuls and attention calls timed alone on the inner backend.
-fn micro<B: AutodiffBackend>(model: &Flux2Transformer<B>, shape: &Shape, dtype: DType, device: &B::Device, flops: f64, step: f64) {
+fn micro<B: AutodiffBackend>(
+    model: &Flux2Transformer<B>,
+    shape: &Shape,
+    dtype: DType,
+    device: &B::Device,
+    flops: f64,
+    step: f64,
+) {
     type I<B> = <B as AutodiffBackend>::InnerBackend;
     let c = &shape.config;
     let normal = Distribution::Normal(0.0, 1.0);

@@ -17,7 +17,7 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
-use flux2_ops::fused_attention::{fused_attention_with, AttentionBlocks, FusedAttentionBackend};
+use flux2_ops::fused_attention::{AttentionBlocks, FusedAttentionBackend, fused_attention_with};
 
 fn plain<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f32) -> Tensor<B, 4> {
     softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
@@ -42,7 +42,13 @@ impl<E: burn::tensor::ElementConversion> ElemF32 for E {
 }
 
 /// Runs one case; returns the four relative errors (out, dq, dk, dv).
-fn case<B: AutodiffBackend + FusedAttentionBackend>(device: &B::Device, sq: [usize; 4], sk: [usize; 4], blocks: Option<AttentionBlocks>, dtype: DType) -> [f32; 4] {
+fn case<B: AutodiffBackend + FusedAttentionBackend>(
+    device: &B::Device,
+    sq: [usize; 4],
+    sk: [usize; 4],
+    blocks: Option<AttentionBlocks>,
+    dtype: DType,
+) -> [f32; 4] {
     let n = Distribution::Normal(0.0, 1.0);
     let q0 = Tensor::<B::InnerBackend, 4>::random(sq, n, device).mul_scalar(1.5).cast(dtype);
     let k0 = Tensor::<B::InnerBackend, 4>::random(sk, n, device).mul_scalar(1.5).cast(dtype);
@@ -75,11 +81,39 @@ fn case<B: AutodiffBackend + FusedAttentionBackend>(device: &B::Device, sq: [usi
 fn check<B: AutodiffBackend + FusedAttentionBackend>(device: &B::Device, f32_tol: f32, full_size: bool) -> bool {
     let mut ok = true;
     let cases: Vec<(&str, [usize; 4], [usize; 4], Option<AttentionBlocks>, DType, f32)> = vec![
-        ("f32 37 tokens, blocks 8x11", [2, 3, 37, 64], [2, 3, 37, 64], Some(AttentionBlocks { query: 8, key: 11 }), DType::F32, f32_tol),
-        ("f32 13x29 cross, blocks 5x7", [1, 2, 13, 32], [1, 2, 29, 32], Some(AttentionBlocks { query: 5, key: 7 }), DType::F32, f32_tol),
-        ("f32 1000 tokens x 128, blocks 96x300", [1, 4, 1000, 128], [1, 4, 1000, 128], Some(AttentionBlocks { query: 96, key: 300 }), DType::F32, f32_tol),
+        (
+            "f32 37 tokens, blocks 8x11",
+            [2, 3, 37, 64],
+            [2, 3, 37, 64],
+            Some(AttentionBlocks { query: 8, key: 11 }),
+            DType::F32,
+            f32_tol,
+        ),
+        (
+            "f32 13x29 cross, blocks 5x7",
+            [1, 2, 13, 32],
+            [1, 2, 29, 32],
+            Some(AttentionBlocks { query: 5, key: 7 }),
+            DType::F32,
+            f32_tol,
+        ),
+        (
+            "f32 1000 tokens x 128, blocks 96x300",
+            [1, 4, 1000, 128],
+            [1, 4, 1000, 128],
+            Some(AttentionBlocks { query: 96, key: 300 }),
+            DType::F32,
+            f32_tol,
+        ),
         ("bf16 1000 tokens x 128, default blocks", [1, 8, 1000, 128], [1, 8, 1000, 128], None, DType::BF16, 3e-2),
-        ("bf16 4608 tokens x 128, 48 heads, default blocks", [1, 48, 4608, 128], [1, 48, 4608, 128], None, DType::BF16, 3e-2),
+        (
+            "bf16 4608 tokens x 128, 48 heads, default blocks",
+            [1, 48, 4608, 128],
+            [1, 48, 4608, 128],
+            None,
+            DType::BF16,
+            3e-2,
+        ),
     ];
     for (name, sq, sk, blocks, dtype, tol) in cases {
         // The full-size case needs a 4 GB f32 reference score matrix: GPU only.
@@ -89,7 +123,11 @@ fn check<B: AutodiffBackend + FusedAttentionBackend>(device: &B::Device, f32_tol
         let errs = case::<B>(device, sq, sk, blocks, dtype);
         let pass = errs.iter().all(|e| e.is_finite() && *e <= tol);
         ok &= pass;
-        println!("{} {name}: rel_err out/dq/dk/dv = {} (tol {tol:e})", if pass { "PASS" } else { "FAIL" }, errs.map(|e| format!("{e:.2e}")).join(" / "));
+        println!(
+            "{} {name}: rel_err out/dq/dk/dv = {} (tol {tol:e})",
+            if pass { "PASS" } else { "FAIL" },
+            errs.map(|e| format!("{e:.2e}")).join(" / ")
+        );
     }
     ok
 }
@@ -152,7 +190,8 @@ fn main() {
     let device = std::env::args().skip_while(|a| a != "--device").nth(1).unwrap_or_else(|| "cpu".into());
     let ok = if device == "cpu" {
         let device = Default::default();
-        check_matmul::<Autodiff<burn::backend::Flex>>(&device) & check::<Autodiff<burn::backend::Flex>>(&device, 2e-5, false)
+        check_matmul::<Autodiff<burn::backend::Flex>>(&device)
+            & check::<Autodiff<burn::backend::Flex>>(&device, 2e-5, false)
     } else {
         run_cuda(&device)
     };

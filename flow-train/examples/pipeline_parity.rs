@@ -49,19 +49,14 @@ fn unzstd(path: &Path) -> Result<Vec<u8>, String> {
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    decoder.read_to_end(&mut out).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(out)
 }
 
 fn needs_expanding(dir: &Path) -> Result<bool, String> {
     for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.ends_with(".zst") || name.ends_with(".from") || (path.is_dir() && needs_expanding(&path)?) {
             return Ok(true);
         }
@@ -75,10 +70,7 @@ fn expand(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
     for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
         let src = entry.map_err(|e| format!("{}: {e}", from.display()))?.path();
-        let name = src
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let write = |name: &str, bytes: Vec<u8>| {
             std::fs::write(to.join(name), bytes).map_err(|e| format!("{}: {e}", to.join(name).display()))
         };
@@ -105,17 +97,12 @@ fn expand(from: &Path, to: &Path) -> Result<(), String> {
 impl ModelFolders {
     /// `model` itself when it is a plain folder, else its expanded temporary copy.
     pub fn plain(&mut self, model: &Path) -> Result<PathBuf, String> {
-        let key = model
-            .canonicalize()
-            .map_err(|e| format!("model folder {}: {e}", model.display()))?;
+        let key = model.canonicalize().map_err(|e| format!("model folder {}: {e}", model.display()))?;
         if !needs_expanding(&key)? {
             return Ok(key);
         }
         if !self.expanded.contains_key(&key) {
-            let tmp = tempfile::Builder::new()
-                .prefix("flux2-pipeline-model")
-                .tempdir()
-                .map_err(|e| e.to_string())?;
+            let tmp = tempfile::Builder::new().prefix("flux2-pipeline-model").tempdir().map_err(|e| e.to_string())?;
             expand(&key, tmp.path())?;
             self.expanded.insert(key.clone(), tmp);
         }
@@ -148,10 +135,9 @@ impl CaseInputs {
         let opt_usize = |key: &str| -> Result<Option<usize>, String> {
             match json.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(|v| Some(v as usize))
-                    .ok_or_else(|| bad(key, "a non-negative integer or null")),
+                Some(v) => {
+                    v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| bad(key, "a non-negative integer or null"))
+                }
             }
         };
         let files = |key: &str| -> Result<Vec<PathBuf>, String> {
@@ -159,11 +145,7 @@ impl CaseInputs {
                 None | Some(serde_json::Value::Null) => Ok(Vec::new()),
                 Some(serde_json::Value::Array(items)) => items
                     .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(|f| case.join(f))
-                            .ok_or_else(|| bad(key, "a list of file names"))
-                    })
+                    .map(|v| v.as_str().map(|f| case.join(f)).ok_or_else(|| bad(key, "a list of file names")))
                     .collect(),
                 Some(_) => Err(bad(key, "a list of file names")),
             }
@@ -173,10 +155,8 @@ impl CaseInputs {
             Some(serde_json::Value::Array(items)) => items
                 .iter()
                 .map(|item| {
-                    let file = item
-                        .get("file")
-                        .and_then(|f| f.as_str())
-                        .ok_or_else(|| bad("loras[].file", "a file name"))?;
+                    let file =
+                        item.get("file").and_then(|f| f.as_str()).ok_or_else(|| bad("loras[].file", "a file name"))?;
                     let multiplier = match item.get("multiplier") {
                         None => 1.0,
                         Some(m) => m.as_f64().ok_or_else(|| bad("loras[].multiplier", "a number"))? as f32,
@@ -202,18 +182,11 @@ impl CaseInputs {
         };
         Ok(Self {
             model: case.join(json.get("model").and_then(|m| m.as_str()).unwrap_or("model")),
-            prompt: json
-                .get("prompt")
-                .and_then(|p| p.as_str())
-                .ok_or_else(|| bad("prompt", "a string"))?
-                .to_string(),
+            prompt: json.get("prompt").and_then(|p| p.as_str()).ok_or_else(|| bad("prompt", "a string"))?.to_string(),
             height: opt_usize("height")?,
             width: opt_usize("width")?,
             steps: opt_usize("steps")?.ok_or_else(|| bad("steps", "a positive integer"))?,
-            guidance: json
-                .get("guidance")
-                .and_then(|g| g.as_f64())
-                .ok_or_else(|| bad("guidance", "a number"))? as f32,
+            guidance: json.get("guidance").and_then(|g| g.as_f64()).ok_or_else(|| bad("guidance", "a number"))? as f32,
             seed: opt_usize("seed")?.unwrap_or(0) as u64,
             latents: json.get("latents").and_then(|l| l.as_str()).map(|f| case.join(f)),
             references: files("references")?,
@@ -229,12 +202,7 @@ impl CaseInputs {
             dtype,
             text_encoder_out_layers: self.text_encoder_out_layers.clone(),
             max_sequence_length: self.max_sequence_length,
-            hub: HubOptions {
-                cache_dir: None,
-                token: None,
-                offline: true,
-                endpoint: None,
-            },
+            hub: HubOptions { cache_dir: None, token: None, offline: true, endpoint: None },
             ..PipelineOptions::default()
         }
     }
@@ -271,9 +239,7 @@ pub fn load_case<B: Backend>(
     device: &B::Device,
 ) -> Result<Flux2Pipeline<B>, String> {
     let model = folders.plain(&inputs.model)?;
-    let model = model
-        .to_str()
-        .ok_or_else(|| format!("{}: not UTF-8", model.display()))?;
+    let model = model.to_str().ok_or_else(|| format!("{}: not UTF-8", model.display()))?;
     let mut pipe =
         Flux2Pipeline::<B>::load(model, &inputs.pipeline_options(dtype), device).map_err(|e| e.to_string())?;
     pipe.load_loras(&inputs.loras).map_err(|e| e.to_string())?;
@@ -303,10 +269,7 @@ pub fn run_case<B: Backend>(
         // Low precision is compared with diffusers' own low-precision run only; no diagnostics.
         let key = "image_bf16";
         if dtype != DType::BF16 || !expected.contains(key) {
-            return Err(format!(
-                "{}: no `{key}` reference for a {dtype:?} run",
-                expected_path.display()
-            ));
+            return Err(format!("{}: no `{key}` reference for a {dtype:?} run", expected_path.display()));
         }
         let reference = expected.read(key, DType::F32).map_err(|e| e.to_string())?;
         return Ok(CaseReport {
@@ -328,14 +291,9 @@ pub fn run_case<B: Backend>(
         None
     };
     let latents_err = if expected.contains("final_latents") {
-        let latents = generate_latents(
-            &pipe.transformer,
-            &pipe.vae,
-            embeds,
-            inputs.generate_options::<B>(device)?,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+        let latents =
+            generate_latents(&pipe.transformer, &pipe.vae, embeds, inputs.generate_options::<B>(device)?, None)
+                .map_err(|e| e.to_string())?;
         Some(relative_error(
             &f32_data(latents),
             &expected.read("final_latents", DType::F32).map_err(|e| e.to_string())?,
@@ -343,11 +301,7 @@ pub fn run_case<B: Backend>(
     } else {
         None
     };
-    Ok(CaseReport {
-        image: image_err,
-        prompt_embeds: prompt_err,
-        final_latents: latents_err,
-    })
+    Ok(CaseReport { image: image_err, prompt_embeds: prompt_err, final_latents: latents_err })
 }
 
 /// `dir` itself if it is a case (has `inputs.json`), else its case subfolders, sorted.
@@ -362,10 +316,7 @@ pub fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .collect();
     cases.sort();
     if cases.is_empty() {
-        return Err(format!(
-            "{}: neither a case folder (inputs.json) nor a folder of cases",
-            dir.display()
-        ));
+        return Err(format!("{}: neither a case folder (inputs.json) nor a folder of cases", dir.display()));
     }
     Ok(cases)
 }
@@ -373,12 +324,7 @@ pub fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 #[allow(dead_code)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let dirs: Vec<&String> = args
         .iter()
         .enumerate()
@@ -414,11 +360,7 @@ fn main() {
         }
         Err(format!(
             "--device {device}: expected cpu{}",
-            if cfg!(feature = "cuda") {
-                " or cuda:N"
-            } else {
-                " (rebuild with --features cuda for cuda:N)"
-            }
+            if cfg!(feature = "cuda") { " or cuda:N" } else { " (rebuild with --features cuda for cuda:N)" }
         ))
     };
     let mut worst = 0f64;

@@ -17,8 +17,8 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flow_train::{Flux2Schedule, SampleOptions, sample, transformer_timestep};
-use flux2_ops::relative_error;
 use flux2_dit::{Checkpoint, TensorStore};
+use flux2_ops::relative_error;
 
 pub const TOLERANCE: f64 = 1e-4;
 /// For the bf16 run against diffusers' bf16 run. bf16 kernels round differently per backend (measured
@@ -55,7 +55,8 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
     let guidance = field("guidance")?.as_f64().ok_or("sampler.json: `guidance` is not a number")? as f32;
     let height = field("height")?.as_u64().ok_or("sampler.json: `height` is not an integer")? as usize;
     let width = field("width")?.as_u64().ok_or("sampler.json: `width` is not an integer")? as usize;
-    let num_refs = field("num_references")?.as_u64().ok_or("sampler.json: `num_references` is not an integer")? as usize;
+    let num_refs =
+        field("num_references")?.as_u64().ok_or("sampler.json: `num_references` is not an integer")? as usize;
 
     let model = Checkpoint::open(&dir.join("transformer"))
         .and_then(|c| c.load::<B>(DType::F32, device))
@@ -80,9 +81,15 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
     }
     let fed = floats(&expected, "model_timesteps")?;
     for (i, &t) in schedule.timesteps().iter().enumerate() {
-        let ours: Vec<f32> = transformer_timestep::<B>(t, batch, DType::F32, device).into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+        let ours: Vec<f32> = transformer_timestep::<B>(t, batch, DType::F32, device)
+            .into_data()
+            .to_vec()
+            .map_err(|e| format!("{e:?}"))?;
         if ours != fed[i * batch..(i + 1) * batch] {
-            return Err(format!("step {i}: transformer timestep {ours:?} != diffusers {:?}", &fed[i * batch..(i + 1) * batch]));
+            return Err(format!(
+                "step {i}: transformer timestep {ours:?} != diffusers {:?}",
+                &fed[i * batch..(i + 1) * batch]
+            ));
         }
     }
     let fed_guidance = floats(&expected, "model_guidance")?;
@@ -108,8 +115,13 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
         let options = SampleOptions::from_latents(inputs.read_tensor("latents", device).map_err(|e| e.to_string())?)
             .steps(steps)
             .guidance(guidance)
-            .references((0..num_refs).map(|k| inputs.read_tensor::<B, 4>(&format!("ref_latents_{k}"), device).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?);
-        let prompt_embeds: Tensor<B, 3> = inputs.read_tensor::<B, 3>("prompt_embeds", device).map_err(|e| e.to_string())?.cast(DType::BF16);
+            .references(
+                (0..num_refs)
+                    .map(|k| inputs.read_tensor::<B, 4>(&format!("ref_latents_{k}"), device).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        let prompt_embeds: Tensor<B, 3> =
+            inputs.read_tensor::<B, 3>("prompt_embeds", device).map_err(|e| e.to_string())?.cast(DType::BF16);
         let out = sample(&model, prompt_embeds, options, None).map_err(|e| e.to_string())?;
         if out.dtype() != DType::BF16 {
             return Err(format!("bf16 run returned {:?} latents", out.dtype()));
@@ -118,7 +130,9 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture
         let err = relative_error(&out.cast(DType::F32).into_data(), &reference_bf16)?;
         let gap = relative_error(&reference_bf16, &reference)?;
         if err.is_nan() || err > BF16_TOLERANCE {
-            return Err(format!("bf16 run: rel_err {err:.3e} above {BF16_TOLERANCE} (diffusers bf16 vs f32: {gap:.3e})"));
+            return Err(format!(
+                "bf16 run: rel_err {err:.3e} above {BF16_TOLERANCE} (diffusers bf16 vs f32: {gap:.3e})"
+            ));
         }
         Some((err, gap))
     } else {
@@ -139,8 +153,14 @@ fn main() {
     for dir in &dirs {
         match run_fixture::<Flex>(Path::new(dir), &device) {
             Ok(report) => {
-                let bf16 = report.bf16.map(|(e, g)| format!(" bf16_rel_err={e:.3e} (diffusers bf16 vs f32: {g:.3e})")).unwrap_or_default();
-                println!("{dir}: steps={} references={}{bf16} rel_err={:.3e}", report.steps, report.references, report.rel_err);
+                let bf16 = report
+                    .bf16
+                    .map(|(e, g)| format!(" bf16_rel_err={e:.3e} (diffusers bf16 vs f32: {g:.3e})"))
+                    .unwrap_or_default();
+                println!(
+                    "{dir}: steps={} references={}{bf16} rel_err={:.3e}",
+                    report.steps, report.references, report.rel_err
+                );
                 worst = worst.max(report.rel_err);
             }
             Err(e) => {

@@ -26,7 +26,10 @@ pub fn differential_guidance_target<B: Backend, const D: usize>(
     scale: f32,
 ) -> Result<Tensor<B, D>> {
     if !scale.is_finite() {
-        return Err(Error::InvalidValue { what: "differential guidance scale", reason: format!("must be finite, got {scale}") });
+        return Err(Error::InvalidValue {
+            what: "differential guidance scale",
+            reason: format!("must be finite, got {scale}"),
+        });
     }
     if pred.dims() != target.dims() {
         return Err(Error::ShapeMismatch {

@@ -50,11 +50,11 @@ mod reference;
 
 pub use differential_guidance::{DEFAULT_DIFFERENTIAL_GUIDANCE_SCALE, differential_guidance_target};
 pub use error::{Error, Result};
+pub use flux2_ops::Rng;
 pub use loss::{FlowLoss, LossType, LossValues, PSEUDO_HUBER_C, elementwise_loss, flow_matching_loss};
 pub use noise::{NOISE_OFFSET_EPSILON, apply_noise_offset, flow_target, gaussian_noise, noisy_latents};
 pub use preservation::{DEFAULT_DOP_MULTIPLIER, dop_preservation_loss};
 pub use reference_images::ReferenceTokens;
-pub use flux2_ops::Rng;
 pub use sampler::{
     DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, InitialLatents, SampleOptions, euler_step, initial_noise, sample,
     transformer_timestep,

@@ -35,7 +35,11 @@ pub fn elementwise_loss<B: Backend, const D: usize>(
     loss_type: LossType,
 ) -> Result<Tensor<B, D>> {
     if pred.dims() != target.dims() {
-        return Err(Error::ShapeMismatch { what: "loss: pred vs target", left: pred.dims().to_vec(), right: target.dims().to_vec() });
+        return Err(Error::ShapeMismatch {
+            what: "loss: pred vs target",
+            left: pred.dims().to_vec(),
+            right: target.dims().to_vec(),
+        });
     }
     let d = pred - target;
     Ok(match loss_type {
@@ -138,7 +142,10 @@ mod tests {
     fn element_losses() {
         let p = t2::<B>(vec![1.0, -2.0, 0.005, 3.0], [1, 4]);
         let t = t2::<B>(vec![0.0, 0.0, 0.0, 3.0], [1, 4]);
-        assert_eq!(values(elementwise_loss(p.clone(), t.clone(), LossType::Mse).unwrap()), vec![1.0, 4.0, 0.000025, 0.0]);
+        assert_eq!(
+            values(elementwise_loss(p.clone(), t.clone(), LossType::Mse).unwrap()),
+            vec![1.0, 4.0, 0.000025, 0.0]
+        );
         assert_eq!(values(elementwise_loss(p.clone(), t.clone(), LossType::Mae).unwrap()), vec![1.0, 2.0, 0.005, 0.0]);
         let ph = values(elementwise_loss(p, t, LossType::PseudoHuber).unwrap());
         let f = |d: f64| ((d * d + 1e-4).sqrt() - 0.01) as f32;
@@ -146,7 +153,8 @@ mod tests {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
         // quadratic regime (|d| << c): ~ d^2 / (2c)
-        let small = elementwise_loss(t2::<B>(vec![0.001], [1, 1]), t2::<B>(vec![0.0], [1, 1]), LossType::PseudoHuber).unwrap();
+        let small =
+            elementwise_loss(t2::<B>(vec![0.001], [1, 1]), t2::<B>(vec![0.0], [1, 1]), LossType::PseudoHuber).unwrap();
         assert!((values(small)[0] - 0.001f32.powi(2) / 0.02).abs() < 2e-7);
     }
 
@@ -188,7 +196,10 @@ mod tests {
 
     #[test]
     fn rank_4_layout() {
-        let p: Tensor<B, 4> = Tensor::from_data(TensorData::new((0..16).map(|x| x as f32).collect::<Vec<_>>(), [2, 2, 2, 2]), &Default::default());
+        let p: Tensor<B, 4> = Tensor::from_data(
+            TensorData::new((0..16).map(|x| x as f32).collect::<Vec<_>>(), [2, 2, 2, 2]),
+            &Default::default(),
+        );
         let t = p.zeros_like();
         let v = flow_matching_loss(p, t, LossType::Mae, &[1.0, 1.0], &[1.0, 1.0]).unwrap().check_finite().unwrap();
         assert_eq!(v.per_sample, vec![3.5, 11.5]);
@@ -212,12 +223,18 @@ mod tests {
     fn argument_errors() {
         let p = t2::<B>(vec![0.0; 4], [2, 2]);
         let bad = t2::<B>(vec![0.0; 6], [2, 3]);
-        assert!(matches!(flow_matching_loss(p.clone(), bad, LossType::Mse, &[1.0; 2], &[1.0; 2]), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(
+            flow_matching_loss(p.clone(), bad, LossType::Mse, &[1.0; 2], &[1.0; 2]),
+            Err(Error::ShapeMismatch { .. })
+        ));
         assert!(matches!(
             flow_matching_loss(p.clone(), p.clone(), LossType::Mse, &[1.0], &[1.0; 2]),
             Err(Error::BatchLengthMismatch { what: "loss: timestep_weights", expected: 2, got: 1 })
         ));
-        assert!(matches!(flow_matching_loss(p.clone(), p, LossType::Mse, &[1.0; 2], &[1.0, f32::NAN]), Err(Error::InvalidValue { .. })));
+        assert!(matches!(
+            flow_matching_loss(p.clone(), p, LossType::Mse, &[1.0; 2], &[1.0, f32::NAN]),
+            Err(Error::InvalidValue { .. })
+        ));
     }
 
     #[test]

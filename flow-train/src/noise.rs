@@ -45,7 +45,10 @@ pub fn apply_noise_offset<B: Backend, const D: usize>(
     rng: &mut Rng,
 ) -> Result<Tensor<B, D>> {
     if !strength.is_finite() {
-        return Err(Error::InvalidValue { what: "noise offset strength", reason: format!("must be finite, got {strength}") });
+        return Err(Error::InvalidValue {
+            what: "noise offset strength",
+            reason: format!("must be finite, got {strength}"),
+        });
     }
     if channel_dim == 0 || channel_dim >= D {
         return Err(Error::InvalidValue {
@@ -69,7 +72,8 @@ pub fn apply_noise_offset<B: Backend, const D: usize>(
 fn per_item<B: Backend, const D: usize>(values: &[f32], like: &Tensor<B, D>) -> Tensor<B, D> {
     let mut shape = [1usize; D];
     shape[0] = values.len();
-    Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), shape), (&like.device(), like.dtype())).expand(like.dims())
+    Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), shape), (&like.device(), like.dtype()))
+        .expand(like.dims())
 }
 
 fn check_pair<B: Backend, const D: usize>(what: &'static str, x0: &Tensor<B, D>, noise: &Tensor<B, D>) -> Result<()> {
@@ -81,14 +85,21 @@ fn check_pair<B: Backend, const D: usize>(what: &'static str, x0: &Tensor<B, D>,
 
 /// Noisy latents `(1 - sigma_b) x0 + sigma_b eps` with one `sigma` per batch item
 /// ([`crate::TimestepBatch::sigmas`]). `1 - sigma` is formed in f32 on the host, as ai-toolkit does.
-pub fn noisy_latents<B: Backend, const D: usize>(x0: Tensor<B, D>, noise: Tensor<B, D>, sigmas: &[f32]) -> Result<Tensor<B, D>> {
+pub fn noisy_latents<B: Backend, const D: usize>(
+    x0: Tensor<B, D>,
+    noise: Tensor<B, D>,
+    sigmas: &[f32],
+) -> Result<Tensor<B, D>> {
     check_pair("noisy_latents: x0 vs noise", &x0, &noise)?;
     let dims = x0.dims();
     if sigmas.len() != dims[0] {
         return Err(Error::BatchLengthMismatch { what: "noisy_latents: sigmas", expected: dims[0], got: sigmas.len() });
     }
     if let Some(bad) = sigmas.iter().find(|s| !s.is_finite()) {
-        return Err(Error::InvalidValue { what: "noisy_latents: sigmas", reason: format!("must be finite, got {bad}") });
+        return Err(Error::InvalidValue {
+            what: "noisy_latents: sigmas",
+            reason: format!("must be finite, got {bad}"),
+        });
     }
     let keep: Vec<f32> = sigmas.iter().map(|s| 1.0 - s).collect();
     let keep = per_item(&keep, &x0);

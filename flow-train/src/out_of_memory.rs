@@ -83,7 +83,9 @@ pub fn set_phase(phase: impl Into<String>) {
 
 /// Whether a panic message is cubecl's (or the driver's) report of a failed device allocation.
 pub fn is_allocation_failure(message: &str) -> bool {
-    ["can't allocate buffer", "BufferTooBig", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"].iter().any(|m| message.contains(m))
+    ["can't allocate buffer", "BufferTooBig", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// The byte count in an allocation failure message ("... size: 1234 ..." or "size 1234").
@@ -117,7 +119,8 @@ pub fn install() {
             }
             if is_allocation_failure(&message) {
                 let phase = if s.phase.is_empty() { "running".to_string() } else { s.phase.clone() };
-                s.failure = Some(OutOfMemory { phase, requested: requested_bytes(&message), device_memory: None, message });
+                s.failure =
+                    Some(OutOfMemory { phase, requested: requested_bytes(&message), device_memory: None, message });
                 return;
             }
             drop(s);
@@ -164,7 +167,11 @@ fn reset() {
 fn human(bytes: u64) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
     const MIB: f64 = (1u64 << 20) as f64;
-    if bytes as f64 >= GIB { format!("{:.2} GiB", bytes as f64 / GIB) } else { format!("{:.1} MiB", bytes as f64 / MIB) }
+    if bytes as f64 >= GIB {
+        format!("{:.2} GiB", bytes as f64 / GIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    }
 }
 
 #[cfg(test)]
@@ -193,7 +200,12 @@ mod tests {
         assert_eq!(oom.phase, "step 3 backward");
         assert_eq!(oom.requested, Some(3 << 30));
         let text = oom.to_string();
-        assert!(text.contains("step 3 backward") && text.contains("3.00 GiB") && text.contains("1.00 GiB of 141.00 GiB free"), "{text}");
+        assert!(
+            text.contains("step 3 backward")
+                && text.contains("3.00 GiB")
+                && text.contains("1.00 GiB of 141.00 GiB free"),
+            "{text}"
+        );
         assert!(oom.training_advice().contains("gradient_checkpointing"));
         reset();
         assert_eq!(guard(|| 7, || None), Ok(7));

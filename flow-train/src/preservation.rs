@@ -28,7 +28,10 @@ pub fn dop_preservation_loss<B: Backend, const D: usize>(
     multiplier: f32,
 ) -> Result<Tensor<B, 1>> {
     if !multiplier.is_finite() || multiplier < 0.0 {
-        return Err(Error::InvalidValue { what: "DOP multiplier", reason: format!("must be finite and >= 0, got {multiplier}") });
+        return Err(Error::InvalidValue {
+            what: "DOP multiplier",
+            reason: format!("must be finite and >= 0, got {multiplier}"),
+        });
     }
     if preservation_pred.dims() != prior_pred.dims() {
         return Err(Error::ShapeMismatch {

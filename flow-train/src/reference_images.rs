@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn packs_in_order_with_reference_ids() {
         let device = Default::default();
-        let a = Tensor::<B, 4>::from_data(TensorData::new((0..2 * 2 * 3).map(|v| v as f32).collect(), [1, 2, 2, 3]), &device);
+        let a = Tensor::<B, 4>::from_data(
+            TensorData::new((0..2 * 2 * 3).map(|v| v as f32).collect(), [1, 2, 2, 3]),
+            &device,
+        );
         let b = Tensor::<B, 4>::from_data(TensorData::new(vec![100.0f32, 101.0], [1, 2, 1, 1]), &device);
         let refs = ReferenceTokens::new(&[a, b], 2).unwrap();
         assert_eq!(refs.len(), 7);
@@ -103,7 +106,12 @@ mod tests {
         let err = ReferenceTokens::new(&[batched], 4).unwrap_err().to_string();
         assert!(err.contains("reference 0") && err.contains("[2, 4, 1, 1]"), "{err}");
         let wrong = Tensor::<B, 4>::zeros([1, 3, 1, 1], &device);
-        assert!(ReferenceTokens::new(&[Tensor::zeros([1, 4, 1, 1], &device), wrong], 4).unwrap_err().to_string().contains("reference 1"));
+        assert!(
+            ReferenceTokens::new(&[Tensor::zeros([1, 4, 1, 1], &device), wrong], 4)
+                .unwrap_err()
+                .to_string()
+                .contains("reference 1")
+        );
         assert!(ReferenceTokens::<B>::new(&[], 4).is_err());
     }
 }

@@ -40,8 +40,8 @@ use flux2_dit::{Flux2Transformer, PositionIds, pack_latents, unpack_latents};
 use crate::error::{Error, Result};
 use crate::noise::gaussian_noise;
 use crate::reference_images::ReferenceTokens;
-use flux2_ops::Rng;
 use crate::schedule::Flux2Schedule;
+use flux2_ops::Rng;
 
 /// Steps when none are given: the default of diffusers' `Flux2Pipeline.__call__` (`num_inference_steps`).
 pub const DEFAULT_SAMPLE_STEPS: usize = 50;
@@ -204,7 +204,11 @@ pub fn sample<B: Backend>(
     if batch == 0 || joint != config.joint_attention_dim {
         return Err(shape_error(
             "sample: prompt_embeds",
-            format!("shape {:?}, expected [B >= 1, L, {}] (the model's joint_attention_dim)", prompt_embeds.dims(), config.joint_attention_dim),
+            format!(
+                "shape {:?}, expected [B >= 1, L, {}] (the model's joint_attention_dim)",
+                prompt_embeds.dims(),
+                config.joint_attention_dim
+            ),
         ));
     }
     if !options.guidance.is_finite() {
@@ -217,7 +221,10 @@ pub fn sample<B: Backend>(
     let latents = match options.initial {
         InitialLatents::Seed { seed, height, width } => {
             if height == 0 || width == 0 {
-                return Err(shape_error("sample: size", format!("{height}x{width} latent tokens, both must be at least 1")));
+                return Err(shape_error(
+                    "sample: size",
+                    format!("{height}x{width} latent tokens, both must be at least 1"),
+                ));
             }
             initial_noise(seed, [batch, channels, height, width], latent_dtype, &device)
         }
@@ -226,7 +233,10 @@ pub fn sample<B: Backend>(
             if b != batch || c != channels || h == 0 || w == 0 {
                 return Err(shape_error(
                     "sample: initial latents",
-                    format!("shape {:?}, expected [{batch}, {channels}, h >= 1, w >= 1] (batch of prompt_embeds, model in_channels)", latents.dims()),
+                    format!(
+                        "shape {:?}, expected [{batch}, {channels}, h >= 1, w >= 1] (batch of prompt_embeds, model in_channels)",
+                        latents.dims()
+                    ),
                 ));
             }
             latents.cast(latent_dtype)
@@ -248,9 +258,9 @@ pub fn sample<B: Backend>(
         None => model.rope(&PositionIds::text(text_len), &image_ids),
     };
     let reference_tokens = references.map(|r| r.tokens.repeat_dim(0, batch));
-    let guidance = config
-        .guidance_embeds
-        .then(|| Tensor::<B, 1>::from_data(TensorData::new(vec![options.guidance; batch], [batch]), (&device, DType::F32)));
+    let guidance = config.guidance_embeds.then(|| {
+        Tensor::<B, 1>::from_data(TensorData::new(vec![options.guidance; batch], [batch]), (&device, DType::F32))
+    });
 
     let steps = schedule.steps();
     let mut latents = pack_latents(latents);
@@ -261,7 +271,8 @@ pub fn sample<B: Backend>(
             Some(r) => Tensor::cat(vec![input, r.clone()], 1),
             None => input,
         };
-        let velocity = model.forward(input, prompt_embeds.clone(), timestep, guidance.clone(), &rope).narrow(1, 0, image_len);
+        let velocity =
+            model.forward(input, prompt_embeds.clone(), timestep, guidance.clone(), &rope).narrow(1, 0, image_len);
         latents = euler_step(latents, velocity, sigma, sigma_next);
         if let Some(report) = progress.as_deref_mut() {
             report(i, steps);

@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use flux2_ops::Rng;
 use crate::schedule::{numpy_linspace, time_shift_exponential};
+use flux2_ops::Rng;
 
 /// Length of every timestep table (and of the weighting table): the model's training timesteps.
 pub const NUM_TRAIN_TIMESTEPS: usize = 1000;

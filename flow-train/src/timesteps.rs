@@ -14,9 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use flux2_ops::Rng;
 use crate::timestep_table::{NUM_TRAIN_TIMESTEPS, TimestepType};
 use crate::weighting::weighted_loss_table;
+use flux2_ops::Rng;
 
 /// Which part of the table to favour (ai-toolkit's `content_or_style`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -372,9 +372,10 @@ mod tests {
         assert_eq!(TimestepSampler::new(bad, 0).unwrap_err(), Error::InvalidDenoisingRange { min: 600, max: 500 });
         let clamped = config(TimestepType::Linear, TimestepBias::Balanced, 0, 1000);
         assert_eq!(clamped.index_range().unwrap(), (0, 999));
-        let cfg: TimestepConfig =
-            serde_json::from_str(r#"{"timestep_type":"lognorm_blend","content_or_style":"style","max_denoising_steps":800}"#)
-                .unwrap();
+        let cfg: TimestepConfig = serde_json::from_str(
+            r#"{"timestep_type":"lognorm_blend","content_or_style":"style","max_denoising_steps":800}"#,
+        )
+        .unwrap();
         assert_eq!(cfg, config(TimestepType::LognormBlend, TimestepBias::LowNoise, 0, 800));
         let cfg: TimestepConfig = serde_json::from_str(r#"{"bias":"high_noise"}"#).unwrap();
         assert_eq!(cfg.bias, TimestepBias::HighNoise);

@@ -48,7 +48,8 @@ fn pipeline_options(job: &LoadedJob) -> PipelineOptions {
 }
 
 fn load(job: &LoadedJob) -> Flux2Pipeline<B> {
-    Flux2Pipeline::<B>::load(&job.plan.model.name_or_path, &pipeline_options(job), &Default::default()).expect("demo pipeline loads")
+    Flux2Pipeline::<B>::load(&job.plan.model.name_or_path, &pipeline_options(job), &Default::default())
+        .expect("demo pipeline loads")
 }
 
 fn run(job: &LoadedJob) -> std::path::PathBuf {
@@ -79,7 +80,9 @@ fn demo_lora_learns_and_dop_preserves() {
     let (mut items, mut class_items) = (Vec::new(), Vec::new());
     for sample in 0..set.datasets()[0].samples().len() {
         let r = SampleRef { dataset: 0, sample };
-        let latents = from_cached::<B, 3>(&vae.encode(&set.prepare_image(r).unwrap()).unwrap(), &device).unwrap().unsqueeze_dim::<4>(0);
+        let latents = from_cached::<B, 3>(&vae.encode(&set.prepare_image(r).unwrap()).unwrap(), &device)
+            .unwrap()
+            .unsqueeze_dim::<4>(0);
         let caption = set.caption(r).unwrap().to_string();
         assert!(caption.contains("sks"), "{caption}");
         let embed = |bank: &mut PromptBank<B>, c: &str| -> Tensor<B, 3> {

@@ -15,7 +15,11 @@ type A = Autodiff<Flex>;
 /// 8-bit state for every tensor (the demo's factors are below bitsandbytes' default `min_8bit_size`
 /// of 4096 values, which would keep most of them in 32 bits).
 fn params(optimizer: &str) -> &'static str {
-    if optimizer == "adamw8bit" { "\n        optimizer_params:\n          min_8bit_size: 0\n          block_size: 256" } else { "" }
+    if optimizer == "adamw8bit" {
+        "\n        optimizer_params:\n          min_8bit_size: 0\n          block_size: 256"
+    } else {
+        ""
+    }
 }
 
 fn job(root: &Path, name: &str, optimizer: &str) -> LoadedJob {
@@ -27,7 +31,10 @@ fn job(root: &Path, name: &str, optimizer: &str) -> LoadedJob {
         .replace("optimizer: adamw", &format!("optimizer: {optimizer}{}", params(optimizer)))
         .replace("gradient_checkpointing: false", "gradient_checkpointing: false\n        disable_sampling: true")
         .replace("        linear_alpha: 8", "        linear_alpha: 8\n        dropout: 0.1")
-        .replace("        lr: 2e-3", "        lr: 2e-3\n        ema_config:\n          use_ema: true\n          ema_decay: 0.9");
+        .replace(
+            "        lr: 2e-3",
+            "        lr: 2e-3\n        ema_config:\n          use_ema: true\n          ema_decay: 0.9",
+        );
     load_job_str(&text, JobFormat::Yaml, name).expect("valid job")
 }
 
@@ -74,7 +81,10 @@ fn resume_continues_bit_for_bit() {
         assert_eq!(first.steps, 40);
         let second = run(&resumed_job, None);
         assert_eq!((second.start_step, second.steps), (40, 80));
-        assert!(state_bytes(&whole, 80) == state_bytes(&second, 80), "{optimizer}: state at step 80 differs after resume");
+        assert!(
+            state_bytes(&whole, 80) == state_bytes(&second, 80),
+            "{optimizer}: state at step 80 differs after resume"
+        );
         assert_eq!(losses(&whole), losses(&second), "{optimizer}: loss logs differ");
         // The LoRA files' tensors (their headers name the run, which differs).
         let tensors = |path: &Path| flow_train::train::checkpoint::read_tensors(path).unwrap();
@@ -99,7 +109,10 @@ fn gradient_checkpointing_changes_nothing() {
     // Block recomputation sums the same products in another order: equal within f32 rounding (the
     // job has LoRA dropout: both draw the same per-block masks).
     let loss_values = |s: &TrainSummary| -> Vec<f64> {
-        losses(s).iter().map(|l| serde_json::from_str::<serde_json::Value>(&format!("{l}}}")).unwrap()["loss"].as_f64().unwrap()).collect()
+        losses(s)
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(&format!("{l}}}")).unwrap()["loss"].as_f64().unwrap())
+            .collect()
     };
     let (a, b) = (loss_values(&plain), loss_values(&checkpointed));
     assert_eq!(a.len(), 15);

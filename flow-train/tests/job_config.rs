@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 
 use flow_train::job::{
-    DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, Precision, Severity,
-    TextEncoderPlan,
-    check_job, check_job_str, load_job, load_job_str, substitute_env,
+    DeviceSpec, JobError, JobFormat, JobReport, LrSchedule, Precision, Severity, TextEncoderPlan, check_job,
+    check_job_str, load_job, load_job_str, substitute_env,
 };
 use flow_train::optim::OptimizerPlan;
 use flow_train::{LossType, TimestepBias, TimestepType};
@@ -478,7 +477,8 @@ fn optimizers_take_their_params_with_ai_toolkit_defaults() {
     assert_eq!((a.relative_step, a.scale_parameter, a.warmup_init), (false, false, false), "ai-toolkit's defaults");
     assert_eq!(a.weight_decay, 0.0);
 
-    let job = load_job_str(&job_with(&[("config.process[0].train.optimizer", "lion")]), JobFormat::Yaml, "l.yaml").unwrap();
+    let job =
+        load_job_str(&job_with(&[("config.process[0].train.optimizer", "lion")]), JobFormat::Yaml, "l.yaml").unwrap();
     let OptimizerPlan::Lion(l) = job.plan.train.optimizer else { panic!("{:?}", job.plan.train.optimizer) };
     assert_eq!((l.betas, l.weight_decay), ([0.9, 0.99], 0.0));
 

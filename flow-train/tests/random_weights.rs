@@ -17,7 +17,11 @@ fn a_configs_only_pipeline_trains_with_random_weights() {
     let spec = DemoPipelineSpec::default();
     write_pipeline_configs(&root.join("pipeline"), &spec).unwrap();
     write_dataset(&root.join("dataset")).unwrap();
-    for weights in ["transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"] {
+    for weights in [
+        "transformer/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ] {
         assert!(!root.join("pipeline").join(weights).exists(), "{weights} must not be written");
     }
     let text = flow_train::demo::DEMO_JOB

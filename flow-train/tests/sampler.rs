@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use flow_train::{
-    Error, Flux2Schedule, InitialLatents, SampleOptions, Rng, euler_step, gaussian_noise, initial_noise, sample,
+    Error, Flux2Schedule, InitialLatents, Rng, SampleOptions, euler_step, gaussian_noise, initial_noise, sample,
     transformer_timestep,
 };
 use flux2_dit::{Checkpoint, Flux2Transformer, TensorStore, pack_latents};
@@ -58,7 +58,8 @@ fn all_committed_cases_match_diffusers() {
     assert!(dirs.len() >= 5, "expected at least 5 sampler fixtures, found {}", dirs.len());
     let mut with_refs = 0;
     for dir in dirs {
-        let report = parity::run_fixture::<B>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let report =
+            parity::run_fixture::<B>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(report.rel_err < parity::TOLERANCE, "{}: rel_err {:e}", dir.display(), report.rel_err);
         let (bf16_err, gap) = report.bf16.unwrap_or_else(|| panic!("{}: no bf16 reference", dir.display()));
         assert!(bf16_err < parity::BF16_TOLERANCE, "{}: bf16 rel_err {bf16_err:e}", dir.display());
@@ -103,7 +104,10 @@ fn low_precision_euler_and_timesteps_match_diffusers_bit_for_bit() {
             let ts = transformer_timestep::<B>(t, 1, x.dtype(), &device);
             assert_eq!(ts.dtype(), if i == 0 { DType::F32 } else { dtype }, "{name} step {i}");
             assert_eq!(values(ts), vec![fed[i]], "{name} step {i}: timestep");
-            let v = Tensor::<B, 1>::from_data(TensorData::new(velocity[i * n..(i + 1) * n].to_vec(), [n]), (&device, dtype));
+            let v = Tensor::<B, 1>::from_data(
+                TensorData::new(velocity[i * n..(i + 1) * n].to_vec(), [n]),
+                (&device, dtype),
+            );
             x = euler_step(x, v, sigma, next);
             assert_eq!(x.dtype(), dtype);
             let got = values(x.clone());
@@ -135,7 +139,8 @@ fn seeded_noise_is_the_documented_trainrng_draw() {
     let expect: Tensor<B, 4> = gaussian_noise(&mut Rng::new(42), [1, 16, 3, 2], &device);
     assert_eq!(values(noise.clone()), values(expect));
     let seeded = sample(&m, prompt(1, 4, 2), SampleOptions::seeded(42, 3, 2).steps(2).guidance(3.0), None).unwrap();
-    let explicit = sample(&m, prompt(1, 4, 2), SampleOptions::from_latents(noise).steps(2).guidance(3.0), None).unwrap();
+    let explicit =
+        sample(&m, prompt(1, 4, 2), SampleOptions::from_latents(noise).steps(2).guidance(3.0), None).unwrap();
     assert_eq!(values(seeded), values(explicit));
 }
 
@@ -145,8 +150,12 @@ fn a_seed_gives_the_same_noise_on_every_backend() {
     let b = initial_noise::<NdArray>(5, [2, 16, 2, 2], DType::F32, &Default::default());
     assert_eq!(values(a), values(b));
     // and the whole sample agrees to float rounding
-    let flex = values(sample(&guidance_model::<Flex>(), prompt(1, 3, 4), SampleOptions::seeded(5, 2, 2).steps(3), None).unwrap());
-    let nd = values(sample(&guidance_model::<NdArray>(), prompt(1, 3, 4), SampleOptions::seeded(5, 2, 2).steps(3), None).unwrap());
+    let flex = values(
+        sample(&guidance_model::<Flex>(), prompt(1, 3, 4), SampleOptions::seeded(5, 2, 2).steps(3), None).unwrap(),
+    );
+    let nd = values(
+        sample(&guidance_model::<NdArray>(), prompt(1, 3, 4), SampleOptions::seeded(5, 2, 2).steps(3), None).unwrap(),
+    );
     let err = rel(&flex, &nd);
     assert!(err < 1e-5, "Flex vs NdArray rel_err {err:e}");
 }
@@ -200,7 +209,9 @@ fn guidance_changes_only_models_with_a_guidance_embedding() {
     let with = guidance_model::<B>();
     let without = model::<B>("t2i_no_guidance_b2", DType::F32);
     assert!(with.config.guidance_embeds && !without.config.guidance_embeds);
-    let run = |m: &Flux2Transformer<B>, g| values(sample(m, prompt(1, 3, 6), SampleOptions::seeded(2, 2, 2).steps(2).guidance(g), None).unwrap());
+    let run = |m: &Flux2Transformer<B>, g| {
+        values(sample(m, prompt(1, 3, 6), SampleOptions::seeded(2, 2, 2).steps(2).guidance(g), None).unwrap())
+    };
     assert!(rel(&run(&with, 1.5), &run(&with, 5.0)) > 1e-3);
     assert_eq!(run(&without, 1.5), run(&without, 5.0));
 }
@@ -237,14 +248,26 @@ fn bad_inputs_are_named_errors() {
     let msg = message(sample(&m, prompt(1, 3, 0), SampleOptions::from_latents(bad_batch), None));
     assert!(msg.contains("initial latents") && msg.contains("[2, 16, 2, 2]"), "{msg}");
     let bad_channels = initial_noise::<B>(0, [1, 8, 2, 2], DType::F32, &device);
-    assert!(message(sample(&m, prompt(1, 3, 0), SampleOptions::from_latents(bad_channels), None)).contains("initial latents"));
+    assert!(
+        message(sample(&m, prompt(1, 3, 0), SampleOptions::from_latents(bad_channels), None))
+            .contains("initial latents")
+    );
     // references must be [1, C, h, w]
     let bad_ref = initial_noise::<B>(0, [2, 16, 2, 2], DType::F32, &device);
     let msg = message(sample(&m, prompt(1, 3, 0), SampleOptions::seeded(0, 2, 2).references(vec![bad_ref]), None));
     assert!(msg.contains("reference 0"), "{msg}");
     // steps, size, guidance
-    assert_eq!(sample(&m, prompt(1, 3, 0), SampleOptions::seeded(0, 2, 2).steps(0), None).unwrap_err(), Error::InvalidSteps { steps: 0 });
+    assert_eq!(
+        sample(&m, prompt(1, 3, 0), SampleOptions::seeded(0, 2, 2).steps(0), None).unwrap_err(),
+        Error::InvalidSteps { steps: 0 }
+    );
     assert!(message(sample(&m, prompt(1, 3, 0), SampleOptions::seeded(0, 0, 2), None)).contains("size"));
-    assert!(message(sample(&m, prompt(1, 3, 0), SampleOptions::seeded(0, 2, 2).guidance(f32::NAN), None)).contains("guidance"));
-    assert!(matches!(SampleOptions::<B>::seeded(0, 1, 1).initial, InitialLatents::Seed { seed: 0, height: 1, width: 1 }));
+    assert!(
+        message(sample(&m, prompt(1, 3, 0), SampleOptions::seeded(0, 2, 2).guidance(f32::NAN), None))
+            .contains("guidance")
+    );
+    assert!(matches!(
+        SampleOptions::<B>::seeded(0, 1, 1).initial,
+        InitialLatents::Seed { seed: 0, height: 1, width: 1 }
+    ));
 }

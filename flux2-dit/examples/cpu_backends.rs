@@ -6,15 +6,24 @@
 use std::time::Instant;
 
 use burn::backend::{Flex, NdArray};
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 use flux2_dit::{Flux2Config, Flux2Transformer, PositionIds, RandomSource};
 
 fn bench<B: Backend>(name: &str, config: &Flux2Config, (h, w, txt): (usize, usize, usize), batch: usize) -> f64 {
     let device = Default::default();
-    let model = Flux2Transformer::<B>::from_source(config, &mut RandomSource::new(0), DType::F32, &device).expect("random init");
+    let model = Flux2Transformer::<B>::from_source(config, &mut RandomSource::new(0), DType::F32, &device)
+        .expect("random init");
     let rope = model.rope(&PositionIds::text(txt), &PositionIds::image(h, w));
-    let x = Tensor::<B, 3>::random([batch, h * w, config.in_channels], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-    let c = Tensor::<B, 3>::random([batch, txt, config.joint_attention_dim], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<B, 3>::random(
+        [batch, h * w, config.in_channels],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let c = Tensor::<B, 3>::random(
+        [batch, txt, config.joint_attention_dim],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let t = Tensor::<B, 1>::full([batch], 0.5, &device);
     let g = Tensor::<B, 1>::full([batch], 4.0, &device);
     let run = || {
@@ -58,7 +67,10 @@ fn main() {
         ..Flux2Config::dev()
     };
     println!("{threads} threads, f32 forward");
-    for (label, config, shape, batch) in [("small D=128 256+64 tok, batch 2", &small, (16, 16, 64), 2), ("wide D=512 1024+128 tok, batch 1", &wide, (32, 32, 128), 1)] {
+    for (label, config, shape, batch) in [
+        ("small D=128 256+64 tok, batch 2", &small, (16, 16, 64), 2),
+        ("wide D=512 1024+128 tok, batch 1", &wide, (32, 32, 128), 1),
+    ] {
         println!("{label}:");
         let f = bench::<Flex>("flex", config, shape, batch);
         let n = bench::<NdArray>("ndarray", config, shape, batch);

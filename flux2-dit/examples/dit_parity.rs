@@ -14,13 +14,17 @@ use std::path::Path;
 
 use burn::backend::Flex;
 use burn::tensor::DType;
-use flux2_test_support::dit_fixture::{run_fixture_dtype, TOLERANCE};
+use flux2_test_support::dit_fixture::{TOLERANCE, run_fixture_dtype};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let dirs: Vec<&String> =
-        args.iter().enumerate().filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--"))).map(|(_, a)| a).collect();
+    let dirs: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
+        .map(|(_, a)| a)
+        .collect();
     if dirs.is_empty() {
         eprintln!("usage: parity <fixture dir>... [--device cpu|cuda:N] [--dtype f32|bf16]");
         std::process::exit(2);
@@ -42,7 +46,10 @@ fn main() {
         if let Some(index) = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             return run_fixture_dtype::<burn::backend::Cuda>(dir, &burn::backend::cuda::CudaDevice::new(index), dtype);
         }
-        Err(format!("--device {device}: expected cpu{}", if cfg!(feature = "cuda") { " or cuda:N" } else { " (rebuild with --features cuda for cuda:N)" }))
+        Err(format!(
+            "--device {device}: expected cpu{}",
+            if cfg!(feature = "cuda") { " or cuda:N" } else { " (rebuild with --features cuda for cuda:N)" }
+        ))
     };
     let mut worst = 0f64;
     for dir in dirs {

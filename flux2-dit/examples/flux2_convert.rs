@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use burn::backend::Flex;
 use burn::tensor::DType;
-use flux2_dit::{save_bfl_file, save_diffusers_folder, Checkpoint};
+use flux2_dit::{Checkpoint, save_bfl_file, save_diffusers_folder};
 
 fn main() -> ExitCode {
     match run() {

@@ -1,7 +1,7 @@
 //! FLUX.2's head layout around the shared attention entry point (`flux2_ops::attention`; no mask:
 //! FLUX.2 attends to every token).
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 pub use flux2_ops::attention::scaled_dot_product;
 
@@ -10,9 +10,8 @@ pub fn split_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 
     let [b, s, three_hd] = qkv.shape().dims();
     let head_dim = three_hd / (3 * heads);
     let qkv: Tensor<B, 5> = qkv.reshape([b, s, 3, heads, head_dim]);
-    let part = |i: usize| -> Tensor<B, 4> {
-        qkv.clone().narrow(2, i, 1).reshape([b, s, heads, head_dim]).swap_dims(1, 2)
-    };
+    let part =
+        |i: usize| -> Tensor<B, 4> { qkv.clone().narrow(2, i, 1).reshape([b, s, heads, head_dim]).swap_dims(1, 2) };
     [part(0), part(1), part(2)]
 }
 

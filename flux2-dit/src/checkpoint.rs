@@ -30,8 +30,8 @@
 //! backend from the tape's seed and the block's index before it runs, in both passes.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
 
 use crate::double_block::StreamMods;
 use crate::model::{Conditioning, Flux2Transformer};
@@ -136,7 +136,15 @@ impl<'m, B: AutodiffBackend> BlockCheckpointing<'m, B> {
         }
         let head_input = Tensor::from_inner(h.inner()).require_grad();
         let out = model.head(head_input.clone().narrow(1, txt_len, img_len), cut.leaves.temb.clone());
-        self.records.push(Record { rope: rope.clone(), txt_len, double_inputs, single_inputs, head_input, cond: cut, call });
+        self.records.push(Record {
+            rope: rope.clone(),
+            txt_len,
+            double_inputs,
+            single_inputs,
+            head_input,
+            cond: cut,
+            call,
+        });
         out
     }
 
@@ -169,7 +177,8 @@ impl<'m, B: AutodiffBackend> BlockCheckpointing<'m, B> {
 
 /// Whether an active adapter inside the blocks draws dropout masks.
 fn uses_dropout<B: AutodiffBackend>(model: &Flux2Transformer<B>) -> bool {
-    let blocks = model.linears().into_iter().filter(|(p, _)| p.starts_with("double_blocks.") || p.starts_with("single_blocks."));
+    let blocks =
+        model.linears().into_iter().filter(|(p, _)| p.starts_with("double_blocks.") || p.starts_with("single_blocks."));
     blocks.into_iter().any(|(_, l)| l.adapters.iter().any(|a| a.dropout > 0.0 && a.is_active()))
 }
 
@@ -210,7 +219,14 @@ fn reseed<B: AutodiffBackend>(device: &B::Device, dropout: bool, seed: u64, call
 }
 
 impl<B: AutodiffBackend> Flux2Transformer<B> {
-    fn backward_record(&self, record: Record<B>, grads: &mut B::Gradients, dropout: bool, seed: u64, notify: &mut dyn FnMut()) {
+    fn backward_record(
+        &self,
+        record: Record<B>,
+        grads: &mut B::Gradients,
+        dropout: bool,
+        seed: u64,
+        notify: &mut dyn FnMut(),
+    ) {
         let Record { rope, txt_len, double_inputs, single_inputs, head_input, cond, call } = record;
         // The prediction did not reach the loss: nothing flows back through this forward.
         let Some(mut upstream) = head_input.grad_remove(grads) else { return };
@@ -307,7 +323,8 @@ fn cond_tensors<B: AutodiffBackend>(c: &Conditioning<B>) -> Vec<Tensor<B, 3>> {
 /// Detached copies of every tensor of `c`, as leaves that require grad when `leaves`.
 fn detach_cond<B: AutodiffBackend>(c: &Conditioning<B>, leaves: bool) -> Conditioning<B> {
     let f = |t: Tensor<B, 3>| if leaves { t.detach().require_grad() } else { t.detach() };
-    let triple = |m: &ModParams<B>| ModParams { shift: f(m.shift.clone()), scale: f(m.scale.clone()), gate: f(m.gate.clone()) };
+    let triple =
+        |m: &ModParams<B>| ModParams { shift: f(m.shift.clone()), scale: f(m.scale.clone()), gate: f(m.gate.clone()) };
     let stream = |s: &StreamMods<B>| [triple(&s[0]), triple(&s[1])];
     Conditioning {
         img_mods: stream(&c.img_mods),

@@ -87,10 +87,8 @@ impl Flux2Config {
 
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -107,7 +105,10 @@ impl Flux2Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |field, message: String| Err(Error::InvalidConfig { field, message });
         if self.patch_size != 1 {
-            return bad("patch_size", format!("{} (FLUX.2 packs 2x2 in the VAE latents; only 1 is supported)", self.patch_size));
+            return bad(
+                "patch_size",
+                format!("{} (FLUX.2 packs 2x2 in the VAE latents; only 1 is supported)", self.patch_size),
+            );
         }
         if self.attention_head_dim == 0 || self.num_attention_heads == 0 {
             return bad("attention_head_dim", "head dim and head count must be positive".into());
@@ -116,14 +117,21 @@ impl Flux2Config {
         if rope != self.attention_head_dim {
             return bad(
                 "axes_dims_rope",
-                format!("{:?} sums to {rope}, but attention_head_dim is {}", self.axes_dims_rope, self.attention_head_dim),
+                format!(
+                    "{:?} sums to {rope}, but attention_head_dim is {}",
+                    self.axes_dims_rope, self.attention_head_dim
+                ),
             );
         }
         if self.axes_dims_rope.iter().any(|d| d % 2 != 0) {
             return bad("axes_dims_rope", format!("{:?}: every axis needs an even size", self.axes_dims_rope));
         }
-        if self.in_channels == 0 || self.joint_attention_dim == 0 || !self.timestep_guidance_channels.is_multiple_of(2) {
-            return bad("in_channels", "in_channels, joint_attention_dim must be positive and timestep_guidance_channels even".into());
+        if self.in_channels == 0 || self.joint_attention_dim == 0 || !self.timestep_guidance_channels.is_multiple_of(2)
+        {
+            return bad(
+                "in_channels",
+                "in_channels, joint_attention_dim must be positive and timestep_guidance_channels even".into(),
+            );
         }
         // Sizes far beyond any FLUX.2 (a damaged or hostile config.json) are refused before anything is
         // allocated: the largest limits below still describe a model of trillions of parameters.
@@ -142,7 +150,15 @@ impl Flux2Config {
             }
         }
         if self.inner_dim() > MAX_WIDTH {
-            return bad("num_attention_heads", format!("{} heads x {} = {} is wider than {MAX_WIDTH}", self.num_attention_heads, self.attention_head_dim, self.inner_dim()));
+            return bad(
+                "num_attention_heads",
+                format!(
+                    "{} heads x {} = {} is wider than {MAX_WIDTH}",
+                    self.num_attention_heads,
+                    self.attention_head_dim,
+                    self.inner_dim()
+                ),
+            );
         }
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 16.0) {
             return bad("mlp_ratio", format!("{} must be a number in (0, 16]", self.mlp_ratio));

@@ -1,13 +1,13 @@
 //! Double-stream block: image and text keep separate weights but attend jointly over [text; image].
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
-use flux2_ops::Linear;
 use crate::modulation::ModParams;
-use crate::norm::{layer_norm, RmsNorm};
+use crate::norm::{RmsNorm, layer_norm};
 use crate::rope::RopeTable;
+use flux2_ops::Linear;
 
 /// Per-head RMSNorm of queries and keys (BFL `norm.query_norm` / `norm.key_norm`).
 #[derive(Module, Debug)]
@@ -66,8 +66,10 @@ impl<B: Backend> DoubleBlock<B> {
         rope: &RopeTable<B>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let txt_len = txt.shape().dims::<3>()[1];
-        let [img_q, img_k, img_v] = self.project(&self.img_attn, img_mod[0].modulate(layer_norm(img.clone(), self.eps)));
-        let [txt_q, txt_k, txt_v] = self.project(&self.txt_attn, txt_mod[0].modulate(layer_norm(txt.clone(), self.eps)));
+        let [img_q, img_k, img_v] =
+            self.project(&self.img_attn, img_mod[0].modulate(layer_norm(img.clone(), self.eps)));
+        let [txt_q, txt_k, txt_v] =
+            self.project(&self.txt_attn, txt_mod[0].modulate(layer_norm(txt.clone(), self.eps)));
 
         let q = rope.apply(Tensor::cat(vec![txt_q, img_q], 2));
         let k = rope.apply(Tensor::cat(vec![txt_k, img_k], 2));

@@ -1,7 +1,7 @@
 //! Timestep and guidance embedding: sinusoidal features of `1000 * sigma` fed through a two-layer MLP.
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, activation::silu, backend::Backend};
 
 use flux2_ops::Linear;
 
@@ -26,9 +26,7 @@ impl<B: Backend> MlpEmbedder<B> {
 /// a bf16 model sees bf16-rounded timesteps; the caller passes them that way (see `Flux2Transformer`).
 pub fn sinusoidal_embedding<B: Backend>(values: Tensor<B, 1>, channels: usize) -> Tensor<B, 2> {
     let half = channels / 2;
-    let freqs: Vec<f32> = (0..half)
-        .map(|k| (-(10000f32).ln() * k as f32 / half as f32).exp())
-        .collect();
+    let freqs: Vec<f32> = (0..half).map(|k| (-(10000f32).ln() * k as f32 / half as f32).exp()).collect();
     let device = values.device();
     let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), (&device, DType::F32));
     let args = values.cast(DType::F32).unsqueeze_dim::<2>(1) * freqs.unsqueeze_dim::<2>(0);

@@ -27,15 +27,12 @@ pub enum Error {
     MissingKey { key: String, files: String },
     #[error("unexpected tensors not used by the model in {file}: {keys}")]
     UnexpectedKeys { file: PathBuf, keys: String },
-    #[error("weight `{key}` ({origin}) holds NaN or infinite values: the checkpoint is damaged (or was saved after a diverged run)")]
+    #[error(
+        "weight `{key}` ({origin}) holds NaN or infinite values: the checkpoint is damaged (or was saved after a diverged run)"
+    )]
     NonFinite { key: String, origin: String },
     #[error("tensor `{key}` in {file} has shape {actual:?}, expected {expected:?}")]
-    ShapeMismatch {
-        key: String,
-        file: PathBuf,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
+    ShapeMismatch { key: String, file: PathBuf, expected: Vec<usize>, actual: Vec<usize> },
     #[error("tensor `{key}` in {file} has unsupported dtype {dtype}")]
     UnsupportedDtype { key: String, file: PathBuf, dtype: String },
     #[error("cannot infer the config from {file}: {message}")]

@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{backend::Backend, DType};
+use burn::tensor::{DType, backend::Backend};
 
 use crate::config::Flux2Config;
 use crate::error::{Error, Result};
 use crate::key_map::BFL_PREFIXES;
 use crate::model::Flux2Transformer;
-use flux2_ops::TensorStore;
 use crate::weight_source::{Layout, StoreSource};
+use flux2_ops::TensorStore;
 
 /// An opened checkpoint: its config and a weight source ready to build the model.
 pub struct Checkpoint {
@@ -69,7 +69,8 @@ impl Checkpoint {
     fn from_store(store: TensorStore, config_path: Option<&Path>, origin: &Path) -> Result<Self> {
         let (layout, prefix) = detect_layout(&store).ok_or_else(|| Error::Inference {
             file: origin.to_path_buf(),
-            message: "no `img_in.weight` (BFL) or `x_embedder.weight` (diffusers) tensor: not a FLUX.2 transformer".into(),
+            message: "no `img_in.weight` (BFL) or `x_embedder.weight` (diffusers) tensor: not a FLUX.2 transformer"
+                .into(),
         })?;
         let config = match config_path {
             Some(p) => Flux2Config::from_json_file(p)?,
@@ -93,9 +94,9 @@ fn detect_layout(store: &TensorStore) -> Option<(Layout, String)> {
     if store.contains("x_embedder.weight") {
         return Some((Layout::Diffusers, String::new()));
     }
-    std::iter::once("").chain(BFL_PREFIXES.iter().copied()).find_map(|p| {
-        store.contains(&format!("{p}img_in.weight")).then(|| (Layout::Bfl, p.to_string()))
-    })
+    std::iter::once("")
+        .chain(BFL_PREFIXES.iter().copied())
+        .find_map(|p| store.contains(&format!("{p}img_in.weight")).then(|| (Layout::Bfl, p.to_string())))
 }
 
 /// Config from BFL tensor shapes: widths from the embedders, head_dim from the q-norm scale, depth from
@@ -103,7 +104,10 @@ fn detect_layout(store: &TensorStore) -> Option<(Layout, String)> {
 fn infer_config(store: &TensorStore, prefix: &str, file: &Path) -> Result<Flux2Config> {
     let err = |message: String| Error::Inference { file: file.to_path_buf(), message };
     let shape = |key: &str| -> Result<Vec<usize>> {
-        store.shape(&format!("{prefix}{key}")).map(<[usize]>::to_vec).ok_or_else(|| err(format!("missing `{prefix}{key}`")))
+        store
+            .shape(&format!("{prefix}{key}"))
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| err(format!("missing `{prefix}{key}`")))
     };
     let count = |block: &str| -> usize {
         let p = format!("{prefix}{block}.");

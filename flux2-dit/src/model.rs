@@ -1,19 +1,19 @@
 //! `Flux2Transformer`: embedders, shared modulation, double and single blocks, final layer.
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::silu, backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, activation::silu, backend::Backend};
 
 use crate::config::Flux2Config;
 use crate::double_block::{DoubleBlock, QkNorm, StreamAttention, StreamMods, SwiGlu};
 use crate::embeddings::{MlpEmbedder, TimeGuidanceEmbed};
 use crate::error::{Error, Result};
-use flux2_ops::{all_finite, Linear};
 use crate::modulation::{ModParams, Modulation};
-use crate::norm::{layer_norm, RmsNorm};
+use crate::norm::{RmsNorm, layer_norm};
 use crate::position_ids::PositionIds;
 use crate::rope::RopeTable;
 use crate::single_block::SingleBlock;
 use crate::weight_source::WeightSource;
+use flux2_ops::{Linear, all_finite};
 
 /// Output head: adaptive LayerNorm from the timestep embedding, then the projection to latent channels.
 #[derive(Module, Debug)]
@@ -163,7 +163,14 @@ impl<B: Backend, P: Provide<B>> Builder<B, P> {
         for i in 0..c.num_layers {
             let (img_attn, img_mlp) = self.stream(&format!("double_blocks.{i}.img"), c)?;
             let (txt_attn, txt_mlp) = self.stream(&format!("double_blocks.{i}.txt"), c)?;
-            double_blocks.push(DoubleBlock { img_attn, txt_attn, img_mlp, txt_mlp, heads: c.num_attention_heads, eps: c.eps });
+            double_blocks.push(DoubleBlock {
+                img_attn,
+                txt_attn,
+                img_mlp,
+                txt_mlp,
+                heads: c.num_attention_heads,
+                eps: c.eps,
+            });
         }
         let mut single_blocks = Vec::with_capacity(c.num_single_layers);
         for i in 0..c.num_single_layers {
@@ -197,8 +204,14 @@ impl<B: Backend, P: Provide<B>> Builder<B, P> {
 
 impl<B: Backend> Flux2Transformer<B> {
     /// Builds the model parameter by parameter from `source` (a checkpoint or [`crate::RandomSource`]).
-    pub fn from_source<S: WeightSource>(config: &Flux2Config, source: &mut S, dtype: DType, device: &B::Device) -> Result<Self> {
-        Builder { source: FromSource::<B, S> { source, dtype, device }, backend: std::marker::PhantomData }.model(config)
+    pub fn from_source<S: WeightSource>(
+        config: &Flux2Config,
+        source: &mut S,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Builder { source: FromSource::<B, S> { source, dtype, device }, backend: std::marker::PhantomData }
+            .model(config)
     }
 
     /// A model with random weights drawn on the device by the backend's RNG (seed it with
@@ -285,7 +298,12 @@ impl<B: Backend> Flux2Transformer<B> {
         let dtype = self.dtype();
         let txt_len = encoder_hidden_states.shape().dims::<3>()[1];
         let img_len = hidden_states.shape().dims::<3>()[1];
-        assert_eq!(rope.len(), txt_len + img_len, "RoPE table covers {} tokens, input has {txt_len} text + {img_len} image", rope.len());
+        assert_eq!(
+            rope.len(),
+            txt_len + img_len,
+            "RoPE table covers {} tokens, input has {txt_len} text + {img_len} image",
+            rope.len()
+        );
 
         // The reference casts sigma to the model dtype before scaling by 1000.
         let timestep = timestep.cast(dtype) * 1000.0;
@@ -320,7 +338,12 @@ impl<B: Backend> Flux2Transformer<B> {
     /// The Linears of [`Self::embed`] (embedders, modulation, input projections), in [`Self::linears`]
     /// order: block checkpointing asks whether any of them trains.
     pub fn embed_linears(&self) -> Vec<&Linear<B>> {
-        let mut out = vec![&self.img_in, &self.txt_in, &self.time_guidance.time_in.in_layer, &self.time_guidance.time_in.out_layer];
+        let mut out = vec![
+            &self.img_in,
+            &self.txt_in,
+            &self.time_guidance.time_in.in_layer,
+            &self.time_guidance.time_in.out_layer,
+        ];
         if let Some(g) = &self.time_guidance.guidance_in {
             out.extend([&g.in_layer, &g.out_layer]);
         }
@@ -336,12 +359,21 @@ impl<B: Backend> Flux2Transformer<B> {
     pub fn check_inputs(&self, hidden_states: &[usize], encoder_hidden_states: &[usize]) -> Result<()> {
         let c = &self.config;
         if hidden_states.len() != 3 || hidden_states[2] != c.in_channels {
-            return Err(Error::Input { name: "hidden_states", message: format!("shape {hidden_states:?}, expected [B, N, {}]", c.in_channels) });
+            return Err(Error::Input {
+                name: "hidden_states",
+                message: format!("shape {hidden_states:?}, expected [B, N, {}]", c.in_channels),
+            });
         }
-        if encoder_hidden_states.len() != 3 || encoder_hidden_states[2] != c.joint_attention_dim || encoder_hidden_states[0] != hidden_states[0] {
+        if encoder_hidden_states.len() != 3
+            || encoder_hidden_states[2] != c.joint_attention_dim
+            || encoder_hidden_states[0] != hidden_states[0]
+        {
             return Err(Error::Input {
                 name: "encoder_hidden_states",
-                message: format!("shape {encoder_hidden_states:?}, expected [{}, L, {}]", hidden_states[0], c.joint_attention_dim),
+                message: format!(
+                    "shape {encoder_hidden_states:?}, expected [{}, L, {}]",
+                    hidden_states[0], c.joint_attention_dim
+                ),
             });
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! every block reuses them (FLUX.1 had per-block modulation weights). Three Linears in the whole model.
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
 use flux2_ops::Linear;
 
@@ -32,9 +32,6 @@ impl<B: Backend> Modulation<B> {
     pub fn forward(&self, temb: Tensor<B, 2>) -> Vec<ModParams<B>> {
         let out = self.lin.forward(silu(temb)).unsqueeze_dim::<3>(1);
         let chunks = out.chunk(self.lin.out_features() / self.lin.in_features(), 2);
-        chunks
-            .chunks(3)
-            .map(|c| ModParams { shift: c[0].clone(), scale: c[1].clone(), gate: c[2].clone() })
-            .collect()
+        chunks.chunks(3).map(|c| ModParams { shift: c[0].clone(), scale: c[1].clone(), gate: c[2].clone() }).collect()
     }
 }

@@ -3,9 +3,9 @@
 
 use burn::tensor::backend::Backend;
 
-use flux2_ops::Linear;
 use crate::model::Flux2Transformer;
 use crate::norm::RmsNorm;
+use flux2_ops::Linear;
 
 macro_rules! linear_paths {
     ($self:ident, $($ref:tt)+) => {{

@@ -2,7 +2,7 @@
 //! (PyTorch's LayerNorm and the reference RMSNorm upcast internally; matching that keeps bf16 close).
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 /// Affine-free LayerNorm over the last dimension (every LayerNorm in FLUX.2 has no weight or bias).
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {

@@ -4,7 +4,7 @@
 //! row-major order; reference image k (0-based) is (10(k+1), row, col, 0). The transformer uses the ids
 //! of the first batch element only, so ids here are per sequence, not per batch.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 /// A sequence of position ids, `axes` integers per token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,11 @@ impl PositionIds {
 
     /// From a flat row-major [len, axes] buffer.
     pub fn from_flat(data: Vec<i64>, axes: usize) -> Self {
-        assert!(axes > 0 && data.len().is_multiple_of(axes), "position ids: {} values are not rows of {axes}", data.len());
+        assert!(
+            axes > 0 && data.len().is_multiple_of(axes),
+            "position ids: {} values are not rows of {axes}",
+            data.len()
+        );
         Self { axes, data }
     }
 
@@ -41,9 +45,7 @@ impl PositionIds {
 
     /// A latent grid of `height` x `width` tokens at time coordinate `t` (0 for the generated image).
     pub fn grid(t: i64, height: usize, width: usize) -> Self {
-        let data = (0..height as i64)
-            .flat_map(|r| (0..width as i64).flat_map(move |c| [t, r, c, 0]))
-            .collect();
+        let data = (0..height as i64).flat_map(|r| (0..width as i64).flat_map(move |c| [t, r, c, 0])).collect();
         Self::from_flat(data, 4)
     }
 
@@ -124,7 +126,11 @@ mod tests {
             let (row, col) = (id[1] as usize, id[2] as usize);
             for n in 0..b {
                 for k in 0..c {
-                    assert_eq!(packed[(n * h * w + i) * c + k], values[((n * c + k) * h + row) * w + col], "batch {n} token {i} channel {k}");
+                    assert_eq!(
+                        packed[(n * h * w + i) * c + k],
+                        values[((n * c + k) * h + row) * w + col],
+                        "batch {n} token {i} channel {k}"
+                    );
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! frequencies theta^(-2j/dim_a). The tables are built on the host in f64 from the ids exactly as the
 //! reference does, then applied in f32.
 
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
 use crate::position_ids::PositionIds;
 

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::error::Result;
 use crate::key_map::{diffusers_module, diffusers_qkv_modules};
 use crate::model::Flux2Transformer;
-use flux2_ops::{write_safetensors, PendingTensor};
 use crate::weight_source::Layout;
+use flux2_ops::{PendingTensor, write_safetensors};
 
 fn pending<'a, B: Backend, const D: usize>(name: String, tensor: Tensor<B, D>, dtype: DType) -> PendingTensor<'a> {
     let shape = tensor.shape().dims::<D>().to_vec();
@@ -17,7 +17,11 @@ fn pending<'a, B: Backend, const D: usize>(name: String, tensor: Tensor<B, D>, d
 }
 
 /// The model's tensors under `layout` names, in `dtype`, as lazy writes.
-pub fn layout_tensors<'a, B: Backend>(model: &'a Flux2Transformer<B>, layout: Layout, dtype: DType) -> Vec<PendingTensor<'a>> {
+pub fn layout_tensors<'a, B: Backend>(
+    model: &'a Flux2Transformer<B>,
+    layout: Layout,
+    dtype: DType,
+) -> Vec<PendingTensor<'a>> {
     let mut out = Vec::new();
     for (path, linear) in model.linears() {
         let w = linear.weight.val();
@@ -54,9 +58,14 @@ pub fn layout_tensors<'a, B: Backend>(model: &'a Flux2Transformer<B>, layout: La
 pub fn save_diffusers_folder<B: Backend>(model: &Flux2Transformer<B>, dir: &Path, dtype: DType) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| crate::Error::Write { path: dir.to_path_buf(), source })?;
     let config = dir.join("config.json");
-    std::fs::write(&config, model.config.to_json_string()).map_err(|source| crate::Error::Write { path: config.clone(), source })?;
+    std::fs::write(&config, model.config.to_json_string())
+        .map_err(|source| crate::Error::Write { path: config.clone(), source })?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&dir.join("diffusion_pytorch_model.safetensors"), layout_tensors(model, Layout::Diffusers, dtype), &meta)?;
+    write_safetensors(
+        &dir.join("diffusion_pytorch_model.safetensors"),
+        layout_tensors(model, Layout::Diffusers, dtype),
+        &meta,
+    )?;
     Ok(())
 }
 

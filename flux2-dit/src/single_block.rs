@@ -2,14 +2,14 @@
 //! q, k, v and the MLP's gate and up halves; one output Linear consumes [attention | MLP].
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
 use crate::double_block::QkNorm;
-use flux2_ops::Linear;
 use crate::modulation::ModParams;
 use crate::norm::layer_norm;
 use crate::rope::RopeTable;
+use flux2_ops::Linear;
 
 #[derive(Module, Debug)]
 pub struct SingleBlock<B: Backend> {

@@ -6,7 +6,7 @@ use burn::tensor::{DType, TensorData};
 use crate::error::{Error, Result};
 use flux2_ops::{Rng, TensorStore};
 
-use crate::key_map::{diffusers_sources, Rows};
+use crate::key_map::{Rows, diffusers_sources};
 
 pub trait WeightSource {
     /// Host data for the parameter `name` (BFL naming, e.g. `double_blocks.0.img_attn.qkv.weight`) with
@@ -45,7 +45,12 @@ pub struct StoreSource {
 
 fn check_shape(key: &str, file: std::path::PathBuf, actual: &[usize], expected: &[usize]) -> Result<()> {
     if actual != expected {
-        return Err(Error::ShapeMismatch { key: key.into(), file, expected: expected.to_vec(), actual: actual.to_vec() });
+        return Err(Error::ShapeMismatch {
+            key: key.into(),
+            file,
+            expected: expected.to_vec(),
+            actual: actual.to_vec(),
+        });
     }
     Ok(())
 }

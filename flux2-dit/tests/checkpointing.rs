@@ -9,9 +9,9 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
 use flux2_dit::checkpoint::dropout_seed;
-use flux2_ops::relative_error;
 use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource, RopeTable};
-use lora_adapters::{inject, AdapterHandle, LoraConfig, Targets};
+use flux2_ops::relative_error;
+use lora_adapters::{AdapterHandle, LoraConfig, Targets, inject};
 
 type B = Autodiff<Flex>;
 
@@ -81,7 +81,11 @@ fn t(v: [f32; 2]) -> Tensor<B, 1> {
 }
 
 /// The loss of one or two forwards (the second with the adapter off, as DOP's prior), through `f`.
-fn loss(c: &Case, two: bool, f: &mut dyn FnMut(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>) -> Tensor<B, 3>) -> Tensor<B, 1> {
+fn loss(
+    c: &Case,
+    two: bool,
+    f: &mut dyn FnMut(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>) -> Tensor<B, 3>,
+) -> Tensor<B, 1> {
     let pred = f(c.x.clone(), c.ctx.clone(), t([0.3, 0.8]));
     let mut total = (pred.clone() - c.target.clone()).square().mean();
     if two {
@@ -110,7 +114,14 @@ fn compare(name: &str, c: &Case, plain: (f32, Vec<TensorData>), ckpt: (f32, Vec<
     let loss_err = ((plain.0 - ckpt.0) / plain.0).abs();
     assert!(loss_err <= 1e-6, "{name}: loss {} vs checkpointed {} (rel {loss_err:e})", plain.0, ckpt.0);
     assert_eq!(plain.1.len(), ckpt.1.len());
-    let paths: Vec<String> = c.model.linears().into_iter().flat_map(|(p, l)| l.adapters.iter().flat_map(move |_| [format!("{p}.A"), format!("{p}.B")]).collect::<Vec<_>>()).collect();
+    let paths: Vec<String> = c
+        .model
+        .linears()
+        .into_iter()
+        .flat_map(|(p, l)| {
+            l.adapters.iter().flat_map(move |_| [format!("{p}.A"), format!("{p}.B")]).collect::<Vec<_>>()
+        })
+        .collect();
     for ((a, b), path) in plain.1.iter().zip(&ckpt.1).zip(paths) {
         let err = relative_error(b, a).unwrap();
         assert!(err <= 1e-6, "{name}: gradient of {path} differs by {err:e}");
@@ -155,7 +166,9 @@ fn dropout_masks_of_the_recompute_are_the_forwards() {
     let seed = 42;
     // The plain graph with the tape's per-block seeds: the masks the checkpointed forward drew.
     let plain_loss = loss(&c, false, &mut |x, ctx, s| {
-        c.model.forward_hooked(x, ctx, s, Some(t([4.0, 2.0])), &c.rope, &mut |i| <B as Backend>::seed(&device, dropout_seed(seed, 0, i)))
+        c.model.forward_hooked(x, ctx, s, Some(t([4.0, 2.0])), &c.rope, &mut |i| {
+            <B as Backend>::seed(&device, dropout_seed(seed, 0, i))
+        })
     });
     let plain = (plain_loss.clone().into_scalar(), gradients(&c, &plain_loss.backward()));
 
@@ -167,6 +180,9 @@ fn dropout_masks_of_the_recompute_are_the_forwards() {
 
     // And dropout really acted: the loss without it differs.
     let no_dropout = case(Targets::Blocks, 0.0);
-    let l = loss(&no_dropout, false, &mut |x, ctx, s| no_dropout.model.forward(x, ctx, s, Some(t([4.0, 2.0])), &no_dropout.rope)).into_scalar();
+    let l = loss(&no_dropout, false, &mut |x, ctx, s| {
+        no_dropout.model.forward(x, ctx, s, Some(t([4.0, 2.0])), &no_dropout.rope)
+    })
+    .into_scalar();
     assert!((l - plain.0).abs() > 1e-4, "dropout changed nothing ({l} vs {})", plain.0);
 }

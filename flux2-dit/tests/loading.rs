@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::tensor::DType;
-use flux2_ops::writer::{write_safetensors, PendingTensor};
-use flux2_dit::{save_bfl_file, save_diffusers_folder, Checkpoint, TensorStore};
+use flux2_dit::{Checkpoint, TensorStore, save_bfl_file, save_diffusers_folder};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 
 type B = Flex;
 
@@ -64,7 +64,8 @@ fn layouts_round_trip_exactly() {
 
     let diffusers = tmp.path().join("diffusers");
     copy_io(&src, &diffusers);
-    let reloaded = Checkpoint::open(&bfl.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
+    let reloaded =
+        Checkpoint::open(&bfl.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
     save_diffusers_folder(&reloaded, &diffusers.join("transformer"), DType::F32).unwrap();
     assert!(parity::run_fixture::<B>(&diffusers, &Default::default()).unwrap() < 1e-6);
     // The diffusers files we write carry diffusers' own key set.
@@ -92,7 +93,12 @@ fn sharded_diffusers_checkpoint_loads() {
     let store = TensorStore::open(&[whole]).unwrap();
     let map: serde_json::Map<String, serde_json::Value> = store
         .keys()
-        .map(|k| (k.to_string(), serde_json::Value::from(if in_first(k) { "part-1.safetensors" } else { "part-2.safetensors" })))
+        .map(|k| {
+            (
+                k.to_string(),
+                serde_json::Value::from(if in_first(k) { "part-1.safetensors" } else { "part-2.safetensors" }),
+            )
+        })
         .collect();
     std::fs::write(
         t.join("diffusion_pytorch_model.safetensors.index.json"),
@@ -108,7 +114,8 @@ fn bf16_model_stays_close() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bf16");
     copy_io(&src, &dir);
-    let model = Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::BF16, &Default::default()).unwrap();
+    let model =
+        Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::BF16, &Default::default()).unwrap();
     assert_eq!(model.dtype(), DType::BF16);
     save_bfl_file(&model, &dir.join("transformer/flux2.safetensors"), "", DType::BF16).unwrap();
     std::fs::copy(src.join("transformer/config.json"), dir.join("transformer/config.json")).unwrap();
@@ -121,7 +128,12 @@ fn bf16_model_stays_close() {
 fn missing_key_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("flux2.safetensors");
-    rewrite(&fixture("bfl_inferred/transformer/flux2.safetensors"), &file, |k| (k != "single_blocks.1.linear2.weight").then(|| k.to_string()), vec![]);
+    rewrite(
+        &fixture("bfl_inferred/transformer/flux2.safetensors"),
+        &file,
+        |k| (k != "single_blocks.1.linear2.weight").then(|| k.to_string()),
+        vec![],
+    );
     let msg = load_err(&file);
     assert!(msg.contains("single_blocks.1.linear2.weight") && msg.contains("flux2.safetensors"), "{msg}");
 }
@@ -130,7 +142,12 @@ fn missing_key_is_named() {
 fn unexpected_key_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("flux2.safetensors");
-    rewrite(&fixture("bfl_inferred/transformer/flux2.safetensors"), &file, |k| Some(k.to_string()), vec![("double_blocks.0.img_attn.bias".into(), vec![3])]);
+    rewrite(
+        &fixture("bfl_inferred/transformer/flux2.safetensors"),
+        &file,
+        |k| Some(k.to_string()),
+        vec![("double_blocks.0.img_attn.bias".into(), vec![3])],
+    );
     let msg = load_err(&file);
     assert!(msg.contains("double_blocks.0.img_attn.bias") && msg.contains("flux2.safetensors"), "{msg}");
 }
@@ -141,8 +158,11 @@ fn shape_mismatch_names_key_file_and_shapes() {
     let t = tmp.path().join("transformer");
     std::fs::create_dir_all(&t).unwrap();
     let src = fixture("guidance_b1/transformer");
-    std::fs::copy(src.join("diffusion_pytorch_model.safetensors"), t.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let config = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"joint_attention_dim\": 24", "\"joint_attention_dim\": 20");
+    std::fs::copy(src.join("diffusion_pytorch_model.safetensors"), t.join("diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    let config = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"joint_attention_dim\": 24", "\"joint_attention_dim\": 20");
     std::fs::write(t.join("config.json"), config).unwrap();
     let msg = load_err(&t);
     assert!(
@@ -194,14 +214,23 @@ fn with_tensor(tmp: &Path, key: &str, data: burn::tensor::TensorData, dtype: DTy
 #[test]
 fn non_finite_weights_are_named_at_load() {
     let store_key = "context_embedder.weight";
-    let shape = TensorStore::open(&[fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")]).unwrap().shape(store_key).unwrap().to_vec();
+    let shape = TensorStore::open(&[fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")])
+        .unwrap()
+        .shape(store_key)
+        .unwrap()
+        .to_vec();
     for bad in [f32::NAN, f32::INFINITY] {
         let tmp = tempfile::tempdir().unwrap();
         let mut values = vec![0.01f32; shape.iter().product()];
         values[3] = bad;
         let t = with_tensor(tmp.path(), store_key, burn::tensor::TensorData::new(values, shape.clone()), DType::F32);
         let msg = load_err(&t);
-        assert!(msg.contains(store_key) && msg.contains("diffusion_pytorch_model.safetensors") && msg.contains("NaN or infinite"), "{msg}");
+        assert!(
+            msg.contains(store_key)
+                && msg.contains("diffusion_pytorch_model.safetensors")
+                && msg.contains("NaN or infinite"),
+            "{msg}"
+        );
     }
 }
 
@@ -209,7 +238,11 @@ fn non_finite_weights_are_named_at_load() {
 #[test]
 fn integer_tensors_are_not_weights() {
     let store_key = "context_embedder.weight";
-    let shape = TensorStore::open(&[fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")]).unwrap().shape(store_key).unwrap().to_vec();
+    let shape = TensorStore::open(&[fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")])
+        .unwrap()
+        .shape(store_key)
+        .unwrap()
+        .to_vec();
     let tmp = tempfile::tempdir().unwrap();
     let ints = burn::tensor::TensorData::new(vec![1i32; shape.iter().product()], shape);
     let t = with_tensor(tmp.path(), store_key, ints, DType::I32);
@@ -238,5 +271,10 @@ fn truncated_checkpoint_names_a_tensor_past_the_end() {
     let bytes = std::fs::read(fixture("guidance_b1/transformer/diffusion_pytorch_model.safetensors")).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
     let msg = load_err(&file);
-    assert!(msg.contains("diffusion_pytorch_model.safetensors") && msg.contains("ends at data byte") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("diffusion_pytorch_model.safetensors")
+            && msg.contains("ends at data byte")
+            && msg.contains("truncated"),
+        "{msg}"
+    );
 }

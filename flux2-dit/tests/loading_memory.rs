@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::backend::Flex;
 use burn::module::Module;
 use burn::tensor::DType;
-use flux2_dit::{load, save_diffusers_folder, Flux2Config, Flux2Transformer, RandomSource};
+use flux2_dit::{Flux2Config, Flux2Transformer, RandomSource, load, save_diffusers_folder};
 
 struct Counting;
 

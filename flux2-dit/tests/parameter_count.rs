@@ -28,15 +28,25 @@ fn formula_counts_the_parameters_of_a_built_model() {
         ("no guidance", Flux2Config { guidance_embeds: false, ..tiny() }),
         (
             "out_channels, mlp_ratio 2, uneven rope",
-            Flux2Config { out_channels: Some(8), mlp_ratio: 2.0, attention_head_dim: 12, axes_dims_rope: vec![2, 4, 4, 2], ..tiny() },
+            Flux2Config {
+                out_channels: Some(8),
+                mlp_ratio: 2.0,
+                attention_head_dim: 12,
+                axes_dims_rope: vec![2, 4, 4, 2],
+                ..tiny()
+            },
         ),
         ("single blocks only", Flux2Config { num_layers: 0, num_single_layers: 3, ..tiny() }),
-        ("double blocks only, 3 heads", Flux2Config { num_layers: 3, num_single_layers: 0, num_attention_heads: 3, ..tiny() }),
+        (
+            "double blocks only, 3 heads",
+            Flux2Config { num_layers: 3, num_single_layers: 0, num_attention_heads: 3, ..tiny() },
+        ),
         ("256 timestep channels", Flux2Config { timestep_guidance_channels: 256, joint_attention_dim: 40, ..tiny() }),
     ];
     for (name, config) in configs {
-        let model = Flux2Transformer::<Flex>::from_source(&config, &mut RandomSource::new(0), DType::F32, &Default::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model =
+            Flux2Transformer::<Flex>::from_source(&config, &mut RandomSource::new(0), DType::F32, &Default::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(model.num_params() as u64, config.parameter_count(), "{name}");
     }
 }

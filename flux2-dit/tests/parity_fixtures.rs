@@ -22,7 +22,8 @@ fn all_committed_fixtures_match_diffusers() {
     dirs.sort();
     assert!(dirs.len() >= 9, "expected at least 9 DiT fixtures, found {}", dirs.len());
     for dir in dirs {
-        let err = parity::run_fixture::<Flex>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let err =
+            parity::run_fixture::<Flex>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(err < parity::TOLERANCE, "{}: rel_err {err:e}", dir.display());
         eprintln!("{}: rel_err={err:.3e}", dir.display());
     }

@@ -99,8 +99,11 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(fs::read(&path).expect("read"), b"second", "the old file survives a failed write");
-        let names: Vec<String> =
-            fs::read_dir(path.parent().expect("parent")).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["a.bin"], "no temporary file left");
     }
 

@@ -9,7 +9,7 @@
 //!   of Burn's TF32), and the softmax runs in f32 whatever the model dtype.
 
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{activation::softmax, backend::Backend, module::attention, DType, Tensor};
+use burn::tensor::{DType, Tensor, activation::softmax, backend::Backend, module::attention};
 
 use crate::matmul::matmul;
 

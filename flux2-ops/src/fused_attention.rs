@@ -17,16 +17,16 @@
 //! through a registry keyed by the backend type ([`register`]); the backends compiled into this crate are
 //! registered on first use.
 
+use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use crate::backend_registry::{for_builtin_backends, OpMap, OpRegistry};
+use crate::backend_registry::{OpMap, OpRegistry, for_builtin_backends};
 use crate::matmul::matmul;
 
 /// Query/key block sizes of the tiled computation. Only peak memory and speed depend on them; results
@@ -104,17 +104,8 @@ pub trait FusedAttentionBackend: Backend {
         scale: f32,
         blocks: AttentionBlocks,
     ) -> [FloatTensor<Self>; 3] {
-        tiled_backward::<Self>(
-            wrap(q),
-            wrap(k),
-            wrap(v),
-            wrap(out),
-            wrap(lse),
-            wrap(grad_out),
-            scale,
-            blocks,
-        )
-        .map(unwrap)
+        tiled_backward::<Self>(wrap(q), wrap(k), wrap(v), wrap(out), wrap(lse), wrap(grad_out), scale, blocks)
+            .map(unwrap)
     }
 
     /// The attention output alone; under `Autodiff` this is the differentiable op.
@@ -157,8 +148,7 @@ pub fn tiled_forward<B: Backend>(
     let [_, _, lk, _] = k.shape().dims();
     let key_ranges = ranges(lk, blocks.key);
     // Transposed keys per block, shared by every query block.
-    let kt: Vec<Tensor<B, 4>> =
-        key_ranges.iter().map(|&(s, n)| k.clone().narrow(2, s, n).swap_dims(2, 3)).collect();
+    let kt: Vec<Tensor<B, 4>> = key_ranges.iter().map(|&(s, n)| k.clone().narrow(2, s, n).swap_dims(2, 3)).collect();
     let vs: Vec<Tensor<B, 4>> = key_ranges.iter().map(|&(s, n)| v.clone().narrow(2, s, n)).collect();
     let mut outs = Vec::new();
     let mut lses = Vec::new();

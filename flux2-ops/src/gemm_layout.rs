@@ -47,7 +47,7 @@ pub fn operand(shape: &[usize], strides: &[usize]) -> Option<Operand> {
 
 #[cfg(test)]
 mod tests {
-    use super::{operand, Operand};
+    use super::{Operand, operand};
 
     #[test]
     fn views() {

@@ -63,4 +63,4 @@ pub use low_rank::{AdapterSwitch, LowRankAdapter};
 #[cfg(feature = "burn")]
 pub use store::{StoredTensor, TensorStore};
 #[cfg(feature = "burn")]
-pub use writer::{write_safetensors, PendingTensor};
+pub use writer::{PendingTensor, write_safetensors};

@@ -4,7 +4,7 @@
 //! transposed second copy), and matmul reads it transposed. Burn's `nn::Linear` stores [in, out].
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::low_rank::LowRankAdapter;
 
@@ -40,7 +40,10 @@ impl<B: Backend> Linear<B> {
     /// fine-tuning) or an active adapter's factors do.
     pub fn trains(&self) -> bool {
         self.weight.val().is_require_grad()
-            || self.adapters.iter().any(|a| a.is_active() && (a.down.val().is_require_grad() || a.up.val().is_require_grad()))
+            || self
+                .adapters
+                .iter()
+                .any(|a| a.is_active() && (a.down.val().is_require_grad() || a.up.val().is_require_grad()))
     }
 
     /// `x @ W^T (+ adapters)` over the last dimension of a [.., in] tensor of any rank.

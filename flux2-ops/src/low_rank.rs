@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 /// Run-time switches shared by every layer of one named adapter, so the trainer can turn an adapter
 /// off for a prior pass (Differential Output Preservation) without walking the module tree.

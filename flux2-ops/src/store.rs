@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
@@ -142,7 +142,10 @@ impl TensorStore {
         let bad = |message: String| Error::Safetensors { path: index.to_path_buf(), message };
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("bad index json: {e}")))?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("index has no `weight_map` object".into()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("index has no `weight_map` object".into()))?;
         let dir = index.parent().unwrap_or(Path::new("."));
         let mut store = Self::empty(Some(index.to_path_buf()));
         let mut shard_of_file: BTreeMap<&str, usize> = BTreeMap::new();
@@ -198,11 +201,15 @@ impl TensorStore {
     }
 
     fn entry(&self, key: &str) -> Result<(&Shard, &MappedFile, &Entry)> {
-        let i = *self.keys.get(key).ok_or_else(|| Error::MissingKey { key: key.to_string(), files: self.file_list() })?;
+        let i =
+            *self.keys.get(key).ok_or_else(|| Error::MissingKey { key: key.to_string(), files: self.file_list() })?;
         let mapped = self.mapped(i)?;
         let entry = mapped.entries.get(key).ok_or_else(|| Error::Safetensors {
             path: self.index.clone().unwrap_or_else(|| self.shards[i].path.clone()),
-            message: format!("`{key}` is listed in `{}` but that shard does not hold it", self.shards[i].path.display()),
+            message: format!(
+                "`{key}` is listed in `{}` but that shard does not hold it",
+                self.shards[i].path.display()
+            ),
         })?;
         Ok((&self.shards[i], mapped, entry))
     }
@@ -248,12 +255,13 @@ impl TensorStore {
     /// `key`'s raw view (no conversion); does not mark the key used.
     pub fn get(&self, key: &str) -> Result<StoredTensor<'_>> {
         let (shard, mapped, entry) = self.entry(key)?;
-        let bytes = mapped.mmap.get(mapped.data_start + entry.begin..mapped.data_start + entry.end).ok_or_else(|| {
-            Error::Safetensors {
-                path: shard.path.clone(),
-                message: format!("tensor `{key}` lies outside the file (a truncated download?)"),
-            }
-        })?;
+        let bytes =
+            mapped.mmap.get(mapped.data_start + entry.begin..mapped.data_start + entry.end).ok_or_else(|| {
+                Error::Safetensors {
+                    path: shard.path.clone(),
+                    message: format!("tensor `{key}` lies outside the file (a truncated download?)"),
+                }
+            })?;
         Ok(StoredTensor { path: &shard.path, dtype: entry.dtype, shape: &entry.shape, bytes })
     }
 
@@ -261,7 +269,11 @@ impl TensorStore {
     /// float is asked for is an error (a wrong or damaged file, not a conversion).
     pub fn read(&self, key: &str, dtype: DType) -> Result<TensorData> {
         let stored = self.get(key)?;
-        let unsupported = |what: String| Error::UnsupportedDtype { key: key.to_string(), file: stored.path.to_path_buf(), dtype: what };
+        let unsupported = |what: String| Error::UnsupportedDtype {
+            key: key.to_string(),
+            file: stored.path.to_path_buf(),
+            dtype: what,
+        };
         let from = burn_dtype(stored.dtype).ok_or_else(|| unsupported(format!("{:?}", stored.dtype)))?;
         if dtype.is_float() && !from.is_float() {
             return Err(unsupported(format!("{from:?} (a float weight is expected here)")));

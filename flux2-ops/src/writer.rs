@@ -37,13 +37,21 @@ fn dtype_name(dtype: DType, tensor: &str, path: &Path) -> Result<&'static str> {
         DType::U8 => "U8",
         DType::I8 => "I8",
         other => {
-            return Err(Error::UnsupportedDtype { key: tensor.to_string(), file: path.to_path_buf(), dtype: format!("{other:?} (cannot be saved)") });
+            return Err(Error::UnsupportedDtype {
+                key: tensor.to_string(),
+                file: path.to_path_buf(),
+                dtype: format!("{other:?} (cannot be saved)"),
+            });
         }
     })
 }
 
 /// Writes `tensors` (in the given order) and `metadata` (the header's `__metadata__`) to `path`.
-pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata: &BTreeMap<String, String>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: Vec<PendingTensor<'_>>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map serializes"));
@@ -70,7 +78,11 @@ pub fn write_safetensors(path: &Path, tensors: Vec<PendingTensor<'_>>, metadata:
             let data = (t.data)().convert_dtype(dtype);
             let bytes = data.as_bytes();
             if bytes.len() != expected {
-                return Err(std::io::Error::other(format!("tensor `{}`: {} bytes, header says {expected}", t.name, bytes.len())));
+                return Err(std::io::Error::other(format!(
+                    "tensor `{}`: {} bytes, header says {expected}",
+                    t.name,
+                    bytes.len()
+                )));
             }
             out.write_all(bytes)?;
         }

@@ -7,7 +7,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, Tensor};
 use flux2_ops::attention::scaled_dot_product;
-use flux2_ops::fused_attention::{fused_attention_with, inspect, is_registered, AttentionBlocks};
+use flux2_ops::fused_attention::{AttentionBlocks, fused_attention_with, inspect, is_registered};
 
 type B = Autodiff<Flex>;
 

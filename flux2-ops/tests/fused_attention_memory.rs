@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, Tensor};
-use flux2_ops::fused_attention::{fused_attention_with, AttentionBlocks};
+use flux2_ops::fused_attention::{AttentionBlocks, fused_attention_with};
 
 struct Counting;
 

@@ -6,8 +6,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
-use flux2_ops::matmul::{is_registered, matmul, register};
 use flux2_ops::Linear;
+use flux2_ops::matmul::{is_registered, matmul, register};
 
 type B = Autodiff<Flex>;
 

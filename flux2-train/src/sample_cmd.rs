@@ -122,18 +122,9 @@ pub fn run(args: SampleArgs) -> Result<(), String> {
 
 fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), String> {
     // Cheap checks first, before minutes of loading.
-    let references = args
-        .references
-        .iter()
-        .map(ReferenceImage::open)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let latents = args
-        .latents
-        .as_ref()
-        .map(|p| read_latents::<B>(p, device))
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let references =
+        args.references.iter().map(ReferenceImage::open).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let latents = args.latents.as_ref().map(|p| read_latents::<B>(p, device)).transpose().map_err(|e| e.to_string())?;
     for lora in &args.loras {
         if !lora.path.is_file() {
             return Err(format!("--lora {}: no such file", lora.path.display()));
@@ -185,9 +176,7 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
         }
         Stage::Decoding => bar.set_message("decoding"),
     };
-    let image = pipe
-        .generate(args.prompt.as_str(), generate, Some(&mut on_stage))
-        .map_err(|e| e.to_string())?;
+    let image = pipe.generate(args.prompt.as_str(), generate, Some(&mut on_stage)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
 
     let [_, _, h, w] = image.dims();
@@ -195,12 +184,6 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
     if let Some(path) = &args.save_tensor {
         save_image_tensor(image, path).map_err(|e| e.to_string())?;
     }
-    eprintln!(
-        "{}x{} image written to {} in {:.1} s",
-        w,
-        h,
-        args.out.display(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("{}x{} image written to {} in {:.1} s", w, h, args.out.display(), started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -67,8 +67,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
-fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool) -> Result<TrainSummary, String>
-{
+fn run_on<B: AutodiffBackend>(job: &LoadedJob, device: &B::Device, resume: bool) -> Result<TrainSummary, String> {
     use flow_train::out_of_memory;
     let memory = || match job.plan.device {
         #[cfg(feature = "cuda")]
@@ -169,7 +168,9 @@ fn exit_status(summary: &TrainSummary) -> ExitCode {
 pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
     let mut job = load(&args.job, args.device.as_deref())?;
     if let Some(seed) = args.random_weights {
-        eprintln!("--random-weights: every model is drawn at random (seed {seed}) from its config.json; the LoRA it trains is meaningless");
+        eprintln!(
+            "--random-weights: every model is drawn at random (seed {seed}) from its config.json; the LoRA it trains is meaningless"
+        );
         job.plan.model.random_weights = Some(seed);
     }
     if args.check {
@@ -185,7 +186,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
 pub fn run_demo(args: DemoArgs) -> Result<ExitCode, String> {
     let device = Default::default();
     let paths = flow_train::demo::prepare::<burn::backend::Flex>(&args.root, &device).map_err(|e| e.to_string())?;
-    eprintln!("demo pipeline: {}\ndemo images: {}\njob: {}", paths.pipeline.display(), paths.dataset.display(), paths.job.display());
+    eprintln!(
+        "demo pipeline: {}\ndemo images: {}\njob: {}",
+        paths.pipeline.display(),
+        paths.dataset.display(),
+        paths.job.display()
+    );
     let job = load(&paths.job, args.device.as_deref())?;
     let summary = run_job(&job, !args.fresh)?;
     report(&summary);

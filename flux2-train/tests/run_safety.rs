@@ -55,7 +55,10 @@ fn a_run_killed_inside_the_final_save_is_completed_on_resume() {
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert!(stderr(&resumed).contains("completed the final save"), "{}", stderr(&resumed));
     assert!(out.join("final.safetensors").is_file());
-    assert!(!out.join(".final_000000002.safetensors.999999999.0.tmp").exists(), "a dead writer's temporary file is removed");
+    assert!(
+        !out.join(".final_000000002.safetensors.999999999.0.tmp").exists(),
+        "a dead writer's temporary file is removed"
+    );
 
     let again = train(&job, None);
     assert!(again.status.success() && stderr(&again).contains("nothing to do"), "{}", stderr(&again));
@@ -72,7 +75,10 @@ fn a_second_run_in_the_same_folder_is_refused() {
     let refused = train(&job, None);
     assert!(!refused.status.success());
     let message = stderr(&refused);
-    assert!(message.contains("in use by another training run") && message.contains(&format!("pid {}", std::process::id())), "{message}");
+    assert!(
+        message.contains("in use by another training run") && message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
     assert!(!out.join("loss_log.jsonl").exists(), "the refused run wrote nothing");
     drop(held);
     let ok = train(&job, None);
@@ -87,7 +93,13 @@ fn ctrl_c_saves_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let job = demo_job(dir.path(), "interrupted", 100_000);
     let out = dir.path().join("interrupted");
-    let mut child = Command::new(BIN).arg("train").arg(&job).env_remove("FLUX2_TRAIN_CRASH_AT").stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("train")
+        .arg(&job)
+        .env_remove("FLUX2_TRAIN_CRASH_AT")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let log = out.join("loss_log.jsonl");
     let started = std::time::Instant::now();
     while !std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2) {

@@ -73,11 +73,13 @@ fn mib(kib: Option<u64>) -> String {
 /// Deterministic input values on the host (identical on every backend).
 fn host_input(mode: &str, size: usize, f: usize, latent_c: usize) -> TensorData {
     if mode == "encode" {
-        let v: Vec<f32> = (0..3 * size * size).map(|i| ((i as f32) * 0.013).sin() * ((i % 977) as f32 * 0.031).cos()).collect();
+        let v: Vec<f32> =
+            (0..3 * size * size).map(|i| ((i as f32) * 0.013).sin() * ((i % 977) as f32 * 0.031).cos()).collect();
         TensorData::new(v, [1, 3, size, size])
     } else {
         let (h, w) = (size / f, size / f);
-        let v: Vec<f32> = (0..latent_c * h * w).map(|i| ((i as f32) * 0.37).sin() * 1.7 + ((i % 131) as f32 * 0.11).cos()).collect();
+        let v: Vec<f32> =
+            (0..latent_c * h * w).map(|i| ((i as f32) * 0.37).sin() * 1.7 + ((i % 131) as f32 * 0.11).cos()).collect();
         TensorData::new(v, [1, latent_c, h, w])
     }
 }
@@ -88,11 +90,19 @@ struct Run {
     seconds: Vec<f64>,
 }
 
-fn run<B: Backend>(device: &B::Device, mode: &str, size: usize, dtype: DType, tiles: Option<TileOptions>, repeat: usize) -> Run {
+fn run<B: Backend>(
+    device: &B::Device,
+    mode: &str,
+    size: usize,
+    dtype: DType,
+    tiles: Option<TileOptions>,
+    repeat: usize,
+) -> Run {
     let parts = if mode == "encode" { Parts::EncoderOnly } else { Parts::DecoderOnly };
     let vae = Vae::<B>::random(VaeConfig::flux2(), device, dtype, parts, 0).expect("random VAE");
     let f = vae.config().latent_scale_factor();
-    let input = Tensor::<B, 4>::from_data(host_input(mode, size, f, vae.config().patchified_channels()), (device, DType::F32));
+    let input =
+        Tensor::<B, 4>::from_data(host_input(mode, size, f, vae.config().patchified_channels()), (device, DType::F32));
     let mut seconds = Vec::new();
     let mut last = None;
     for _ in 0..repeat.max(1) {
@@ -145,7 +155,10 @@ fn main() {
             let i = d["cuda:".len()..].parse().expect("cuda:N");
             run::<burn::backend::Cuda>(&burn::backend::cuda::CudaDevice::new(i), &mode, size, dtype, tiles, repeat)
         }
-        other => panic!("--device {other}: cpu{}", if cfg!(feature = "cuda") { " or cuda:N" } else { " (cuda:N needs --features cuda)" }),
+        other => panic!(
+            "--device {other}: cpu{}",
+            if cfg!(feature = "cuda") { " or cuda:N" } else { " (cuda:N needs --features cuda)" }
+        ),
     };
     let times: Vec<String> = result.seconds.iter().map(|s| format!("{s:.2}s")).collect();
     println!(
@@ -165,6 +178,10 @@ fn main() {
             diff += ((a - b) as f64).powi(2);
             norm += (*b as f64).powi(2);
         }
-        println!("{device} vs cpu (same weights and input): rel_err={:.3e} (cpu time {:.1}s)", (diff / norm).sqrt(), cpu.seconds[0]);
+        println!(
+            "{device} vs cpu (same weights and input): rel_err={:.3e} (cpu time {:.1}s)",
+            (diff / norm).sqrt(),
+            cpu.seconds[0]
+        );
     }
 }

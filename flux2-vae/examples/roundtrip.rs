@@ -33,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(get("--out").unwrap_or_else(|| "output/roundtrip".into()));
     let max_side: u32 = get("--max-side").map(|s| s.parse()).transpose()?.unwrap_or(512);
     let dtype = if args.iter().any(|a| a == "--bf16") { DType::BF16 } else { DType::F32 };
-    let tiles = get("--tile").map(|t| t.parse()).transpose()?.map(|tile_size| TileOptions { tile_size, ..Default::default() });
+    let tiles =
+        get("--tile").map(|t| t.parse()).transpose()?.map(|tile_size| TileOptions { tile_size, ..Default::default() });
     std::fs::create_dir_all(&out_dir)?;
     let device = Default::default();
 
@@ -71,7 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
     let std = (values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-    println!("encode {w}x{h} -> latents {:?} in {:.1}s (mean {mean:.3}, std {std:.3})", latents.dims(), t.elapsed().as_secs_f64());
+    println!(
+        "encode {w}x{h} -> latents {:?} in {:.1}s (mean {mean:.3}, std {std:.3})",
+        latents.dims(),
+        t.elapsed().as_secs_f64()
+    );
     let shape = latents.dims().to_vec();
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)?;

@@ -30,7 +30,9 @@ fn main() -> ExitCode {
         .map(|(_, a)| a)
         .collect();
     if dirs.is_empty() {
-        eprintln!("usage: parity <fixture dir>... [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--band-elements N] [--conv backend|shifted-matmul]");
+        eprintln!(
+            "usage: parity <fixture dir>... [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--band-elements N] [--conv backend|shifted-matmul]"
+        );
         return ExitCode::from(2);
     }
     if let Some(n) = flag("--band-elements").and_then(|n| n.parse().ok()) {

@@ -95,13 +95,17 @@ pub(crate) fn norm_silu_conv<B: Backend>(
 /// `conv(upsample_nearest_2x(x))` for a stride-1 same-padded conv, band by band of the upsampled rows.
 pub(crate) fn upsample_conv<B: Backend>(conv: &crate::conv::Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
-    let bands = conv.forward_row_bands([b, c, 2 * h, 2 * w], |lo, hi| {
-        // Upsampled rows lo..hi come from input rows lo/2 ..= (hi-1)/2.
-        let (src_lo, src_hi) = (lo / 2, (hi - 1) / 2 + 1);
-        let up = crate::sampling::upsample_nearest_2x(x.clone().narrow(2, src_lo, src_hi - src_lo));
-        let skip = lo - 2 * src_lo;
-        if skip == 0 && hi - lo == up.dims()[2] { up } else { up.narrow(2, skip, hi - lo) }
-    }, |band, _, _| band);
+    let bands = conv.forward_row_bands(
+        [b, c, 2 * h, 2 * w],
+        |lo, hi| {
+            // Upsampled rows lo..hi come from input rows lo/2 ..= (hi-1)/2.
+            let (src_lo, src_hi) = (lo / 2, (hi - 1) / 2 + 1);
+            let up = crate::sampling::upsample_nearest_2x(x.clone().narrow(2, src_lo, src_hi - src_lo));
+            let skip = lo - 2 * src_lo;
+            if skip == 0 && hi - lo == up.dims()[2] { up } else { up.narrow(2, skip, hi - lo) }
+        },
+        |band, _, _| band,
+    );
     drop(x);
     bands.concat()
 }

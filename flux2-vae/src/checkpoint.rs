@@ -8,8 +8,8 @@ use burn::tensor::{DType, TensorData};
 use crate::error::{Error, Result};
 use crate::key_map::{Layout, is_ignored_buffer, stored_name};
 use crate::params::{ParamKind, RawSource};
-use flux2_ops::TensorStore;
 use crate::vae::Parts;
+use flux2_ops::TensorStore;
 
 /// How a store names the VAE's tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +36,17 @@ pub fn detect_naming(store: &TensorStore) -> Result<Naming> {
     prefixes.sort();
     prefixes.dedup();
     let prefix = match prefixes.len() {
-        0 => return Err(unknown("no `encoder.conv_in.weight` or `decoder.conv_in.weight` tensor: not a VAE checkpoint".into())),
+        0 => {
+            return Err(unknown(
+                "no `encoder.conv_in.weight` or `decoder.conv_in.weight` tensor: not a VAE checkpoint".into(),
+            ));
+        }
         1 => prefixes.pop().unwrap_or_default(),
         _ => return Err(unknown(format!("several VAEs in one file (prefixes {prefixes:?})"))),
     };
     let has = |n: &str| store.contains(&format!("{prefix}{n}"));
-    let layout = if has("encoder.down_blocks.0.resnets.0.conv1.weight") || has("decoder.up_blocks.0.resnets.0.conv1.weight")
+    let layout = if has("encoder.down_blocks.0.resnets.0.conv1.weight")
+        || has("decoder.up_blocks.0.resnets.0.conv1.weight")
     {
         Layout::Diffusers
     } else if has("encoder.down.0.block.0.conv1.weight") || has("decoder.up.0.block.0.conv1.weight") {
@@ -86,7 +91,9 @@ impl<'s> CheckpointSource<'s> {
                 let rel = &n[prefix.len()..];
                 let encoder_side = rel.starts_with("encoder.") || rel.starts_with("quant_conv.");
                 let decoder_side = rel.starts_with("decoder.") || rel.starts_with("post_quant_conv.");
-                (encoder_side && parts.encoder()) || (decoder_side && parts.decoder()) || (!encoder_side && !decoder_side)
+                (encoder_side && parts.encoder())
+                    || (decoder_side && parts.decoder())
+                    || (!encoder_side && !decoder_side)
             })
             .map(str::to_string)
             .collect();
@@ -120,7 +127,9 @@ impl RawSource for CheckpointSource<'_> {
         // `get` (not `shape`) so that an unreadable shard is reported as what it is.
         let stored_shape = self.store.get(&stored)?.shape.to_vec();
         let fits = stored_shape.as_slice() == shape
-            || (conv1x1 && stored_shape.len() == shape.len() + 2 && stored_shape[..shape.len()] == *shape
+            || (conv1x1
+                && stored_shape.len() == shape.len() + 2
+                && stored_shape[..shape.len()] == *shape
                 && stored_shape[shape.len()..] == [1, 1]);
         if !fits {
             return Err(Error::ShapeMismatch {

@@ -148,8 +148,8 @@ impl VaeConfig {
 
     /// Parses config JSON text and validates it (`origin` only names the source in errors).
     pub fn from_json_str(text: &str, origin: impl AsRef<Path>) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text)
-            .map_err(|source| Error::ConfigParse { path: origin.as_ref().into(), source })?;
+        let cfg: Self =
+            serde_json::from_str(text).map_err(|source| Error::ConfigParse { path: origin.as_ref().into(), source })?;
         cfg.validate()?;
         Ok(cfg)
     }

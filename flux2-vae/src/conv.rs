@@ -124,6 +124,7 @@ impl<B: Backend> Conv2d<B> {
 /// the device's default float dtype, which panics on Flex for a BF16/F16 input.
 fn pad_zeros<B: Backend>(x: Tensor<B, 4>, rows: [usize; 2], cols: [usize; 2]) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
-    let padded = Tensor::<B, 4>::full([b, c, h + rows[0] + rows[1], w + cols[0] + cols[1]], 0.0, (&x.device(), x.dtype()));
+    let padded =
+        Tensor::<B, 4>::full([b, c, h + rows[0] + rows[1], w + cols[0] + cols[1]], 0.0, (&x.device(), x.dtype()));
     padded.slice_assign([0..b, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w], x)
 }

@@ -71,10 +71,11 @@ pub(crate) fn shifted_matmul_conv<B: Backend>(
             let span = |start: usize, n: usize| {
                 Slice::new(start as isize, Some((start + stride * (n - 1) + 1) as isize), stride as isize)
             };
-            let shifted = xp
-                .clone()
-                .slice([Slice::full(), Slice::full(), span(ky, oh), span(kx, ow)])
-                .reshape([b, c_in, oh * ow]);
+            let shifted = xp.clone().slice([Slice::full(), Slice::full(), span(ky, oh), span(kx, ow)]).reshape([
+                b,
+                c_in,
+                oh * ow,
+            ]);
             // Sum the taps in f32: rounding each partial sum to bf16 would add k*k roundings.
             let term = flux2_ops::matmul::matmul(w, shifted).cast(DType::F32);
             acc = Some(match acc {

@@ -4,8 +4,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::config::VaeConfig;
 use crate::bands::norm_silu_conv;
+use crate::config::VaeConfig;
 use crate::conv::{Conv2d, Padding};
 use crate::error::Result;
 use crate::group_norm::GroupNorm;

@@ -121,7 +121,9 @@ impl From<flux2_ops::Error> for Error {
             }
             Ops::Safetensors { path, message } => Error::Safetensors { path, reason: message },
             e @ Ops::NoFiles { .. } => Error::NoCheckpoint { path: PathBuf::new(), reason: e.to_string() },
-            Ops::MissingKey { key, files } => Error::MissingTensor { path: files.into(), key: key.clone(), stored: key },
+            Ops::MissingKey { key, files } => {
+                Error::MissingTensor { path: files.into(), key: key.clone(), stored: key }
+            }
             Ops::UnsupportedDtype { key, file, dtype } => Error::UnsupportedDtype { path: file, stored: key, dtype },
             Ops::Shape { key, file, expected, actual } => {
                 Error::ShapeMismatch { path: file, stored: key, found: actual, expected }

@@ -65,11 +65,8 @@ pub fn infer_config(store: &TensorStore, naming: &Naming, norm_num_groups: usize
         .clone()
         .or_else(|| decoder_channels.clone())
         .ok_or_else(|| unknown("cannot read block channels".into()))?;
-    let layers_per_block = if enc_levels > 0 {
-        count(&|j| enc_block(0, j))
-    } else {
-        count(&|j| dec_block(0, j)).saturating_sub(1)
-    };
+    let layers_per_block =
+        if enc_levels > 0 { count(&|j| enc_block(0, j)) } else { count(&|j| dec_block(0, j)).saturating_sub(1) };
     let latent_channels = shape("encoder.conv_out.weight")
         .map(|s| s[0] / 2)
         .or_else(|| shape("decoder.conv_in.weight").map(|s| s[1]))

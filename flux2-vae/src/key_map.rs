@@ -106,7 +106,9 @@ pub fn stored_name(layout: Layout, name: &str, levels: usize) -> Option<StoredNa
                             let bfl = resnet_leaf(&leaf.join("."))?;
                             plain(format!("{part}.{bfl_blocks}.{level}.block.{j}.{bfl}.{param}"))
                         }
-                        ("downsamplers", ["0", "conv"]) => plain(format!("{part}.down.{level}.downsample.conv.{param}")),
+                        ("downsamplers", ["0", "conv"]) => {
+                            plain(format!("{part}.down.{level}.downsample.conv.{param}"))
+                        }
                         ("upsamplers", ["0", "conv"]) => plain(format!("{part}.up.{level}.upsample.conv.{param}")),
                         _ => None,
                     }
@@ -137,7 +139,10 @@ mod tests {
     #[test]
     fn bfl_names() {
         assert_eq!(bfl("encoder.conv_in.weight"), "encoder.conv_in.weight");
-        assert_eq!(bfl("encoder.down_blocks.1.resnets.0.conv_shortcut.bias"), "encoder.down.1.block.0.nin_shortcut.bias");
+        assert_eq!(
+            bfl("encoder.down_blocks.1.resnets.0.conv_shortcut.bias"),
+            "encoder.down.1.block.0.nin_shortcut.bias"
+        );
         assert_eq!(bfl("encoder.down_blocks.2.downsamplers.0.conv.weight"), "encoder.down.2.downsample.conv.weight");
         assert_eq!(bfl("decoder.up_blocks.0.resnets.2.norm1.weight"), "decoder.up.3.block.2.norm1.weight");
         assert_eq!(bfl("decoder.up_blocks.2.upsamplers.0.conv.bias"), "decoder.up.1.upsample.conv.bias");

@@ -5,8 +5,8 @@ mod backend_kind;
 pub mod bands;
 pub mod checkpoint;
 pub mod config;
-pub mod conv_algorithm;
 mod conv;
+pub mod conv_algorithm;
 mod decoder;
 mod encoder;
 pub mod error;
@@ -29,10 +29,13 @@ pub use bands::set_band_elements;
 pub use config::VaeConfig;
 pub use conv_algorithm::{ConvAlgorithm, set_conv_algorithm};
 pub use error::{Error, Result};
-pub use image_io::{DEFAULT_MAX_IMAGE_PIXELS, ImageF32, ImageLoadOptions, load_image, load_image_tensor, max_image_pixels, save_png, tensor_to_rgb8};
+pub use flux2_ops::{StoredTensor, TensorStore};
+pub use image_io::{
+    DEFAULT_MAX_IMAGE_PIXELS, ImageF32, ImageLoadOptions, load_image, load_image_tensor, max_image_pixels, save_png,
+    tensor_to_rgb8,
+};
 pub use latent_norm::{LatentNorm, patchify, unpatchify};
 pub use loader::{LoadOptions, resolve_checkpoint};
-pub use flux2_ops::{StoredTensor, TensorStore};
 pub use random_init::RandomSource;
 pub use tiling::TileOptions;
 pub use vae::{Parts, Vae};

@@ -13,8 +13,8 @@ use crate::checkpoint::{CheckpointSource, Naming, detect_naming};
 use crate::config::VaeConfig;
 use crate::error::{Error, Result};
 use crate::infer_config::{FLUX2_NORM_GROUPS, infer_config};
-use flux2_ops::TensorStore;
 use crate::vae::{Parts, Vae};
+use flux2_ops::TensorStore;
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -127,7 +127,11 @@ fn is_flux2_vae_config(path: &Path) -> bool {
 /// Opens the weights of a resolved checkpoint.
 pub fn open_store(resolved: &ResolvedCheckpoint) -> Result<TensorStore> {
     let w = &resolved.weights;
-    Ok(if w.to_string_lossy().ends_with(".index.json") { TensorStore::open_index(w)? } else { TensorStore::open_file(w)? })
+    Ok(if w.to_string_lossy().ends_with(".index.json") {
+        TensorStore::open_index(w)?
+    } else {
+        TensorStore::open_file(w)?
+    })
 }
 
 /// Everything known about a checkpoint before building the model.

@@ -57,7 +57,12 @@ impl<'a, B: Backend> Params<'a, B> {
     }
 
     /// A parameter in the model dtype.
-    pub(crate) fn get<const D: usize>(&mut self, name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>> {
+    pub(crate) fn get<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        kind: ParamKind,
+    ) -> Result<Tensor<B, D>> {
         let dtype = self.dtype;
         self.get_as(name, shape, kind, dtype)
     }

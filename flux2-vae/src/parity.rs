@@ -11,8 +11,8 @@ use burn::tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::loader::LoadOptions;
-use flux2_ops::TensorStore;
 use crate::vae::Vae;
+use flux2_ops::TensorStore;
 
 /// One compared output.
 #[derive(Debug, Clone)]
@@ -47,7 +47,11 @@ fn tensor<B: Backend>(store: &TensorStore, name: &str, device: &B::Device) -> Re
     }
     let data = store.read(name, DType::F32)?;
     if data.shape.len() != 4 {
-        return Err(Error::InputShape { what: "fixture tensor", shape: data.shape.to_vec(), reason: format!("`{name}` must be 4-D") });
+        return Err(Error::InputShape {
+            what: "fixture tensor",
+            shape: data.shape.to_vec(),
+            reason: format!("`{name}` must be 4-D"),
+        });
     }
     Ok(Some(Tensor::from_data(data, (device, DType::F32))))
 }
@@ -61,7 +65,12 @@ fn values<B: Backend>(t: Tensor<B, 4>) -> Result<Vec<f32>> {
     })
 }
 
-fn compare<B: Backend>(name: &'static str, out: Tensor<B, 4>, reference: Tensor<B, 4>, path: &Path) -> Result<Comparison> {
+fn compare<B: Backend>(
+    name: &'static str,
+    out: Tensor<B, 4>,
+    reference: Tensor<B, 4>,
+    path: &Path,
+) -> Result<Comparison> {
     let (shape, ref_shape) = (out.dims().to_vec(), reference.dims().to_vec());
     if shape != ref_shape {
         return Err(Error::ShapeMismatch { path: path.into(), stored: name.into(), found: shape, expected: ref_shape });
@@ -71,16 +80,24 @@ fn compare<B: Backend>(name: &'static str, out: Tensor<B, 4>, reference: Tensor<
 }
 
 /// Loads `<dir>/vae` with `options` on `device` and compares both outputs with the fixture.
-pub fn run_fixture<B: Backend>(dir: impl AsRef<Path>, device: &B::Device, options: &LoadOptions) -> Result<Vec<Comparison>> {
+pub fn run_fixture<B: Backend>(
+    dir: impl AsRef<Path>,
+    device: &B::Device,
+    options: &LoadOptions,
+) -> Result<Vec<Comparison>> {
     let dir = dir.as_ref();
     let vae = Vae::<B>::load(dir.join("vae"), device, options)?;
     let inputs = TensorStore::open_file(dir.join("inputs.safetensors"))?;
     let expected = TensorStore::open_file(dir.join("expected.safetensors"))?;
     let mut results = Vec::new();
-    if let (Some(image), Some(reference)) = (tensor::<B>(&inputs, "image", device)?, tensor::<B>(&expected, "latents", device)?) {
+    if let (Some(image), Some(reference)) =
+        (tensor::<B>(&inputs, "image", device)?, tensor::<B>(&expected, "latents", device)?)
+    {
         results.push(compare("latents", vae.encode_image(image)?, reference, &dir.join("expected.safetensors"))?);
     }
-    if let (Some(latents), Some(reference)) = (tensor::<B>(&inputs, "latents", device)?, tensor::<B>(&expected, "decoded", device)?) {
+    if let (Some(latents), Some(reference)) =
+        (tensor::<B>(&inputs, "latents", device)?, tensor::<B>(&expected, "decoded", device)?)
+    {
         results.push(compare("decoded", vae.decode_latents(latents)?, reference, &dir.join("expected.safetensors"))?);
     }
     if results.is_empty() {

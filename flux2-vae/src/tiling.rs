@@ -162,7 +162,8 @@ impl<B: Backend> Vae<B> {
                 let wy = span_weights(&ys, ky, scale);
                 for (kx, &(x0, x1)) in xs.iter().enumerate() {
                     let wx = span_weights(&xs, kx, scale);
-                    let tile = item.clone().narrow(2, y0 * unit, (y1 - y0) * unit).narrow(3, x0 * unit, (x1 - x0) * unit);
+                    let tile =
+                        item.clone().narrow(2, y0 * unit, (y1 - y0) * unit).narrow(3, x0 * unit, (x1 - x0) * unit);
                     let mean = host_f32(self.encode_mean(tile)?)?;
                     canvas.add(&mean, y0 * scale, x0 * scale, &wy, &wx);
                 }

@@ -24,7 +24,8 @@ fn shifted_matmul_matches_backend_conv() {
         let f32_vae = Vae::<B>::load(fixture(case).join("vae"), &device, &LoadOptions::default()).unwrap();
         let exact = values(f32_vae.encode_image(image.clone()).unwrap());
         drop(f32_vae);
-        let vae = Vae::<B>::load(fixture(case).join("vae"), &device, &LoadOptions::default().with_dtype(DType::BF16)).unwrap();
+        let vae = Vae::<B>::load(fixture(case).join("vae"), &device, &LoadOptions::default().with_dtype(DType::BF16))
+            .unwrap();
         let backend_err = relative_error(&values(vae.encode_image(image.clone()).unwrap()), &exact).0;
         set_conv_algorithm(ConvAlgorithm::ShiftedMatmul);
         set_band_elements(100);

@@ -14,7 +14,8 @@ fn all_fixtures_match_diffusers_f32() {
     assert!(fixtures.len() >= 8, "expected the committed fixtures, found {fixtures:?}");
     let device = Default::default();
     for dir in fixtures {
-        let results = run_fixture::<B>(&dir, &device, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let results = run_fixture::<B>(&dir, &device, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert_eq!(results.len(), 2, "{}", dir.display());
         for c in results {
             assert!(c.rel_err < 1e-4, "{} {}: rel_err {:e}", dir.display(), c.name, c.rel_err);
@@ -49,10 +50,16 @@ fn encoder_only_and_decoder_only_loads() {
     let device = Default::default();
     for case in ["tiny_default", "bfl_naming"] {
         let dir = fixture(case);
-        let enc = Vae::<B>::load(dir.join("vae"), &device, &LoadOptions::default().with_parts(Parts::EncoderOnly)).unwrap();
-        let dec = Vae::<B>::load(dir.join("vae"), &device, &LoadOptions::default().with_parts(Parts::DecoderOnly)).unwrap();
+        let enc =
+            Vae::<B>::load(dir.join("vae"), &device, &LoadOptions::default().with_parts(Parts::EncoderOnly)).unwrap();
+        let dec =
+            Vae::<B>::load(dir.join("vae"), &device, &LoadOptions::default().with_parts(Parts::DecoderOnly)).unwrap();
         let full = Vae::<B>::load(dir.join("vae"), &device, &LoadOptions::default()).unwrap();
-        let image = burn::tensor::Tensor::<B, 4>::random([1, 3, 32, 32], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        let image = burn::tensor::Tensor::<B, 4>::random(
+            [1, 3, 32, 32],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
         let a = common::values(enc.encode_image(image.clone()).unwrap());
         let b = common::values(full.encode_image(image).unwrap());
         assert_eq!(a, b);
@@ -71,7 +78,8 @@ fn batch_items_are_independent() {
     // Batch of two equals the two single-image runs (GroupNorm is per image).
     let device = Default::default();
     let vae = Vae::<B>::load(fixture("batch2_sharded").join("vae"), &device, &LoadOptions::default()).unwrap();
-    let image = burn::tensor::Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+    let image =
+        burn::tensor::Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
     let both = common::values(vae.encode_image(image.clone()).unwrap());
     let first = common::values(vae.encode_image(image.clone().narrow(0, 0, 1)).unwrap());
     let second = common::values(vae.encode_image(image.narrow(0, 1, 1)).unwrap());

@@ -45,7 +45,9 @@ fn opts() -> ImageLoadOptions {
 
 #[test]
 fn eight_bit_values_map_like_diffusers_and_round_trip() {
-    let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(256, 1, |x, _| Rgb([x as u8, 255 - x as u8, (x * 7 % 256) as u8])));
+    let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(256, 1, |x, _| {
+        Rgb([x as u8, 255 - x as u8, (x * 7 % 256) as u8])
+    }));
     let loaded = decode_image(&png_bytes(&img, None), "ramp.png", &opts()).unwrap();
     assert_eq!((loaded.width, loaded.height), (256, 1));
     for x in 0..256usize {
@@ -91,7 +93,8 @@ fn grayscale_is_replicated() {
 
 #[test]
 fn alpha_is_composited_on_the_background() {
-    let img = DynamicImage::ImageRgba8(ImageBuffer::from_fn(3, 1, |x, _| Rgba([255, 0, 0, [0u8, 128, 255][x as usize]])));
+    let img =
+        DynamicImage::ImageRgba8(ImageBuffer::from_fn(3, 1, |x, _| Rgba([255, 0, 0, [0u8, 128, 255][x as usize]])));
     let options = ImageLoadOptions { background: [0, 0, 255], ..Default::default() };
     let loaded = decode_image(&png_bytes(&img, None), "alpha.png", &options).unwrap();
     assert_eq!(pixel(&loaded, 0, 0), [-1.0, -1.0, 1.0]); // fully transparent: background
@@ -118,7 +121,9 @@ fn alpha_is_composited_on_the_background() {
 #[test]
 fn exif_orientation_is_applied() {
     let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(3, 2, |x, y| Rgb([x as u8 * 100, y as u8 * 200, 7])));
-    for (tag, expected) in [(1u16, img.clone()), (6, img.rotate90()), (3, img.rotate180()), (8, img.rotate270()), (2, img.fliph())] {
+    for (tag, expected) in
+        [(1u16, img.clone()), (6, img.rotate90()), (3, img.rotate180()), (8, img.rotate270()), (2, img.fliph())]
+    {
         let loaded = decode_image(&png_bytes(&img, Some(exif_orientation(tag))), "exif.png", &opts()).unwrap();
         assert_eq!(loaded, dynamic_to_f32(&expected, &opts()), "orientation {tag}");
     }
@@ -126,7 +131,12 @@ fn exif_orientation_is_applied() {
     let loaded = decode_image(&png_bytes(&img, Some(exif_orientation(6))), "exif.png", &raw).unwrap();
     assert_eq!((loaded.width, loaded.height), (3, 2));
     // JPEG carries EXIF in APP1 (pixels are lossy; check the geometry).
-    let big = DynamicImage::ImageRgb8(ImageBuffer::from_fn(32, 16, |x, _| if x < 16 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) }));
+    let big =
+        DynamicImage::ImageRgb8(ImageBuffer::from_fn(
+            32,
+            16,
+            |x, _| if x < 16 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) },
+        ));
     let mut jpeg = Vec::new();
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut jpeg), 95);
     enc.set_exif_metadata(exif_orientation(6)).unwrap();
@@ -157,7 +167,10 @@ fn save_png_uses_diffusers_rounding() {
     // x = 0 -> 127.5 -> 128 (half to even); out-of-range values clamp.
     let vals = vec![0.0f32, -2.0, 2.0, 1.0, -1.0, 0.5];
     let n = vals.len();
-    let t = Tensor::<B, 4>::from_data(TensorData::new([vals.clone(), vals.clone(), vals].concat(), [1, 3, 1, n]), (&device, DType::F32));
+    let t = Tensor::<B, 4>::from_data(
+        TensorData::new([vals.clone(), vals.clone(), vals].concat(), [1, 3, 1, n]),
+        (&device, DType::F32),
+    );
     let path = tmp.path().join("out.png");
     save_png(t.clone(), &path).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
@@ -189,7 +202,8 @@ fn bad_image_files_are_named() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let err = load_image(&truncated, &opts()).unwrap_err();
     assert!(matches!(err, Error::ImageDecode { .. }) && err.to_string().contains("truncated.png"), "{err}");
-    let err = save_png(Tensor::<B, 4>::zeros([1, 3, 2, 2], &Default::default()), tmp.path().join("no/such/dir/x.png")).unwrap_err();
+    let err = save_png(Tensor::<B, 4>::zeros([1, 3, 2, 2], &Default::default()), tmp.path().join("no/such/dir/x.png"))
+        .unwrap_err();
     assert!(matches!(err, Error::ImageEncode { .. }), "{err}");
 }
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
 use common::{B, fixture, values};
+use flux2_vae::TensorStore;
 use flux2_vae::checkpoint::detect_naming;
 use flux2_vae::infer_config::infer_config;
 use flux2_vae::key_map::Layout;
 use flux2_vae::loader::{inspect_checkpoint, open_store};
-use flux2_vae::TensorStore;
 use flux2_vae::{Error, LoadOptions, Vae, VaeConfig, resolve_checkpoint};
 use half::bf16;
 use safetensors::tensor::{Dtype, TensorView};
@@ -32,10 +32,8 @@ fn raw_tensors(case: &str) -> HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
 }
 
 fn write(path: &Path, tensors: &HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>) {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView<'_>)> =
+        tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
@@ -55,7 +53,9 @@ fn encode_reference(case: &str, vae: &Vae<B>) -> f64 {
 
 #[test]
 fn detects_both_layouts() {
-    for (case, layout) in [("tiny_default", Layout::Diffusers), ("bfl_naming", Layout::Bfl), ("batch2_sharded", Layout::Diffusers)] {
+    for (case, layout) in
+        [("tiny_default", Layout::Diffusers), ("bfl_naming", Layout::Bfl), ("batch2_sharded", Layout::Diffusers)]
+    {
         let (store, info) = inspect_checkpoint(fixture(case).join("vae"), None).unwrap();
         assert_eq!(detect_naming(&store).unwrap().layout, layout, "{case}");
         assert_eq!(info.naming.prefix, "");
@@ -65,7 +65,15 @@ fn detects_both_layouts() {
 
 #[test]
 fn infers_config_from_shapes() {
-    for case in ["tiny_default", "bfl_naming", "no_quant_convs", "no_mid_attention", "uneven_decoder", "three_blocks", "batch2_sharded"] {
+    for case in [
+        "tiny_default",
+        "bfl_naming",
+        "no_quant_convs",
+        "no_mid_attention",
+        "uneven_decoder",
+        "three_blocks",
+        "batch2_sharded",
+    ] {
         let resolved = resolve_checkpoint(fixture(case).join("vae")).unwrap();
         let store = open_store(&resolved).unwrap();
         let naming = detect_naming(&store).unwrap();
@@ -115,7 +123,8 @@ fn prefixed_bundle_and_bf16_storage() {
     let device = Default::default();
     let options = LoadOptions { config: Some(config_of("tiny_default")), ..Default::default() };
     // ComfyUI-style prefix.
-    let prefixed: HashMap<_, _> = raw_tensors("tiny_default").into_iter().map(|(k, v)| (format!("first_stage_model.{k}"), v)).collect();
+    let prefixed: HashMap<_, _> =
+        raw_tensors("tiny_default").into_iter().map(|(k, v)| (format!("first_stage_model.{k}"), v)).collect();
     let path = tmp.path().join("bundle.safetensors");
     write(&path, &prefixed);
     let vae = Vae::<B>::load(&path, &device, &options).unwrap();
@@ -163,7 +172,10 @@ fn bfl_missing_tensor_names_the_bfl_key() {
     std::fs::copy(fixture("bfl_naming").join("vae/config.json"), tmp.path().join("config.json")).unwrap();
     let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("decoder.up.1.upsample.conv.bias") && msg.contains("decoder.up_blocks.2.upsamplers.0.conv.bias"), "{msg}");
+    assert!(
+        msg.contains("decoder.up.1.upsample.conv.bias") && msg.contains("decoder.up_blocks.2.upsamplers.0.conv.bias"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -194,7 +206,10 @@ fn config_that_disagrees_with_weights() {
     let options = LoadOptions { config: Some(cfg), ..Default::default() };
     let err = Vae::<B>::load(fixture("tiny_default").join("vae"), &device, &options).unwrap_err();
     assert!(matches!(err, Error::UnusedTensors { .. }), "{err}");
-    assert!(err.to_string().contains("attentions.0") && err.to_string().contains("diffusion_pytorch_model.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("attentions.0") && err.to_string().contains("diffusion_pytorch_model.safetensors"),
+        "{err}"
+    );
     let mut cfg = config_of("tiny_default");
     cfg.latent_channels = 8;
     let options = LoadOptions { config: Some(cfg), ..Default::default() };
@@ -251,8 +266,13 @@ fn broken_shard_index() {
 #[test]
 fn wrong_model_config_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("tiny_default").join("vae/diffusion_pytorch_model.safetensors"), tmp.path().join("diffusion_pytorch_model.safetensors")).unwrap();
-    std::fs::write(tmp.path().join("config.json"), r#"{"_class_name": "AutoencoderKL", "latent_channels": 16}"#).unwrap();
+    std::fs::copy(
+        fixture("tiny_default").join("vae/diffusion_pytorch_model.safetensors"),
+        tmp.path().join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("config.json"), r#"{"_class_name": "AutoencoderKL", "latent_channels": 16}"#)
+        .unwrap();
     let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Config { field: "_class_name", .. }), "{err}");
 }
@@ -303,5 +323,10 @@ fn non_finite_weights_are_named() {
     std::fs::copy(fixture("tiny_default").join("vae/config.json"), tmp.path().join("config.json")).unwrap();
     let err = Vae::<B>::load(tmp.path(), &Default::default(), &LoadOptions::default()).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::NonFinite { .. }) && text.contains(key) && text.contains("diffusion_pytorch_model.safetensors"), "{text}");
+    assert!(
+        matches!(err, Error::NonFinite { .. })
+            && text.contains(key)
+            && text.contains("diffusion_pytorch_model.safetensors"),
+        "{text}"
+    );
 }

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData};
-use flux2_ops::writer::{write_safetensors, PendingTensor};
 use flux2_dit::{Checkpoint, TensorStore};
-use lora_adapters::{attach, extract, inject, remove, save, LoraConfig, LoraLayout, SaveOptions, Targets};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
+use lora_adapters::{LoraConfig, LoraLayout, SaveOptions, Targets, attach, extract, inject, remove, save};
 
 type B = Flex;
 
@@ -29,7 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let encoder = read(&inputs, "encoder_hidden_states")?;
     let timestep = read(&inputs, "timestep")?;
     let guidance = if inputs.contains("guidance") { Some(read(&inputs, "guidance")?) } else { None };
-    let (txt_ids, img_ids) = (flux2_dit::PositionIds::read(&inputs, "txt_ids")?, flux2_dit::PositionIds::read(&inputs, "img_ids")?);
+    let (txt_ids, img_ids) =
+        (flux2_dit::PositionIds::read(&inputs, "txt_ids")?, flux2_dit::PositionIds::read(&inputs, "img_ids")?);
 
     for (layout, label, targets) in [
         (LoraLayout::AiToolkit, "ai_toolkit", Targets::Blocks),

@@ -14,13 +14,19 @@ pub enum Error {
     FactorShape { file: PathBuf, module: String, down: Vec<usize>, up: Vec<usize>, out: usize, input: usize },
     #[error("{file}: `{module}` {what} holds NaN or infinite values (saved from a diverged run?)")]
     NonFinite { file: PathBuf, module: String, what: &'static str },
-    #[error("{file}: no LoRA tensors recognised (expected `diffusion_model.*.lora_A.weight`, `transformer.*.lora_A.weight` or `lora_unet_*.lora_down.weight` keys)")]
+    #[error(
+        "{file}: no LoRA tensors recognised (expected `diffusion_model.*.lora_A.weight`, `transformer.*.lora_A.weight` or `lora_unet_*.lora_down.weight` keys)"
+    )]
     NotALora { file: PathBuf },
-    #[error("{file}: {count} tensor(s) that are not LoRA factors (lora_A/lora_B, lora_down/lora_up, alpha), e.g. `{key}`; DoRA, LoKr/LoHa and full-weight `.diff` files are not supported")]
+    #[error(
+        "{file}: {count} tensor(s) that are not LoRA factors (lora_A/lora_B, lora_down/lora_up, alpha), e.g. `{key}`; DoRA, LoKr/LoHa and full-weight `.diff` files are not supported"
+    )]
     UnsupportedTensor { file: PathBuf, key: String, count: usize },
     #[error("{file}: bad metadata `{key}`: {message}")]
     Metadata { file: PathBuf, key: String, message: String },
-    #[error("LoRA rank {rank} (`network.linear`) does not fit `{module}`: the layer is {input} -> {out}; a rank must be between 1 and the narrower side ({max})")]
+    #[error(
+        "LoRA rank {rank} (`network.linear`) does not fit `{module}`: the layer is {input} -> {out}; a rank must be between 1 and the narrower side ({max})"
+    )]
     Rank { rank: usize, module: String, input: usize, out: usize, max: usize },
     #[error("no module matches the target selection {0}")]
     NoTargets(String),

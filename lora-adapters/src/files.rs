@@ -3,16 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, DType, TensorData};
+use burn::tensor::{DType, TensorData, backend::Backend};
 use flux2_dit::key_map::{diffusers_module, diffusers_qkv_modules};
-use flux2_ops::writer::{write_safetensors, PendingTensor};
 use flux2_dit::{Flux2Transformer, TensorStore};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::inject::{attach, extract, AdapterHandle, Factors};
+use crate::inject::{AdapterHandle, Factors, attach, extract};
 use crate::layout::{
-    kohya_name, split_factor_key, FactorKind, LoraLayout, AI_TOOLKIT_PREFIX, DIFFUSERS_PREFIX, KOHYA_PREFIX,
+    AI_TOOLKIT_PREFIX, DIFFUSERS_PREFIX, FactorKind, KOHYA_PREFIX, LoraLayout, kohya_name, split_factor_key,
 };
 
 /// Descriptive metadata written into the safetensors header (`flux2.*` keys).
@@ -71,7 +71,8 @@ fn trim_unused_rank(down: &TensorData, up: &TensorData) -> (TensorData, TensorDa
         return (down.clone(), up.clone());
     }
     let new_a: Vec<f32> = keep.iter().flat_map(|&c| a[c * input..(c + 1) * input].iter().copied()).collect();
-    let new_b: Vec<f32> = (0..out).flat_map(|row| keep.iter().map(move |&c| (row, c))).map(|(row, c)| b[row * r + c]).collect();
+    let new_b: Vec<f32> =
+        (0..out).flat_map(|row| keep.iter().map(move |&c| (row, c))).map(|(row, c)| b[row * r + c]).collect();
     (TensorData::new(new_a, [keep.len(), input]), TensorData::new(new_b, [out, keep.len()]))
 }
 
@@ -89,7 +90,9 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
     let rank = m.rank.unwrap_or_else(|| factors[0].1.rank());
     header.insert("flux2.rank".into(), rank.to_string());
     header.insert("flux2.alpha".into(), m.alpha.unwrap_or(factors[0].1.scale * rank as f32).to_string());
-    for (key, value) in [("flux2.base_model", &m.base_model), ("flux2.trigger_word", &m.trigger_word), ("flux2.targets", &m.targets)] {
+    for (key, value) in
+        [("flux2.base_model", &m.base_model), ("flux2.trigger_word", &m.trigger_word), ("flux2.targets", &m.targets)]
+    {
         if let Some(v) = value {
             header.insert(key.into(), v.clone());
         }
@@ -108,7 +111,11 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
             header.insert("flux2.scale_folded_into_lora_B".into(), "true".into());
             for (path, f) in factors {
                 tensors.push(PendingTensor::ready(format!("{AI_TOOLKIT_PREFIX}{path}.lora_A.weight"), f.down, dtype));
-                tensors.push(PendingTensor::ready(format!("{AI_TOOLKIT_PREFIX}{path}.lora_B.weight"), scaled(&f.up, f.scale), dtype));
+                tensors.push(PendingTensor::ready(
+                    format!("{AI_TOOLKIT_PREFIX}{path}.lora_B.weight"),
+                    scaled(&f.up, f.scale),
+                    dtype,
+                ));
             }
         }
         LoraLayout::Kohya => {
@@ -117,7 +124,11 @@ pub fn save<B: Backend>(model: &Flux2Transformer<B>, name: &str, path: &Path, op
                 let alpha = f.scale * f.rank() as f32;
                 tensors.push(PendingTensor::ready(format!("{base}.lora_down.weight"), f.down, dtype));
                 tensors.push(PendingTensor::ready(format!("{base}.lora_up.weight"), f.up, dtype));
-                tensors.push(PendingTensor::ready(format!("{base}.alpha"), TensorData::new(vec![alpha], Vec::<usize>::new()), DType::F32));
+                tensors.push(PendingTensor::ready(
+                    format!("{base}.alpha"),
+                    TensorData::new(vec![alpha], Vec::<usize>::new()),
+                    DType::F32,
+                ));
             }
         }
         LoraLayout::Diffusers => {
@@ -226,7 +237,12 @@ struct Parts {
 }
 
 /// Loads any of the three layouts into `model` as adapter `name` at `multiplier`.
-pub fn load_into<B: Backend>(model: &mut Flux2Transformer<B>, path: &Path, name: &str, multiplier: f32) -> Result<AdapterHandle> {
+pub fn load_into<B: Backend>(
+    model: &mut Flux2Transformer<B>,
+    path: &Path,
+    name: &str,
+    multiplier: f32,
+) -> Result<AdapterHandle> {
     let factors = read_factors(model, path)?;
     attach(model, name, factors, multiplier, 0.0)
 }
@@ -268,16 +284,46 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
     let mut whole: Vec<(String, Factors)> = Vec::new();
     let mut split: BTreeMap<String, [Option<Factors>; 3]> = BTreeMap::new();
     for (module, parts) in modules {
-        let (bfl, rows_of) = index.get(&module).cloned().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: module.clone() })?;
-        let down = parts.down.ok_or_else(|| Error::MissingFactor { file: file.clone(), module: module.clone(), which: "lora_B/up" })?;
-        let up = parts.up.ok_or_else(|| Error::MissingFactor { file: file.clone(), module: module.clone(), which: "lora_A/down" })?;
-        let (out, input) = linears.get(&bfl).copied().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: module.clone() })?;
+        let (bfl, rows_of) = index
+            .get(&module)
+            .cloned()
+            .ok_or_else(|| Error::UnknownModule { file: file.clone(), key: module.clone() })?;
+        let down = parts.down.ok_or_else(|| Error::MissingFactor {
+            file: file.clone(),
+            module: module.clone(),
+            which: "lora_B/up",
+        })?;
+        let up = parts.up.ok_or_else(|| Error::MissingFactor {
+            file: file.clone(),
+            module: module.clone(),
+            which: "lora_A/down",
+        })?;
+        let (out, input) = linears
+            .get(&bfl)
+            .copied()
+            .ok_or_else(|| Error::UnknownModule { file: file.clone(), key: module.clone() })?;
         let rank = down.shape.first().copied().unwrap_or(0);
         let part_out = if matches!(rows_of, Rows::Third(_)) { out / 3 } else { out };
-        if down.shape.len() != 2 || up.shape.len() != 2 || down.shape[1] != input || up.shape[0] != part_out || up.shape[1] != rank {
-            return Err(Error::FactorShape { file: file.clone(), module, down: down.shape.to_vec(), up: up.shape.to_vec(), out: part_out, input });
+        if down.shape.len() != 2
+            || up.shape.len() != 2
+            || down.shape[1] != input
+            || up.shape[0] != part_out
+            || up.shape[1] != rank
+        {
+            return Err(Error::FactorShape {
+                file: file.clone(),
+                module,
+                down: down.shape.to_vec(),
+                up: up.shape.to_vec(),
+                out: part_out,
+                input,
+            });
         }
-        let pattern = peft.alpha_pattern.iter().find(|(k, _)| module == **k || module.ends_with(&format!(".{k}"))).map(|(_, v)| *v);
+        let pattern = peft
+            .alpha_pattern
+            .iter()
+            .find(|(k, _)| module == **k || module.ends_with(&format!(".{k}")))
+            .map(|(_, v)| *v);
         let from_peft = parts.alpha.is_none();
         let alpha = parts.alpha.or(pattern).or(peft.alpha).unwrap_or(rank as f32);
         // PEFT's rank-stabilized LoRA (`use_rslora`) scales by alpha / sqrt(r) instead of alpha / r.
@@ -300,7 +346,8 @@ pub fn read_factors<B: Backend>(model: &Flux2Transformer<B>, path: &Path) -> Res
         }
     }
     for (bfl, parts) in split {
-        let (out, input) = linears.get(&bfl).copied().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: bfl.clone() })?;
+        let (out, input) =
+            linears.get(&bfl).copied().ok_or_else(|| Error::UnknownModule { file: file.clone(), key: bfl.clone() })?;
         whole.push((bfl, fuse_qkv(parts, out, input)));
     }
     Ok(whole)
@@ -317,7 +364,8 @@ struct PeftScaling {
 /// `lora_alpha`, `alpha_pattern` and `use_rslora` from `lora_adapter_metadata`.
 fn peft_scaling(metadata: &HashMap<String, String>, path: &Path) -> Result<PeftScaling> {
     let Some(text) = metadata.get("lora_adapter_metadata") else { return Ok(PeftScaling::default()) };
-    let bad = |message: String| Error::Metadata { file: path.to_path_buf(), key: "lora_adapter_metadata".into(), message };
+    let bad =
+        |message: String| Error::Metadata { file: path.to_path_buf(), key: "lora_adapter_metadata".into(), message };
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     let alpha_pattern: Vec<(String, f32)> = json
         .get("transformer.alpha_pattern")

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use flux2_dit::{AdapterSwitch, Flux2Transformer, LowRankAdapter};
 use flux2_ops::Rng;
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,8 @@ pub fn init_factors(rank: usize, in_features: usize, out_features: usize, rng: &
 }
 
 fn adapter_names<B: Backend>(model: &Flux2Transformer<B>) -> Vec<String> {
-    let mut names: Vec<String> = model.linears().iter().flat_map(|(_, l)| l.adapters.iter().map(|a| a.name.clone())).collect();
+    let mut names: Vec<String> =
+        model.linears().iter().flat_map(|(_, l)| l.adapters.iter().map(|a| a.name.clone())).collect();
     names.sort();
     names.dedup();
     names
@@ -127,7 +128,13 @@ pub fn inject<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, config: &
     for (path, l) in model.linears().into_iter().filter(|(path, _)| config.targets.selects(path)) {
         let max = l.in_features().min(l.out_features());
         if config.rank == 0 || config.rank > max {
-            return Err(Error::Rank { rank: config.rank, module: path, input: l.in_features(), out: l.out_features(), max });
+            return Err(Error::Rank {
+                rank: config.rank,
+                module: path,
+                input: l.in_features(),
+                out: l.out_features(),
+                max,
+            });
         }
     }
     let factors: Vec<(String, Factors)> = model

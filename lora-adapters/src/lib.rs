@@ -29,8 +29,8 @@ pub mod targets;
 pub mod trainable;
 
 pub use error::{Error, Result};
-pub use files::{detect_layout, load_into, read_factors, save, LoraMetadata, SaveOptions};
-pub use inject::{attach, extract, init_factors, inject, remove, AdapterHandle, Factors, LoraConfig};
+pub use files::{LoraMetadata, SaveOptions, detect_layout, load_into, read_factors, save};
+pub use inject::{AdapterHandle, Factors, LoraConfig, attach, extract, init_factors, inject, remove};
 pub use layout::LoraLayout;
 pub use merge::{merge, unmerge};
 pub use targets::Targets;

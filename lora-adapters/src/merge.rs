@@ -1,7 +1,7 @@
 //! Folding an adapter into the base weights (faster inference, one less matmul pair per layer) and
 //! taking it back out. The dense delta exists only transiently, one layer at a time.
 
-use burn::tensor::{backend::Backend, DType};
+use burn::tensor::{DType, backend::Backend};
 use flux2_dit::Flux2Transformer;
 
 use crate::error::{Error, Result};

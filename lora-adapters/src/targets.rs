@@ -40,7 +40,8 @@ impl Targets {
         match self {
             Targets::Blocks => in_blocks(path),
             Targets::DiffusersDefault => {
-                path.starts_with("double_blocks.") && (path.ends_with("img_attn.qkv") || path.ends_with("img_attn.proj"))
+                path.starts_with("double_blocks.")
+                    && (path.ends_with("img_attn.qkv") || path.ends_with("img_attn.proj"))
             }
             Targets::Everything => true,
             Targets::Filtered { only_if_contains, ignore_if_contains } => {

@@ -12,8 +12,8 @@
 //! require gradients again, keeping each parameter's id (so Burn's gradient lookup keeps working).
 
 use burn::module::Param;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use flux2_dit::{Flux2Transformer, LowRankAdapter};
 
 use crate::error::{Error, Result};
@@ -38,18 +38,12 @@ pub fn keys<B: Backend>(model: &Flux2Transformer<B>, adapter: &str) -> Vec<Strin
 
 /// Shapes of the trainable tensors in list order (what an optimizer allocates its state for).
 pub fn shapes<B: Backend>(model: &Flux2Transformer<B>, adapter: &str) -> Vec<[usize; 2]> {
-    layers(model, adapter)
-        .into_iter()
-        .flat_map(|(_, a)| [a.down.val().dims(), a.up.val().dims()])
-        .collect()
+    layers(model, adapter).into_iter().flat_map(|(_, a)| [a.down.val().dims(), a.up.val().dims()]).collect()
 }
 
 /// Current values on the inner backend (no autodiff graph), in list order.
 pub fn values<B: AutodiffBackend>(model: &Flux2Transformer<B>, adapter: &str) -> Vec<Tensor<B::InnerBackend, 2>> {
-    layers(model, adapter)
-        .into_iter()
-        .flat_map(|(_, a)| [a.down.val().inner(), a.up.val().inner()])
-        .collect()
+    layers(model, adapter).into_iter().flat_map(|(_, a)| [a.down.val().inner(), a.up.val().inner()]).collect()
 }
 
 /// Gradients of the factors after `backward()`, in list order. A factor without gradient (its layer
@@ -64,10 +58,7 @@ pub fn gradients<B: AutodiffBackend>(
         let value = p.val();
         value.grad(grads).unwrap_or_else(|| value.inner().zeros_like())
     };
-    layers(model, adapter)
-        .into_iter()
-        .flat_map(|(_, a)| [grad(&a.down), grad(&a.up)])
-        .collect()
+    layers(model, adapter).into_iter().flat_map(|(_, a)| [grad(&a.down), grad(&a.up)]).collect()
 }
 
 /// Writes new values (list order) back as trainable parameters, keeping their ids. Checks count and
@@ -80,7 +71,11 @@ pub fn set_values<B: AutodiffBackend>(
 ) -> Result<()> {
     let expected = shapes(model, adapter);
     if values.len() != expected.len() {
-        return Err(Error::TrainableCount { adapter: adapter.to_string(), given: values.len(), expected: expected.len() });
+        return Err(Error::TrainableCount {
+            adapter: adapter.to_string(),
+            given: values.len(),
+            expected: expected.len(),
+        });
     }
     if let Some((given, expected)) = values.iter().map(|v| v.dims()).zip(expected).find(|(g, e)| g != e) {
         return Err(Error::TrainableShape { adapter: adapter.to_string(), given, expected });

@@ -17,48 +17,24 @@ fn every_layout_converts_into_every_other() {
     for case in ["lora_all_linears", "lora_qv_only"] {
         let src = fixture(case);
         let fresh = || -> Flux2Transformer<B> {
-            Checkpoint::open(&src.join("transformer"))
-                .unwrap()
-                .load::<B>(DType::F32, &Default::default())
-                .unwrap()
+            Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap()
         };
         let base = forward(&fresh());
         let mut original = fresh();
         load_into(&mut original, &src.join("lora.safetensors"), "peft", 1.0).unwrap();
         let expected = forward(&original);
-        assert!(
-            rel_err(&base, &expected) > 1e-3,
-            "{case}: the LoRA must change the output"
-        );
+        assert!(rel_err(&base, &expected) > 1e-3, "{case}: the LoRA must change the output");
 
         for from in LAYOUTS {
             let first = tmp.path().join(format!("{case}-{from:?}.safetensors"));
-            save(
-                &original,
-                "peft",
-                &first,
-                &SaveOptions {
-                    layout: from,
-                    dtype: DType::F32,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            save(&original, "peft", &first, &SaveOptions { layout: from, dtype: DType::F32, ..Default::default() })
+                .unwrap();
             let mut loaded = fresh();
             load_into(&mut loaded, &first, "x", 1.0).unwrap();
             for to in LAYOUTS {
                 let second = tmp.path().join(format!("{case}-{from:?}-{to:?}.safetensors"));
-                save(
-                    &loaded,
-                    "x",
-                    &second,
-                    &SaveOptions {
-                        layout: to,
-                        dtype: DType::F32,
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
+                save(&loaded, "x", &second, &SaveOptions { layout: to, dtype: DType::F32, ..Default::default() })
+                    .unwrap();
                 let mut model = fresh();
                 load_into(&mut model, &second, "y", 1.0).unwrap();
                 let err = rel_err(&forward(&model), &expected);

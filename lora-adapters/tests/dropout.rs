@@ -66,10 +66,7 @@ fn dropout_randomizes_the_branch_while_training_with_the_right_mean() {
     let (dropped, _) = layer::<AD>(0.5);
     let first = run(&dropped, &x);
     let second = run(&dropped, &x);
-    assert!(
-        max_abs_diff(&first, &reference) > 1e-3,
-        "dropout must change the training forward"
-    );
+    assert!(max_abs_diff(&first, &reference) > 1e-3, "dropout must change the training forward");
     assert!(max_abs_diff(&first, &second) > 1e-3, "each step draws a new mask");
 
     // Inverted dropout: the mean over many masks is the no-dropout output.
@@ -80,14 +77,7 @@ fn dropout_randomizes_the_branch_while_training_with_the_right_mean() {
             *m += v as f64 / runs as f64;
         }
     }
-    let worst = mean
-        .iter()
-        .zip(&reference)
-        .map(|(m, r)| (m - *r as f64).abs())
-        .fold(0.0, f64::max);
+    let worst = mean.iter().zip(&reference).map(|(m, r)| (m - *r as f64).abs()).fold(0.0, f64::max);
     println!("mean over {runs} masks: worst |mean - no-dropout| = {worst:.3e}, largest delta {delta_scale:.3e}");
-    assert!(
-        worst < 0.05 * delta_scale as f64,
-        "mean off by {worst} (delta up to {delta_scale})"
-    );
+    assert!(worst < 0.05 * delta_scale as f64, "mean off by {worst} (delta up to {delta_scale})");
 }

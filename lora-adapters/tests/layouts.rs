@@ -8,9 +8,11 @@ use flux2_test_support::dit_fixture as parity;
 use std::path::Path;
 
 use burn::tensor::DType;
-use common::{fixture, forward, tiny, B};
+use common::{B, fixture, forward, tiny};
 use flux2_dit::{Checkpoint, Flux2Config, Flux2Transformer, RandomSource};
-use lora_adapters::{inject, load_into, merge, read_factors, save, unmerge, LoraConfig, LoraLayout, SaveOptions, Targets};
+use lora_adapters::{
+    LoraConfig, LoraLayout, SaveOptions, Targets, inject, load_into, merge, read_factors, save, unmerge,
+};
 use proptest::prelude::*;
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -36,7 +38,8 @@ fn every_layout_reproduces_the_peft_fixture() {
     let tmp = tempfile::tempdir().unwrap();
     for case in ["lora_all_linears", "lora_qv_only"] {
         let src = fixture(case);
-        let mut model = Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
+        let mut model =
+            Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
         load_into(&mut model, &src.join("lora.safetensors"), "peft", 1.0).unwrap();
         for layout in [LoraLayout::AiToolkit, LoraLayout::Diffusers, LoraLayout::Kohya] {
             let file = tmp.path().join(format!("{case}-{layout:?}.safetensors"));
@@ -52,23 +55,35 @@ fn every_layout_reproduces_the_peft_fixture() {
 
 #[test]
 fn default_targets_are_the_160_block_linears_of_flux2_dev() {
-    let config = Flux2Config { attention_head_dim: 8, num_attention_heads: 1, in_channels: 4, joint_attention_dim: 4, timestep_guidance_channels: 4, axes_dims_rope: vec![2, 2, 2, 2], ..Flux2Config::dev() };
-    let model = Flux2Transformer::<B>::from_source(&config, &mut RandomSource::new(0), DType::F32, &Default::default()).unwrap();
+    let config = Flux2Config {
+        attention_head_dim: 8,
+        num_attention_heads: 1,
+        in_channels: 4,
+        joint_attention_dim: 4,
+        timestep_guidance_channels: 4,
+        axes_dims_rope: vec![2, 2, 2, 2],
+        ..Flux2Config::dev()
+    };
+    let model = Flux2Transformer::<B>::from_source(&config, &mut RandomSource::new(0), DType::F32, &Default::default())
+        .unwrap();
     let count = |t: Targets| model.linears().iter().filter(|(p, _)| t.selects(p)).count();
     assert_eq!(count(Targets::Blocks), 160);
     assert_eq!(count(Targets::DiffusersDefault), 16);
     assert_eq!(count(Targets::Everything), model.linears().len());
-    let only_img_attn = Targets::Filtered { only_if_contains: vec!["img_attn".into()], ignore_if_contains: vec!["proj".into()] };
+    let only_img_attn =
+        Targets::Filtered { only_if_contains: vec!["img_attn".into()], ignore_if_contains: vec!["proj".into()] };
     assert_eq!(count(only_img_attn), 8);
     // diffusers names work in filters too (`to_qkv_mlp_proj` is single_blocks.*.linear1).
-    let by_diffusers = Targets::Filtered { only_if_contains: vec!["to_qkv_mlp_proj".into()], ignore_if_contains: vec![] };
+    let by_diffusers =
+        Targets::Filtered { only_if_contains: vec!["to_qkv_mlp_proj".into()], ignore_if_contains: vec![] };
     assert_eq!(count(by_diffusers), 48);
 }
 
 #[test]
 fn fresh_adapter_is_identity_until_trained_and_switches_off() {
     let device = Default::default();
-    let mut model = Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &device).unwrap();
+    let mut model =
+        Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &device).unwrap();
     let base = forward(&model);
     let handle = inject(&mut model, "a", &LoraConfig { rank: 2, alpha: 4.0, ..Default::default() }).unwrap();
     assert_eq!(max_abs_diff(&base, &forward(&model)), 0.0, "B = 0 must leave outputs unchanged");
@@ -95,7 +110,8 @@ fn fresh_adapter_is_identity_until_trained_and_switches_off() {
 #[test]
 fn merge_and_unmerge_match_the_unmerged_forward() {
     let src = fixture("lora_all_linears");
-    let mut model = Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
+    let mut model =
+        Checkpoint::open(&src.join("transformer")).unwrap().load::<B>(DType::F32, &Default::default()).unwrap();
     let base = forward(&model);
     let handle = load_into(&mut model, &src.join("lora.safetensors"), "l", 0.7).unwrap();
     let live = forward(&model);
@@ -115,7 +131,9 @@ fn merge_and_unmerge_match_the_unmerged_forward() {
 #[test]
 fn bad_files_give_named_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &Default::default()).unwrap();
+    let model =
+        Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &Default::default())
+            .unwrap();
     // A LoRA for a different width.
     let src = fixture("lora_all_linears/lora.safetensors");
     let msg = read_factors(&model, &src).unwrap_err().to_string();
@@ -133,7 +151,9 @@ fn bad_files_give_named_errors() {
 #[test]
 fn non_finite_factors_and_alphas_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut model = Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &Default::default()).unwrap();
+    let mut model =
+        Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(1), DType::F32, &Default::default())
+            .unwrap();
     inject(&mut model, "n", &LoraConfig { rank: 2, alpha: 2.0, ..Default::default() }).unwrap();
     let factors = lora_adapters::extract(&model, "n").unwrap();
     for (what, bad) in [("lora_A/down", f32::NAN), ("lora_B/up", f32::INFINITY), ("alpha", f32::NAN)] {
@@ -148,9 +168,15 @@ fn non_finite_factors_and_alphas_are_named() {
         lora_adapters::remove(&mut m, "n").unwrap();
         lora_adapters::attach(&mut m, "n", broken, 1.0, 0.0).unwrap();
         let file = tmp.path().join(format!("{}.safetensors", what.replace('/', "_")));
-        save(&m, "n", &file, &SaveOptions { layout: LoraLayout::Kohya, dtype: DType::F32, ..Default::default() }).unwrap();
+        save(&m, "n", &file, &SaveOptions { layout: LoraLayout::Kohya, dtype: DType::F32, ..Default::default() })
+            .unwrap();
         let msg = read_factors(&model, &file).unwrap_err().to_string();
-        assert!(msg.contains(file.file_name().unwrap().to_str().unwrap()) && msg.contains(what) && msg.contains("NaN or infinite"), "{msg}");
+        assert!(
+            msg.contains(file.file_name().unwrap().to_str().unwrap())
+                && msg.contains(what)
+                && msg.contains("NaN or infinite"),
+            "{msg}"
+        );
     }
 }
 

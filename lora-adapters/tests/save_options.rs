@@ -9,8 +9,8 @@ use std::path::Path;
 
 use burn::tensor::DType;
 use common::{B, forward, rel_err, tiny, trained_adapter};
-use flux2_ops::writer::{PendingTensor, write_safetensors};
 use flux2_dit::{Flux2Transformer, RandomSource, TensorStore};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 use lora_adapters::{
     LoraConfig, LoraLayout, LoraMetadata, SaveOptions, Targets, extract, load_into, read_factors, remove, save,
 };
@@ -23,13 +23,8 @@ fn header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
 }
 
 fn model(seed: u64) -> Flux2Transformer<B> {
-    Flux2Transformer::<B>::from_source(
-        &tiny(1, 1),
-        &mut RandomSource::new(seed),
-        DType::F32,
-        &Default::default(),
-    )
-    .unwrap()
+    Flux2Transformer::<B>::from_source(&tiny(1, 1), &mut RandomSource::new(seed), DType::F32, &Default::default())
+        .unwrap()
 }
 
 /// A model of `seed` with a trained rank-`rank` adapter `name` (alpha `alpha`, seed `seed + 1`) on the
@@ -48,10 +43,8 @@ fn rewrite(src: &Path, dst: &Path, metadata: &BTreeMap<String, String>, extra: V
     let store = TensorStore::open(&[src.to_path_buf()]).unwrap();
     let mut keys: Vec<String> = store.keys().map(String::from).collect();
     keys.sort();
-    let mut tensors: Vec<PendingTensor> = keys
-        .iter()
-        .map(|k| PendingTensor::ready(k.clone(), store.read(k, DType::F32).unwrap(), DType::F32))
-        .collect();
+    let mut tensors: Vec<PendingTensor> =
+        keys.iter().map(|k| PendingTensor::ready(k.clone(), store.read(k, DType::F32).unwrap(), DType::F32)).collect();
     tensors.extend(extra);
     write_safetensors(dst, tensors, metadata).unwrap();
 }
@@ -60,13 +53,7 @@ fn rewrite(src: &Path, dst: &Path, metadata: &BTreeMap<String, String>, extra: V
 fn default_save_is_bf16_and_the_header_records_the_training() {
     let tmp = tempfile::tempdir().unwrap();
     let mut model = model(3);
-    let config = LoraConfig {
-        rank: 3,
-        alpha: 6.0,
-        targets: Targets::Blocks,
-        seed: 4,
-        ..Default::default()
-    };
+    let config = LoraConfig { rank: 3, alpha: 6.0, targets: Targets::Blocks, seed: 4, ..Default::default() };
     trained_adapter(&mut model, "t", &config);
     let expected = forward(&model);
     let modules = extract(&model, "t").unwrap().len();
@@ -85,20 +72,13 @@ fn default_save_is_bf16_and_the_header_records_the_training() {
         ..Default::default()
     };
     let file = tmp.path().join("t.safetensors");
-    let options = SaveOptions {
-        metadata,
-        ..Default::default()
-    };
+    let options = SaveOptions { metadata, ..Default::default() };
     assert_eq!((options.layout, options.dtype), (LoraLayout::AiToolkit, DType::BF16));
     save(&model, "t", &file, &options).unwrap();
 
     let h = header(&file);
     let meta = h["__metadata__"].as_object().unwrap();
-    let get = |k: &str| {
-        meta.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_else(|| panic!("no `{k}` in {meta:?}"))
-    };
+    let get = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no `{k}` in {meta:?}"));
     assert_eq!(get("format"), "pt");
     assert_eq!(get("flux2.rank"), "3");
     assert_eq!(get("flux2.alpha"), "6");
@@ -107,11 +87,7 @@ fn default_save_is_bf16_and_the_header_records_the_training() {
     assert_eq!(get("flux2.trigger_word"), "sks");
     assert_eq!(get("flux2.step"), "1250");
     assert_eq!(get("flux2.layout"), "AiToolkit");
-    assert!(
-        get("flux2.software").starts_with("flux2-burn lora-adapters "),
-        "{}",
-        get("flux2.software")
-    );
+    assert!(get("flux2.software").starts_with("flux2-burn lora-adapters "), "{}", get("flux2.software"));
     assert_eq!(get("name"), "demo");
 
     let tensors: Vec<(&String, &serde_json::Value)> = h.iter().filter(|(k, _)| *k != "__metadata__").collect();
@@ -135,19 +111,11 @@ fn peft_scale_is_lora_alpha_over_r_and_alpha_defaults_to_rank() {
     saved_diffusers_f32(5, "p", 4, 2.0, &file);
     let peft: serde_json::Value =
         serde_json::from_str(header(&file)["__metadata__"]["lora_adapter_metadata"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        (peft["transformer.r"].as_u64(), peft["transformer.lora_alpha"].as_f64()),
-        (Some(4), Some(2.0))
-    );
+    assert_eq!((peft["transformer.r"].as_u64(), peft["transformer.lora_alpha"].as_f64()), (Some(4), Some(2.0)));
 
     let fresh = self::model(5);
-    let scales = |path: &Path| -> Vec<f32> {
-        read_factors(&fresh, path)
-            .unwrap()
-            .into_iter()
-            .map(|(_, f)| f.scale)
-            .collect()
-    };
+    let scales =
+        |path: &Path| -> Vec<f32> { read_factors(&fresh, path).unwrap().into_iter().map(|(_, f)| f.scale).collect() };
     assert!(scales(&file).iter().all(|&s| s == 0.5), "{:?}", scales(&file));
 
     // No lora_adapter_metadata: alpha = r, scale 1.
@@ -162,10 +130,7 @@ fn peft_scale_is_lora_alpha_over_r_and_alpha_defaults_to_rank() {
         rewrite(&file, &path, &metadata, vec![]);
         path
     };
-    let other = header_with(
-        "other.safetensors",
-        r#"{"transformer.r": 4, "transformer.lora_alpha": 12.0}"#,
-    );
+    let other = header_with("other.safetensors", r#"{"transformer.r": 4, "transformer.lora_alpha": 12.0}"#);
     assert!(scales(&other).iter().all(|&s| s == 3.0), "{:?}", scales(&other));
     let rslora = header_with(
         "rslora.safetensors",
@@ -175,10 +140,7 @@ fn peft_scale_is_lora_alpha_over_r_and_alpha_defaults_to_rank() {
 
     let broken = header_with("broken.safetensors", "{ not json");
     let e = read_factors(&fresh, &broken).unwrap_err().to_string();
-    assert!(
-        e.contains("broken.safetensors") && e.contains("lora_adapter_metadata"),
-        "{e}"
-    );
+    assert!(e.contains("broken.safetensors") && e.contains("lora_adapter_metadata"), "{e}");
 }
 
 #[test]
@@ -193,10 +155,7 @@ fn tensors_that_are_not_lora_factors_are_refused_by_name() {
     let dora = tmp.path().join("dora.safetensors");
     rewrite(&file, &dora, &BTreeMap::new(), vec![magnitude]);
     let e = read_factors(&model, &dora).unwrap_err().to_string();
-    assert!(
-        e.contains("dora.safetensors") && e.contains(key) && e.contains("not LoRA factors"),
-        "{e}"
-    );
+    assert!(e.contains("dora.safetensors") && e.contains(key) && e.contains("not LoRA factors"), "{e}");
     // The same file without it loads.
     assert!(read_factors(&model, &file).is_ok());
 }
@@ -207,12 +166,26 @@ fn tensors_that_are_not_lora_factors_are_refused_by_name() {
 fn ranks_beyond_a_layer_are_refused_naming_it() {
     use flux2_dit::{Flux2Transformer, RandomSource};
     use lora_adapters::{Error, LoraConfig, Targets, inject};
-    let mut model = Flux2Transformer::<B>::from_source(&common::tiny(1, 1), &mut RandomSource::new(1), burn::tensor::DType::F32, &Default::default()).unwrap();
+    let mut model = Flux2Transformer::<B>::from_source(
+        &common::tiny(1, 1),
+        &mut RandomSource::new(1),
+        burn::tensor::DType::F32,
+        &Default::default(),
+    )
+    .unwrap();
     for rank in [100_000, 0] {
-        let err = inject(&mut model, "big", &LoraConfig { rank, alpha: 1.0, dropout: 0.0, targets: Targets::Blocks, seed: 1 }).unwrap_err();
+        let err = inject(
+            &mut model,
+            "big",
+            &LoraConfig { rank, alpha: 1.0, dropout: 0.0, targets: Targets::Blocks, seed: 1 },
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Rank { max: 16, .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains(&format!("rank {rank}")) && text.contains("network.linear") && text.contains("blocks."), "{text}");
+        assert!(
+            text.contains(&format!("rank {rank}")) && text.contains("network.linear") && text.contains("blocks."),
+            "{text}"
+        );
     }
     assert!(model.linears().iter().all(|(_, l)| l.adapters.is_empty()), "nothing attached");
 }

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use burn::tensor::{backend::Backend, DType};
+use burn::tensor::{DType, backend::Backend};
 use mistral_encoder::loader::build_text_model;
 use mistral_encoder::{LoadPlan, MistralConfig, RandomWeights};
 
@@ -51,12 +51,22 @@ fn parse() -> Result<Args, String> {
 fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
     let mut config = MistralConfig::mistral_small_3();
     if args.small {
-        config = MistralConfig { hidden_size: 256, intermediate_size: 512, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 64, vocab_size: 1024, ..config };
+        config = MistralConfig {
+            hidden_size: 256,
+            intermediate_size: 512,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            vocab_size: 1024,
+            ..config
+        };
     }
     let layers = args.layers.min(config.num_hidden_layers);
     let plan = LoadPlan { layers, final_norm: false, dtype: args.dtype };
     let started = Instant::now();
-    let model = build_text_model::<B, _>(&mut RandomWeights::new::<B>(0, device), "", &config, plan, device).map_err(|e| e.to_string())?;
+    let model = build_text_model::<B, _>(&mut RandomWeights::new::<B>(0, device), "", &config, plan, device)
+        .map_err(|e| e.to_string())?;
     B::sync(device).map_err(|e| format!("{e:?}"))?;
     eprintln!("built {layers} of {} layers in {:.1} s", config.num_hidden_layers, started.elapsed().as_secs_f64());
     let tokens = args.tokens;
@@ -80,7 +90,14 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
         }
     }
     times.sort_by(f64::total_cmp);
-    println!("encode_ms={:.1} (median of {}; min {:.1}, max {:.1}) tokens={tokens} layers={layers} dtype={:?}", times[times.len() / 2], times.len(), times[0], times[times.len() - 1], args.dtype);
+    println!(
+        "encode_ms={:.1} (median of {}; min {:.1}, max {:.1}) tokens={tokens} layers={layers} dtype={:?}",
+        times[times.len() / 2],
+        times.len(),
+        times[0],
+        times[times.len() - 1],
+        args.dtype
+    );
     Ok(())
 }
 
@@ -92,11 +109,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = if args.device == "cpu" {
-        run::<burn::backend::Flex>(&args, &Default::default())
-    } else {
-        cuda(&args)
-    };
+    let result =
+        if args.device == "cpu" { run::<burn::backend::Flex>(&args, &Default::default()) } else { cuda(&args) };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -105,10 +119,18 @@ fn main() {
 
 #[cfg(feature = "cuda")]
 fn cuda(args: &Args) -> Result<(), String> {
-    let index = args.device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).ok_or(format!("--device {}: expected cpu or cuda:N", args.device))?;
+    let index = args
+        .device
+        .strip_prefix("cuda:")
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or(format!("--device {}: expected cpu or cuda:N", args.device))?;
     run::<burn::backend::Cuda>(args, &burn::backend::cuda::CudaDevice::new(index))?;
     if let Some((free, total)) = flux2_ops::cuda::device::memory_info(index) {
-        println!("gpu_in_use_gib={:.2} (device total {:.1} GiB, incl. the allocator's reserve)", (total - free) as f64 / (1u64 << 30) as f64, total as f64 / (1u64 << 30) as f64);
+        println!(
+            "gpu_in_use_gib={:.2} (device total {:.1} GiB, incl. the allocator's reserve)",
+            (total - free) as f64 / (1u64 << 30) as f64,
+            total as f64 / (1u64 << 30) as f64
+        );
     }
     Ok(())
 }

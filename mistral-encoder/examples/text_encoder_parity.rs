@@ -55,12 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!(
-        "fixture: {} ({:?} compute, {:.1} s)",
-        dir.display(),
-        dtype,
-        started.elapsed().as_secs_f64()
-    );
+    println!("fixture: {} ({:?} compute, {:.1} s)", dir.display(), dtype, started.elapsed().as_secs_f64());
     println!("embeds: {:?}", report.shape);
     match &report.token_mismatch {
         None => println!("tokens: input_ids and attention_mask identical"),
@@ -78,33 +73,18 @@ fn main() -> ExitCode {
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda(
-    dir: &std::path::Path,
-    dtype: DType,
-    device: &str,
-) -> Result<parity_check::ParityReport, String> {
-    match device
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse::<usize>().ok())
-    {
-        Some(index) => parity_check::check::<burn::backend::Cuda>(
-            dir,
-            dtype,
-            &burn::backend::cuda::CudaDevice::new(index),
-        ),
+fn run_cuda(dir: &std::path::Path, dtype: DType, device: &str) -> Result<parity_check::ParityReport, String> {
+    match device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        Some(index) => {
+            parity_check::check::<burn::backend::Cuda>(dir, dtype, &burn::backend::cuda::CudaDevice::new(index))
+        }
         None => Err(format!("--device {device}: expected cpu or cuda:N")),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda(
-    _dir: &std::path::Path,
-    _dtype: DType,
-    device: &str,
-) -> Result<parity_check::ParityReport, String> {
-    Err(format!(
-        "--device {device}: expected cpu (rebuild with --features cuda for cuda:N)"
-    ))
+fn run_cuda(_dir: &std::path::Path, _dtype: DType, device: &str) -> Result<parity_check::ParityReport, String> {
+    Err(format!("--device {device}: expected cpu (rebuild with --features cuda for cuda:N)"))
 }
 
 fn usage(problem: &str) -> ExitCode {

@@ -9,9 +9,9 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
-use flux2_ops::Linear;
 use crate::mask::AttentionMask;
 use crate::rope::RopeTables;
+use flux2_ops::Linear;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -30,12 +30,7 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// [B, L, hidden] -> [B, L, hidden].
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RopeTables<B>,
-        mask: &AttentionMask<B>,
-    ) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTables<B>, mask: &AttentionMask<B>) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
         let q = rope.apply(self.split_heads(self.q_proj.forward(x.clone()), self.num_heads));
         let k = rope.apply(self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
@@ -45,16 +40,9 @@ impl<B: Backend> Attention<B> {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut out = flux2_ops::attention::masked(q, k, v, Some(mask.bias.clone()), scale);
         if mask.any_empty {
-            out = out.mask_fill(
-                mask.empty_rows
-                    .clone()
-                    .expand([b, self.num_heads, l, self.head_dim]),
-                0.0,
-            );
+            out = out.mask_fill(mask.empty_rows.clone().expand([b, self.num_heads, l, self.head_dim]), 0.0);
         }
-        let out = out
-            .swap_dims(1, 2)
-            .reshape([b, l, self.num_heads * self.head_dim]);
+        let out = out.swap_dims(1, 2).reshape([b, l, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
 
@@ -74,9 +62,7 @@ mod tests {
         let device = Default::default();
         let (hidden, heads, kv, d) = (4, 2, 1, 2);
         let lin = |out: usize, inp: usize, seed: usize| {
-            let v: Vec<f32> = (0..out * inp)
-                .map(|i| (((i + seed) * 7919) % 13) as f32 / 13.0 - 0.5)
-                .collect();
+            let v: Vec<f32> = (0..out * inp).map(|i| (((i + seed) * 7919) % 13) as f32 / 13.0 - 0.5).collect();
             Linear::<B>::new(Tensor::from_data(TensorData::new(v, [out, inp]), &device))
         };
         let attn = Attention {
@@ -88,26 +74,14 @@ mod tests {
             num_kv_heads: kv,
             head_dim: d,
         };
-        let x: Vec<f32> = (0..seq_len * hidden)
-            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
-            .collect();
+        let x: Vec<f32> = (0..seq_len * hidden).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [1, seq_len, hidden]), &device);
         let padding: Vec<i64> = (0..seq_len).map(|i| (i >= pads) as i64).collect();
         let mask = AttentionMask::new(&padding, 1, seq_len, None, &device);
         let rope = RopeTables::new(1e9, d, seq_len, burn::tensor::DType::F32, &device);
-        let out = attn
-            .forward(x, &rope, &mask)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        assert!(
-            out[..pads * hidden].iter().all(|v| *v == 0.0),
-            "pad rows must be exactly zero"
-        );
-        assert!(
-            out[pads * hidden..].iter().all(|v| v.is_finite())
-                && out[pads * hidden..].iter().any(|v| *v != 0.0)
-        );
+        let out = attn.forward(x, &rope, &mask).into_data().to_vec::<f32>().unwrap();
+        assert!(out[..pads * hidden].iter().all(|v| *v == 0.0), "pad rows must be exactly zero");
+        assert!(out[pads * hidden..].iter().all(|v| v.is_finite()) && out[pads * hidden..].iter().any(|v| *v != 0.0));
     }
 
     #[test]

@@ -60,28 +60,14 @@ impl MistralConfig {
 
     /// Parses config JSON; `path` is only used in error messages.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let root: Value = serde_json::from_str(text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let root = root
-            .as_object()
-            .ok_or_else(|| Error::config(path, "<root>", "expected a JSON object"))?;
+        let root: Value =
+            serde_json::from_str(text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        let root = root.as_object().ok_or_else(|| Error::config(path, "<root>", "expected a JSON object"))?;
         let model_type = root.get("model_type").and_then(Value::as_str).unwrap_or("");
         match root.get("text_config") {
-            Some(Value::Object(text_config)) => Fields {
-                map: text_config,
-                prefix: "text_config.",
-                path,
-            }
-            .parse(),
+            Some(Value::Object(text_config)) => Fields { map: text_config, prefix: "text_config.", path }.parse(),
             Some(Value::Null) | None if model_type == "mistral3" => Ok(Self::mistral_small_3()),
-            Some(Value::Null) | None => Fields {
-                map: root,
-                prefix: "",
-                path,
-            }
-            .parse(),
+            Some(Value::Null) | None => Fields { map: root, prefix: "", path }.parse(),
             Some(_) => Err(Error::config(path, "text_config", "expected an object")),
         }
     }
@@ -111,10 +97,7 @@ impl MistralConfig {
                 return Err(Error::config(path, field, "must be positive"));
             }
         }
-        if !self
-            .num_attention_heads
-            .is_multiple_of(self.num_key_value_heads)
-        {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(Error::config(
                 path,
                 "num_key_value_heads",
@@ -128,18 +111,11 @@ impl MistralConfig {
             return Err(Error::config(
                 path,
                 "head_dim",
-                format!(
-                    "{} is odd; rotate-half RoPE needs an even width",
-                    self.head_dim
-                ),
+                format!("{} is odd; rotate-half RoPE needs an even width", self.head_dim),
             ));
         }
         if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
-            return Err(Error::config(
-                path,
-                "rope_theta",
-                format!("{} must be positive", self.rope_theta),
-            ));
+            return Err(Error::config(path, "rope_theta", format!("{} must be positive", self.rope_theta)));
         }
         Ok(())
     }
@@ -161,9 +137,10 @@ impl Fields<'_> {
     fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                self.err(field, format!("expected a non-negative integer, got {v}"))
-            }),
+            Some(v) => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}"))),
         }
     }
 
@@ -174,10 +151,7 @@ impl Fields<'_> {
     fn f64_opt(&self, field: &str) -> Result<Option<f64>> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
         }
     }
 
@@ -189,17 +163,12 @@ impl Fields<'_> {
             return Err(self.err("num_attention_heads", "must be positive"));
         }
         let num_key_value_heads = self.usize_or("num_key_value_heads", 8)?;
-        let head_dim = self
-            .usize_opt("head_dim")?
-            .unwrap_or(hidden_size / num_attention_heads);
+        let head_dim = self.usize_opt("head_dim")?.unwrap_or(hidden_size / num_attention_heads);
 
         if let Some(act) = self.map.get("hidden_act")
             && act.as_str() != Some("silu")
         {
-            return Err(self.err(
-                "hidden_act",
-                format!("{act} is not supported (Mistral uses \"silu\")"),
-            ));
+            return Err(self.err("hidden_act", format!("{act} is not supported (Mistral uses \"silu\")")));
         }
 
         // Absent -> MistralConfig's default window 4096; explicit null -> full attention.
@@ -247,10 +216,7 @@ impl Fields<'_> {
                     return match params.get("rope_theta") {
                         None | Some(Value::Null) => Ok(top.unwrap_or(10_000.0)),
                         Some(v) => v.as_f64().ok_or_else(|| {
-                            self.err(
-                                &format!("{field}.rope_theta"),
-                                format!("expected a number, got {v}"),
-                            )
+                            self.err(&format!("{field}.rope_theta"), format!("expected a number, got {v}"))
                         }),
                     };
                 }
@@ -284,13 +250,16 @@ mod tests {
 
     #[test]
     fn transformers5_rope_parameters_win() {
-        let c = parse(r#"{"text_config":{"rope_parameters":{"rope_theta":1e9,"rope_type":"default"},"rope_theta":5.0}}"#).unwrap();
+        let c =
+            parse(r#"{"text_config":{"rope_parameters":{"rope_theta":1e9,"rope_type":"default"},"rope_theta":5.0}}"#)
+                .unwrap();
         assert_eq!(c.rope_theta, 1e9);
     }
 
     #[test]
     fn plain_mistral_defaults() {
-        let c = parse(r#"{"model_type":"mistral","hidden_size":64,"num_attention_heads":4,"num_key_value_heads":2}"#).unwrap();
+        let c = parse(r#"{"model_type":"mistral","hidden_size":64,"num_attention_heads":4,"num_key_value_heads":2}"#)
+            .unwrap();
         assert_eq!(c.head_dim, 16);
         assert_eq!(c.sliding_window, Some(4096)); // absent -> transformers' default window
         assert_eq!(c.rope_theta, 10_000.0);
@@ -299,38 +268,23 @@ mod tests {
 
     #[test]
     fn mistral3_without_text_config_is_mistral_small() {
-        assert_eq!(
-            parse(r#"{"model_type":"mistral3"}"#).unwrap(),
-            MistralConfig::mistral_small_3()
-        );
+        assert_eq!(parse(r#"{"model_type":"mistral3"}"#).unwrap(), MistralConfig::mistral_small_3());
     }
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(r#"{"text_config":{"hidden_size":"big"}}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse(r#"{"text_config":{"hidden_size":"big"}}"#).unwrap_err().to_string();
         assert!(e.contains("text_config.hidden_size"), "{e}");
-        let e = parse(r#"{"text_config":{"rope_parameters":{"rope_type":"yarn","factor":4}}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("text_config.rope_parameters.rope_type") && e.contains("yarn"),
-            "{e}"
-        );
+        let e =
+            parse(r#"{"text_config":{"rope_parameters":{"rope_type":"yarn","factor":4}}}"#).unwrap_err().to_string();
+        assert!(e.contains("text_config.rope_parameters.rope_type") && e.contains("yarn"), "{e}");
         let e = parse(r#"{"hidden_act":"gelu"}"#).unwrap_err().to_string();
         assert!(e.contains("hidden_act"), "{e}");
         let e = parse("{").unwrap_err().to_string();
-        assert!(
-            e.contains("config.json") && e.contains("invalid JSON"),
-            "{e}"
-        );
-        let e = MistralConfig {
-            num_key_value_heads: 3,
-            ..MistralConfig::mistral_small_3()
-        }
-        .validate(Path::new("c.json"))
-        .unwrap_err();
+        assert!(e.contains("config.json") && e.contains("invalid JSON"), "{e}");
+        let e = MistralConfig { num_key_value_heads: 3, ..MistralConfig::mistral_small_3() }
+            .validate(Path::new("c.json"))
+            .unwrap_err();
         assert!(e.to_string().contains("num_key_value_heads"), "{e}");
     }
 }

@@ -50,9 +50,7 @@ impl<B: Backend> PromptEmbeds<B> {
     pub fn select(&self, index: usize) -> Result<Self> {
         let b = self.batch_size();
         if index >= b {
-            return Err(Error::Invalid(format!(
-                "prompt index {index} out of range for a batch of {b}"
-            )));
+            return Err(Error::Invalid(format!("prompt index {index} out of range for a batch of {b}")));
         }
         let l = self.tokens.seq_len;
         Ok(PromptEmbeds {
@@ -70,20 +68,9 @@ impl<B: Backend> PromptEmbeds<B> {
 
     /// Concatenates batches encoded with the same settings (e.g. cached captions into a training batch).
     pub fn concat(items: Vec<Self>) -> Result<Self> {
-        let first = items
-            .first()
-            .ok_or_else(|| Error::Invalid("concat of no prompt embeddings".into()))?;
-        let (l, c, layers) = (
-            first.seq_len(),
-            first.feature_dim(),
-            first.hidden_states_layers.clone(),
-        );
-        let mut tokens = TokenBatch {
-            input_ids: Vec::new(),
-            attention_mask: Vec::new(),
-            batch: 0,
-            seq_len: l,
-        };
+        let first = items.first().ok_or_else(|| Error::Invalid("concat of no prompt embeddings".into()))?;
+        let (l, c, layers) = (first.seq_len(), first.feature_dim(), first.hidden_states_layers.clone());
+        let mut tokens = TokenBatch { input_ids: Vec::new(), attention_mask: Vec::new(), batch: 0, seq_len: l };
         let mut prompts = Vec::new();
         let all_prompts = items.iter().all(|e| e.prompts.len() == e.batch_size());
         for e in &items {
@@ -96,9 +83,7 @@ impl<B: Backend> PromptEmbeds<B> {
                 )));
             }
             tokens.input_ids.extend_from_slice(&e.tokens.input_ids);
-            tokens
-                .attention_mask
-                .extend_from_slice(&e.tokens.attention_mask);
+            tokens.attention_mask.extend_from_slice(&e.tokens.attention_mask);
             tokens.batch += e.tokens.batch;
             prompts.extend(e.prompts.iter().cloned());
         }
@@ -115,59 +100,27 @@ impl<B: Backend> PromptEmbeds<B> {
         let [b, l, c] = self.embeds.dims();
         let data = self.embeds.to_data();
         let (dtype, embeds) = match data.dtype {
-            DType::F32 => (
-                Dtype::F32,
-                le_bytes(
-                    data.to_vec::<f32>().map_err(|e| read_err(path, e))?,
-                    f32::to_le_bytes,
-                ),
-            ),
+            DType::F32 => {
+                (Dtype::F32, le_bytes(data.to_vec::<f32>().map_err(|e| read_err(path, e))?, f32::to_le_bytes))
+            }
             DType::BF16 => (
                 Dtype::BF16,
-                le_bytes(
-                    data.to_vec::<half::bf16>().map_err(|e| read_err(path, e))?,
-                    half::bf16::to_le_bytes,
-                ),
+                le_bytes(data.to_vec::<half::bf16>().map_err(|e| read_err(path, e))?, half::bf16::to_le_bytes),
             ),
             DType::F16 => (
                 Dtype::F16,
-                le_bytes(
-                    data.to_vec::<half::f16>().map_err(|e| read_err(path, e))?,
-                    half::f16::to_le_bytes,
-                ),
+                le_bytes(data.to_vec::<half::f16>().map_err(|e| read_err(path, e))?, half::f16::to_le_bytes),
             ),
             other => {
-                return Err(Error::embeds(
-                    path,
-                    format!("cannot store {other:?} embeddings"),
-                ));
+                return Err(Error::embeds(path, format!("cannot store {other:?} embeddings")));
             }
         };
         let ids = le_bytes(self.tokens.input_ids.clone(), i64::to_le_bytes);
         let mask = le_bytes(self.tokens.attention_mask.clone(), i64::to_le_bytes);
         let tensors = vec![
-            (
-                "prompt_embeds",
-                tensor_view(path, dtype, vec![b, l, c], &embeds)?,
-            ),
-            (
-                "input_ids",
-                tensor_view(
-                    path,
-                    Dtype::I64,
-                    vec![self.tokens.batch, self.tokens.seq_len],
-                    &ids,
-                )?,
-            ),
-            (
-                "attention_mask",
-                tensor_view(
-                    path,
-                    Dtype::I64,
-                    vec![self.tokens.batch, self.tokens.seq_len],
-                    &mask,
-                )?,
-            ),
+            ("prompt_embeds", tensor_view(path, dtype, vec![b, l, c], &embeds)?),
+            ("input_ids", tensor_view(path, Dtype::I64, vec![self.tokens.batch, self.tokens.seq_len], &ids)?),
+            ("attention_mask", tensor_view(path, Dtype::I64, vec![self.tokens.batch, self.tokens.seq_len], &mask)?),
         ];
         let mut metadata = HashMap::new();
         metadata.insert("format".to_string(), FORMAT.to_string());
@@ -176,16 +129,12 @@ impl<B: Backend> PromptEmbeds<B> {
             serde_json::to_string(&self.hidden_states_layers).unwrap_or_default(),
         );
         if !self.prompts.is_empty() {
-            metadata.insert(
-                "prompts".to_string(),
-                serde_json::to_string(&self.prompts).unwrap_or_default(),
-            );
+            metadata.insert("prompts".to_string(), serde_json::to_string(&self.prompts).unwrap_or_default());
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        safetensors::serialize_to_file(tensors, Some(metadata), path)
-            .map_err(|e| Error::embeds(path, e.to_string()))
+        safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| Error::embeds(path, e.to_string()))
     }
 
     /// Reads a file written by [`save`](Self::save) or a fixture's `expected.safetensors`.
@@ -195,33 +144,18 @@ impl<B: Backend> PromptEmbeds<B> {
             .map_err(|e| Error::embeds(path, format!("not a safetensors file: {e}")))?;
         let file = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::embeds(path, format!("not a safetensors file: {e}")))?;
-        let get = |name: &str| {
-            file.tensor(name)
-                .map_err(|_| Error::embeds(path, format!("no `{name}` tensor")))
-        };
+        let get = |name: &str| file.tensor(name).map_err(|_| Error::embeds(path, format!("no `{name}` tensor")));
 
         let embeds = get("prompt_embeds")?;
         let shape = embeds.shape().to_vec();
         let [b, l, c] = <[usize; 3]>::try_from(shape.as_slice()).map_err(|_| {
-            Error::embeds(
-                path,
-                format!("`prompt_embeds` has shape {shape:?}, expected [batch, seq_len, features]"),
-            )
+            Error::embeds(path, format!("`prompt_embeds` has shape {shape:?}, expected [batch, seq_len, features]"))
         })?;
         let raw = embeds.data();
         let (data, dtype) = match embeds.dtype() {
-            Dtype::F32 => (
-                TensorData::new(from_le(raw, f32::from_le_bytes), [b, l, c]),
-                DType::F32,
-            ),
-            Dtype::BF16 => (
-                TensorData::new(from_le(raw, half::bf16::from_le_bytes), [b, l, c]),
-                DType::BF16,
-            ),
-            Dtype::F16 => (
-                TensorData::new(from_le(raw, half::f16::from_le_bytes), [b, l, c]),
-                DType::F16,
-            ),
+            Dtype::F32 => (TensorData::new(from_le(raw, f32::from_le_bytes), [b, l, c]), DType::F32),
+            Dtype::BF16 => (TensorData::new(from_le(raw, half::bf16::from_le_bytes), [b, l, c]), DType::BF16),
+            Dtype::F16 => (TensorData::new(from_le(raw, half::f16::from_le_bytes), [b, l, c]), DType::F16),
             other => {
                 return Err(Error::embeds(
                     path,
@@ -234,22 +168,13 @@ impl<B: Backend> PromptEmbeds<B> {
             if t.shape() != [b, l] {
                 return Err(Error::embeds(
                     path,
-                    format!(
-                        "`{name}` has shape {:?}, expected [{b}, {l}] like prompt_embeds",
-                        t.shape()
-                    ),
+                    format!("`{name}` has shape {:?}, expected [{b}, {l}] like prompt_embeds", t.shape()),
                 ));
             }
             match t.dtype() {
                 Dtype::I64 => Ok(from_le(t.data(), i64::from_le_bytes)),
-                Dtype::I32 => Ok(from_le(t.data(), i32::from_le_bytes)
-                    .into_iter()
-                    .map(i64::from)
-                    .collect()),
-                other => Err(Error::embeds(
-                    path,
-                    format!("`{name}` has dtype {other:?}; expected I64 or I32"),
-                )),
+                Dtype::I32 => Ok(from_le(t.data(), i32::from_le_bytes).into_iter().map(i64::from).collect()),
+                other => Err(Error::embeds(path, format!("`{name}` has dtype {other:?}; expected I64 or I32"))),
             }
         };
         let tokens = TokenBatch {
@@ -263,21 +188,11 @@ impl<B: Backend> PromptEmbeds<B> {
         let hidden_states_layers: Vec<usize> = parse_meta(path, &metadata, "hidden_states_layers")?;
         let prompts: Vec<String> = parse_meta(path, &metadata, "prompts")?;
 
-        Ok(PromptEmbeds {
-            embeds: Tensor::from_data(data, (device, dtype)),
-            tokens,
-            hidden_states_layers,
-            prompts,
-        })
+        Ok(PromptEmbeds { embeds: Tensor::from_data(data, (device, dtype)), tokens, hidden_states_layers, prompts })
     }
 }
 
-fn tensor_view<'a>(
-    path: &Path,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: &'a [u8],
-) -> Result<TensorView<'a>> {
+fn tensor_view<'a>(path: &Path, dtype: Dtype, shape: Vec<usize>, bytes: &'a [u8]) -> Result<TensorView<'a>> {
     TensorView::new(dtype, shape, bytes).map_err(|e| Error::embeds(path, e.to_string()))
 }
 
@@ -289,16 +204,12 @@ fn parse_meta<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T> {
     match metadata.get(key) {
         None => Ok(T::default()),
-        Some(v) => serde_json::from_str(v)
-            .map_err(|e| Error::embeds(path, format!("metadata `{key}`: {e}"))),
+        Some(v) => serde_json::from_str(v).map_err(|e| Error::embeds(path, format!("metadata `{key}`: {e}"))),
     }
 }
 
 fn read_err(path: &Path, e: impl std::fmt::Debug) -> Error {
-    Error::embeds(
-        path,
-        format!("cannot read the embeddings back from the device: {e:?}"),
-    )
+    Error::embeds(path, format!("cannot read the embeddings back from the device: {e:?}"))
 }
 
 fn le_bytes<T: Copy, const N: usize>(values: Vec<T>, to: fn(T) -> [u8; N]) -> Vec<u8> {
@@ -306,8 +217,5 @@ fn le_bytes<T: Copy, const N: usize>(values: Vec<T>, to: fn(T) -> [u8; N]) -> Ve
 }
 
 fn from_le<T, const N: usize>(bytes: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| from(c.try_into().expect("chunks_exact yields N bytes")))
-        .collect()
+    bytes.chunks_exact(N).map(|c| from(c.try_into().expect("chunks_exact yields N bytes"))).collect()
 }

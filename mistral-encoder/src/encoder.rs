@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use flux2_ops::TensorStore;
 
 use crate::loader::{LoadPlan, build_text_model, detect_prefix, load_text_model, stored_dtype};
-use crate::random_init::RandomWeights;
 use crate::model::MistralTextModel;
 use crate::prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch};
+use crate::random_init::RandomWeights;
 use crate::tokenizer::PromptTokenizer;
 
 /// The longest prompt length accepted (every prompt is padded to `max_sequence_length` tokens, so
@@ -56,17 +56,8 @@ pub struct MistralEncoder<B: Backend> {
 impl<B: Backend> MistralEncoder<B> {
     /// Loads from a FLUX.2 diffusers folder: `<root>/text_encoder/` (config.json + safetensors) and
     /// `<root>/tokenizer/tokenizer.json`.
-    pub fn from_flux2_dir(
-        root: &Path,
-        options: EncoderOptions,
-        device: &B::Device,
-    ) -> Result<Self> {
-        Self::from_parts(
-            &root.join("text_encoder"),
-            &root.join("tokenizer").join("tokenizer.json"),
-            options,
-            device,
-        )
+    pub fn from_flux2_dir(root: &Path, options: EncoderOptions, device: &B::Device) -> Result<Self> {
+        Self::from_parts(&root.join("text_encoder"), &root.join("tokenizer").join("tokenizer.json"), options, device)
     }
 
     /// Loads from a text-encoder folder and a `tokenizer.json` given separately.
@@ -124,9 +115,8 @@ impl<B: Backend> MistralEncoder<B> {
         let config = MistralConfig::from_file(&config_path)?;
         config.validate(&config_path)?;
         let layers = &options.hidden_states_layers;
-        let deepest = layers.iter().copied().max().ok_or_else(|| Error::Layers {
-            message: "no layer requested".into(),
-        })?;
+        let deepest =
+            layers.iter().copied().max().ok_or_else(|| Error::Layers { message: "no layer requested".into() })?;
         if deepest > config.num_hidden_layers {
             return Err(Error::Layers {
                 message: format!(
@@ -151,11 +141,7 @@ impl<B: Backend> MistralEncoder<B> {
 
     /// FLUX.2 token layout of the prompts (see `prompt.rs`).
     pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<TokenBatch> {
-        self.tokenizer.tokenize_prompts(
-            prompts,
-            &self.options.system_message,
-            self.options.max_sequence_length,
-        )
+        self.tokenizer.tokenize_prompts(prompts, &self.options.system_message, self.options.max_sequence_length)
     }
 
     /// Stacked hidden states [B, L, n_layers * hidden] of already tokenized prompts.

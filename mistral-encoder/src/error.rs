@@ -9,23 +9,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("{path}: invalid JSON: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
 
     #[error("{path}: config field `{field}`: {message}")]
-    Config {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    Config { path: PathBuf, field: String, message: String },
 
     #[error("{path}: {message}")]
     Safetensors { path: PathBuf, message: String },
@@ -34,20 +24,10 @@ pub enum Error {
     MissingKey { key: String, files: String },
 
     #[error("{file}: key `{key}` has shape {actual:?}, expected {expected:?} ({why})")]
-    Shape {
-        file: PathBuf,
-        key: String,
-        actual: Vec<usize>,
-        expected: Vec<usize>,
-        why: String,
-    },
+    Shape { file: PathBuf, key: String, actual: Vec<usize>, expected: Vec<usize>, why: String },
 
     #[error("{file}: key `{key}` has dtype {dtype}; only F32, BF16 and F16 weights are supported")]
-    UnsupportedDtype {
-        file: PathBuf,
-        key: String,
-        dtype: String,
-    },
+    UnsupportedDtype { file: PathBuf, key: String, dtype: String },
 
     #[error(
         "{dir}: no Mistral language model found: expected `<prefix>embed_tokens.weight` with a prefix among {tried:?}"
@@ -69,32 +49,19 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn config(path: &Path, field: &str, message: impl Into<String>) -> Self {
-        Error::Config {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            message: message.into(),
-        }
+        Error::Config { path: path.to_path_buf(), field: field.to_string(), message: message.into() }
     }
 
     pub(crate) fn tokenizer(path: &Path, message: impl Into<String>) -> Self {
-        Error::Tokenizer {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        Error::Tokenizer { path: path.to_path_buf(), message: message.into() }
     }
 
     pub(crate) fn embeds(path: &Path, message: impl Into<String>) -> Self {
-        Error::Embeds {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        Error::Embeds { path: path.to_path_buf(), message: message.into() }
     }
 }
 
@@ -104,23 +71,18 @@ impl From<flux2_ops::Error> for Error {
         use flux2_ops::Error as Ops;
         match e {
             Ops::Io { path, source } | Ops::Write { path, source } => Error::Io { path, source },
-            Ops::Safetensors { path, message } => Error::Safetensors {
-                path,
-                message: format!("not a valid safetensors file: {message}"),
-            },
+            Ops::Safetensors { path, message } => {
+                Error::Safetensors { path, message: format!("not a valid safetensors file: {message}") }
+            }
             Ops::NoFiles { dir } => Error::Safetensors {
                 path: dir,
                 message: "no *.safetensors file and no *.safetensors.index.json in this folder".into(),
             },
             Ops::MissingKey { key, files } => Error::MissingKey { key, files },
             Ops::UnsupportedDtype { key, file, dtype } => Error::UnsupportedDtype { file, key, dtype },
-            Ops::Shape { key, file, expected, actual } => Error::Shape {
-                file,
-                key,
-                actual,
-                expected,
-                why: "stored shape".into(),
-            },
+            Ops::Shape { key, file, expected, actual } => {
+                Error::Shape { file, key, actual, expected, why: "stored shape".into() }
+            }
         }
     }
 }

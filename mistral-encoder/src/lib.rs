@@ -23,6 +23,6 @@ pub use error::{Error, Result};
 pub use flux2_ops::TensorStore;
 pub use loader::{LoadPlan, TensorSource};
 pub use model::MistralTextModel;
-pub use random_init::RandomWeights;
 pub use prompt::{DEFAULT_MAX_SEQUENCE_LENGTH, SYSTEM_MESSAGE, TokenBatch, format_prompt};
+pub use random_init::RandomWeights;
 pub use tokenizer::PromptTokenizer;

@@ -19,25 +19,18 @@ use crate::attention::Attention;
 use crate::config::MistralConfig;
 use crate::decoder_layer::DecoderLayer;
 use crate::error::{Error, Result};
-use flux2_ops::Linear;
 use crate::mlp::Mlp;
 use crate::model::MistralTextModel;
 use crate::rms_norm::RmsNorm;
+use flux2_ops::Linear;
 
 /// Key prefixes of the language model, tried in this order.
-pub const KEY_PREFIXES: [&str; 4] = [
-    "language_model.model.",
-    "model.language_model.",
-    "model.",
-    "",
-];
+pub const KEY_PREFIXES: [&str; 4] = ["language_model.model.", "model.language_model.", "model.", ""];
 
 /// The stored dtype of `key` as a compute dtype (F32, BF16 or F16), for loading "as stored".
 pub fn stored_dtype(store: &TensorStore, key: &str) -> Result<DType> {
-    let stored = store.dtype(key).ok_or_else(|| Error::MissingKey {
-        key: key.to_string(),
-        files: store.file_list(),
-    })?;
+    let stored =
+        store.dtype(key).ok_or_else(|| Error::MissingKey { key: key.to_string(), files: store.file_list() })?;
     match flux2_ops::store::burn_dtype(stored) {
         Some(dtype @ (DType::F32 | DType::BF16 | DType::F16)) => Ok(dtype),
         _ => Err(Error::UnsupportedDtype {
@@ -50,13 +43,12 @@ pub fn stored_dtype(store: &TensorStore, key: &str) -> Result<DType> {
 
 /// Finds the language model's key prefix (see [`KEY_PREFIXES`]).
 pub fn detect_prefix(store: &TensorStore) -> Result<&'static str> {
-    KEY_PREFIXES
-        .into_iter()
-        .find(|prefix| store.contains(&format!("{prefix}embed_tokens.weight")))
-        .ok_or_else(|| Error::UnknownLayout {
+    KEY_PREFIXES.into_iter().find(|prefix| store.contains(&format!("{prefix}embed_tokens.weight"))).ok_or_else(|| {
+        Error::UnknownLayout {
             dir: store.path().parent().unwrap_or(store.path()).to_path_buf(),
             tried: KEY_PREFIXES.iter().map(|p| p.to_string()).collect(),
-        })
+        }
+    })
 }
 
 /// What to load: the first `layers` decoder layers, and the final norm only if it is used.
@@ -145,12 +137,7 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
         });
     }
     let dtype = plan.dtype;
-    let (h, i, q, kv) = (
-        config.hidden_size,
-        config.intermediate_size,
-        config.q_dim(),
-        config.kv_dim(),
-    );
+    let (h, i, q, kv) = (config.hidden_size, config.intermediate_size, config.q_dim(), config.kv_dim());
 
     let embed_tokens = store.tensor::<B, 2>(
         &format!("{prefix}embed_tokens.weight"),
@@ -164,35 +151,13 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
     for n in 0..plan.layers {
         let p = format!("{prefix}layers.{n}.");
         let mut linear = |name: &str, shape: [usize; 2], why: &str| -> Result<Linear<B>> {
-            Ok(Linear::new(store.tensor::<B, 2>(
-                &format!("{p}{name}.weight"),
-                shape,
-                why,
-                dtype,
-                device,
-            )?))
+            Ok(Linear::new(store.tensor::<B, 2>(&format!("{p}{name}.weight"), shape, why, dtype, device)?))
         };
         let self_attn = Attention {
-            q_proj: linear(
-                "self_attn.q_proj",
-                [q, h],
-                "num_attention_heads*head_dim x hidden_size",
-            )?,
-            k_proj: linear(
-                "self_attn.k_proj",
-                [kv, h],
-                "num_key_value_heads*head_dim x hidden_size",
-            )?,
-            v_proj: linear(
-                "self_attn.v_proj",
-                [kv, h],
-                "num_key_value_heads*head_dim x hidden_size",
-            )?,
-            o_proj: linear(
-                "self_attn.o_proj",
-                [h, q],
-                "hidden_size x num_attention_heads*head_dim",
-            )?,
+            q_proj: linear("self_attn.q_proj", [q, h], "num_attention_heads*head_dim x hidden_size")?,
+            k_proj: linear("self_attn.k_proj", [kv, h], "num_key_value_heads*head_dim x hidden_size")?,
+            v_proj: linear("self_attn.v_proj", [kv, h], "num_key_value_heads*head_dim x hidden_size")?,
+            o_proj: linear("self_attn.o_proj", [h, q], "hidden_size x num_attention_heads*head_dim")?,
             num_heads: config.num_attention_heads,
             num_kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim,
@@ -203,33 +168,16 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
             down_proj: linear("mlp.down_proj", [h, i], "hidden_size x intermediate_size")?,
         };
         let mut norm = |name: &str| -> Result<RmsNorm<B>> {
-            let w = store.tensor::<B, 1>(
-                &format!("{p}{name}.weight"),
-                [h],
-                "hidden_size",
-                dtype,
-                device,
-            )?;
+            let w = store.tensor::<B, 1>(&format!("{p}{name}.weight"), [h], "hidden_size", dtype, device)?;
             Ok(RmsNorm::new(w, config.rms_norm_eps))
         };
         let input_layernorm = norm("input_layernorm")?;
         let post_attention_layernorm = norm("post_attention_layernorm")?;
-        layers.push(DecoderLayer {
-            input_layernorm,
-            self_attn,
-            post_attention_layernorm,
-            mlp,
-        });
+        layers.push(DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, mlp });
     }
 
     let norm = if plan.final_norm {
-        let w = store.tensor::<B, 1>(
-            &format!("{prefix}norm.weight"),
-            [h],
-            "hidden_size",
-            dtype,
-            device,
-        )?;
+        let w = store.tensor::<B, 1>(&format!("{prefix}norm.weight"), [h], "hidden_size", dtype, device)?;
         Some(RmsNorm::new(w, config.rms_norm_eps))
     } else {
         None

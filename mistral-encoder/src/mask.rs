@@ -34,11 +34,7 @@ pub fn host_mask(
     seq_len: usize,
     sliding_window: Option<usize>,
 ) -> (Vec<bool>, Vec<bool>) {
-    assert_eq!(
-        padding_mask.len(),
-        batch * seq_len,
-        "padding mask must be [batch, seq_len]"
-    );
+    assert_eq!(padding_mask.len(), batch * seq_len, "padding mask must be [batch, seq_len]");
     let mut masked = vec![true; batch * seq_len * seq_len];
     let mut empty = vec![true; batch * seq_len];
     for b in 0..batch {

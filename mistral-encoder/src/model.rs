@@ -40,9 +40,7 @@ impl<B: Backend> MistralTextModel<B> {
     /// Checks that every requested hidden state can be produced by what was loaded.
     pub fn check_layers(&self, requested: &[usize]) -> Result<()> {
         if requested.is_empty() {
-            return Err(Error::Layers {
-                message: "no layer requested".into(),
-            });
+            return Err(Error::Layers { message: "no layer requested".into() });
         }
         for &k in requested {
             if k > self.num_hidden_layers {
@@ -55,17 +53,12 @@ impl<B: Backend> MistralTextModel<B> {
             }
             if k > self.layers.len() {
                 return Err(Error::Layers {
-                    message: format!(
-                        "hidden state {k} requested, only {} layers were loaded",
-                        self.layers.len()
-                    ),
+                    message: format!("hidden state {k} requested, only {} layers were loaded", self.layers.len()),
                 });
             }
             if k == self.num_hidden_layers && self.norm.is_none() {
                 return Err(Error::Layers {
-                    message: format!(
-                        "hidden state {k} is the final normed output, but the final norm was not loaded"
-                    ),
+                    message: format!("hidden state {k} is the final normed output, but the final norm was not loaded"),
                 });
             }
         }
@@ -93,15 +86,10 @@ impl<B: Backend> MistralTextModel<B> {
         }
         let vocab = self.embed_tokens.dims()[0];
         if let Some(bad) = input_ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {bad} outside the embedding table (vocab_size {vocab})"
-            )));
+            return Err(Error::Invalid(format!("token id {bad} outside the embedding table (vocab_size {vocab})")));
         }
         let device = self.embed_tokens.device();
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(input_ids.to_vec(), [batch, seq_len]),
-            &device,
-        );
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input_ids.to_vec(), [batch, seq_len]), &device);
         let mut x = embedding(self.embed_tokens.val(), ids);
         let dtype = x.dtype();
 
@@ -132,11 +120,7 @@ impl<B: Backend> MistralTextModel<B> {
         outputs
             .into_iter()
             .zip(requested)
-            .map(|(t, k)| {
-                t.ok_or_else(|| Error::Layers {
-                    message: format!("hidden state {k} was not produced"),
-                })
-            })
+            .map(|(t, k)| t.ok_or_else(|| Error::Layers { message: format!("hidden state {k} was not produced") }))
             .collect()
     }
 

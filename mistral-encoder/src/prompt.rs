@@ -38,9 +38,7 @@ impl TokenBatch {
     /// Right-truncates each id list to `max_len` and left-pads it with `pad_id` to exactly `max_len`.
     pub fn from_ids(ids: &[Vec<u32>], max_len: usize, pad_id: u32) -> Result<Self> {
         if max_len == 0 {
-            return Err(Error::Invalid(
-                "max_sequence_length must be at least 1".into(),
-            ));
+            return Err(Error::Invalid("max_sequence_length must be at least 1".into()));
         }
         let mut input_ids = Vec::with_capacity(ids.len() * max_len);
         let mut attention_mask = Vec::with_capacity(ids.len() * max_len);
@@ -52,12 +50,7 @@ impl TokenBatch {
             attention_mask.extend(std::iter::repeat_n(0i64, pad));
             attention_mask.extend(std::iter::repeat_n(1i64, kept.len()));
         }
-        Ok(TokenBatch {
-            input_ids,
-            attention_mask,
-            batch: ids.len(),
-            seq_len: max_len,
-        })
+        Ok(TokenBatch { input_ids, attention_mask, batch: ids.len(), seq_len: max_len })
     }
 
     /// Row `b` of the ids.
@@ -82,14 +75,8 @@ mod tests {
 
     #[test]
     fn format_matches_flux2() {
-        assert_eq!(
-            format_prompt("a [IMG]cat[IMG]", "SYS"),
-            "<s>[SYSTEM_PROMPT]SYS[/SYSTEM_PROMPT][INST]a cat[/INST]"
-        );
-        assert_eq!(
-            format_prompt("", "S"),
-            "<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][INST][/INST]"
-        );
+        assert_eq!(format_prompt("a [IMG]cat[IMG]", "SYS"), "<s>[SYSTEM_PROMPT]SYS[/SYSTEM_PROMPT][INST]a cat[/INST]");
+        assert_eq!(format_prompt("", "S"), "<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][INST][/INST]");
         assert!(SYSTEM_MESSAGE.contains("object\nattribution"));
     }
 

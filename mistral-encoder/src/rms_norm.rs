@@ -16,10 +16,7 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     pub fn new(weight: Tensor<B, 1>, eps: f64) -> Self {
-        Self {
-            weight: Param::from_tensor(weight),
-            eps,
-        }
+        Self { weight: Param::from_tensor(weight), eps }
     }
 
     /// Normalizes [B, L, H] over H.
@@ -42,16 +39,10 @@ mod tests {
     #[test]
     fn normalizes_and_scales() {
         let device = Default::default();
-        let norm = RmsNorm::<B>::new(
-            Tensor::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device),
-            0.0,
-        );
+        let norm = RmsNorm::<B>::new(Tensor::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device), 0.0);
         let x = Tensor::<B, 3>::from_data(TensorData::new(vec![3.0f32, 4.0], [1, 1, 2]), &device);
         let y = norm.forward(x).into_data().to_vec::<f32>().unwrap();
         let rms = (12.5f32).sqrt();
-        assert!(
-            (y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] - 8.0 / rms).abs() < 1e-6,
-            "{y:?}"
-        );
+        assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] - 8.0 / rms).abs() < 1e-6, "{y:?}");
     }
 }

@@ -48,19 +48,11 @@ pub fn host_tables(theta: f64, head_dim: usize, seq_len: usize) -> (Vec<f32>, Ve
 
 impl<B: Backend> RopeTables<B> {
     /// Tables for positions `0..seq_len`, cast to `dtype` (the activations' dtype).
-    pub fn new(
-        theta: f64,
-        head_dim: usize,
-        seq_len: usize,
-        dtype: DType,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(theta: f64, head_dim: usize, seq_len: usize, dtype: DType, device: &B::Device) -> Self {
         let (cos, sin) = host_tables(theta, head_dim, seq_len);
         let shape = [1, 1, seq_len, head_dim];
-        let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, shape), (device, DType::F32))
-            .cast(dtype);
-        let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, shape), (device, DType::F32))
-            .cast(dtype);
+        let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, shape), (device, DType::F32)).cast(dtype);
+        let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, shape), (device, DType::F32)).cast(dtype);
         Self { cos, sin }
     }
 
@@ -97,22 +89,14 @@ mod tests {
         let device = Default::default();
         let theta = 100.0;
         let tables = RopeTables::<B>::new(theta, 4, 3, DType::F32, &device);
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new([1.0f32, 2.0, 3.0, 4.0].repeat(3), [1, 1, 3, 4]),
-            &device,
-        );
+        let x = Tensor::<B, 4>::from_data(TensorData::new([1.0f32, 2.0, 3.0, 4.0].repeat(3), [1, 1, 3, 4]), &device);
         let y = tables.apply(x).into_data().to_vec::<f32>().unwrap();
         let w = [1.0f64, 1.0 / 10.0]; // theta^(-2i/4) for i = 0, 1
         for p in 0..3 {
             let (c0, s0) = ((p as f64 * w[0]).cos(), (p as f64 * w[0]).sin());
             let (c1, s1) = ((p as f64 * w[1]).cos(), (p as f64 * w[1]).sin());
             // pairs (x0, x2) and (x1, x3) rotate together
-            let want = [
-                1.0 * c0 - 3.0 * s0,
-                2.0 * c1 - 4.0 * s1,
-                3.0 * c0 + 1.0 * s0,
-                4.0 * c1 + 2.0 * s1,
-            ];
+            let want = [1.0 * c0 - 3.0 * s0, 2.0 * c1 - 4.0 * s1, 3.0 * c0 + 1.0 * s0, 4.0 * c1 + 2.0 * s1];
             for d in 0..4 {
                 assert!(
                     (y[p * 4 + d] as f64 - want[d]).abs() < 1e-5,

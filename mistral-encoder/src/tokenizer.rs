@@ -13,14 +13,7 @@ use crate::error::{Error, Result};
 use crate::prompt::{TokenBatch, format_prompt};
 
 /// Markers of FLUX.2's prompt format; each must be ONE special token for the format to mean anything.
-pub const FORMAT_TOKENS: [&str; 6] = [
-    "<s>",
-    "<pad>",
-    "[INST]",
-    "[/INST]",
-    "[SYSTEM_PROMPT]",
-    "[/SYSTEM_PROMPT]",
-];
+pub const FORMAT_TOKENS: [&str; 6] = ["<s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"];
 
 pub struct PromptTokenizer {
     tokenizer: Tokenizer,
@@ -30,10 +23,7 @@ pub struct PromptTokenizer {
 
 impl std::fmt::Debug for PromptTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PromptTokenizer")
-            .field("path", &self.path)
-            .field("pad_id", &self.pad_id)
-            .finish()
+        f.debug_struct("PromptTokenizer").field("path", &self.path).field("pad_id", &self.pad_id).finish()
     }
 }
 
@@ -46,15 +36,14 @@ impl PromptTokenizer {
                 "file not found (expected the `tokenizer/tokenizer.json` of a FLUX.2 folder)",
             ));
         }
-        let tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| Error::tokenizer(path, format!("cannot read: {e}")))?;
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| Error::tokenizer(path, format!("cannot read: {e}")))?;
         Self::from_tokenizer(tokenizer, path)
     }
 
     /// Loads from in-memory `tokenizer.json` bytes; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let tokenizer = Tokenizer::from_bytes(bytes)
-            .map_err(|e| Error::tokenizer(path, format!("cannot parse: {e}")))?;
+        let tokenizer =
+            Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(path, format!("cannot parse: {e}")))?;
         Self::from_tokenizer(tokenizer, path)
     }
 
@@ -63,17 +52,10 @@ impl PromptTokenizer {
         tokenizer
             .with_truncation(None)
             .map_err(|e| Error::tokenizer(path, format!("cannot disable truncation: {e}")))?;
-        let mut this = PromptTokenizer {
-            tokenizer,
-            pad_id: 0,
-            path: path.to_path_buf(),
-        };
+        let mut this = PromptTokenizer { tokenizer, pad_id: 0, path: path.to_path_buf() };
         for token in FORMAT_TOKENS {
             let id = this.tokenizer.token_to_id(token).ok_or_else(|| {
-                Error::tokenizer(
-                    path,
-                    format!("no `{token}` token; FLUX.2's prompt format needs it"),
-                )
+                Error::tokenizer(path, format!("no `{token}` token; FLUX.2's prompt format needs it"))
             })?;
             let ids = this.encode_raw(token)?;
             if ids != [id] {

@@ -11,9 +11,7 @@ use std::path::Path;
 use burn::tensor::{DType, Tensor};
 use mistral_encoder::TensorStore;
 use mistral_encoder::loader::{KEY_PREFIXES, LoadPlan, load_text_model, stored_dtype};
-use mistral_encoder::{
-    EncoderOptions, MistralConfig, MistralEncoder, PromptEmbeds, PromptTokenizer, TokenBatch,
-};
+use mistral_encoder::{EncoderOptions, MistralConfig, MistralEncoder, PromptEmbeds, PromptTokenizer, TokenBatch};
 use safetensors::{Dtype, tensor::TensorView};
 
 type B = burn::backend::Flex;
@@ -28,14 +26,10 @@ fn config() -> MistralConfig {
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -77,14 +71,8 @@ fn tiny_weights() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 fn to_bytes(v: &[f32], dtype: Dtype) -> Vec<u8> {
     match dtype {
         Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Dtype::BF16 => v
-            .iter()
-            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-            .collect(),
-        Dtype::F16 => v
-            .iter()
-            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-            .collect(),
+        Dtype::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+        Dtype::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
         Dtype::I32 => v.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect(),
         other => panic!("{other:?}"),
     }
@@ -93,12 +81,7 @@ fn to_bytes(v: &[f32], dtype: Dtype) -> Vec<u8> {
 fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>, Dtype)>) {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(k, (shape, bytes, dtype))| {
-            (
-                k.clone(),
-                TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
-            )
-        })
+        .map(|(k, (shape, bytes, dtype))| (k.clone(), TensorView::new(*dtype, shape.clone(), bytes).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
@@ -116,18 +99,10 @@ fn write_checkpoint(
         .map(|(k, (s, v))| (format!("{prefix}{k}"), (s, to_bytes(&v, dtype), dtype)))
         .collect();
     // Parts FLUX.2 never reads.
-    tensors.insert(
-        "vision_tower.patch_conv.weight".into(),
-        (vec![4, 3], to_bytes(&values(99, 12), dtype), dtype),
-    );
-    tensors.insert(
-        "multi_modal_projector.linear_1.weight".into(),
-        (vec![8, 4], to_bytes(&values(98, 32), dtype), dtype),
-    );
-    tensors.insert(
-        "lm_head.weight".into(),
-        (vec![32, 8], to_bytes(&values(97, 256), dtype), dtype),
-    );
+    tensors.insert("vision_tower.patch_conv.weight".into(), (vec![4, 3], to_bytes(&values(99, 12), dtype), dtype));
+    tensors
+        .insert("multi_modal_projector.linear_1.weight".into(), (vec![8, 4], to_bytes(&values(98, 32), dtype), dtype));
+    tensors.insert("lm_head.weight".into(), (vec![32, 8], to_bytes(&values(97, 256), dtype), dtype));
     edit(&mut tensors);
     write_safetensors(&dir.join("model.safetensors"), &tensors);
     std::fs::write(dir.join("config.json"), CONFIG).unwrap();
@@ -135,30 +110,18 @@ fn write_checkpoint(
 
 fn ids_and_mask() -> (Vec<i64>, Vec<i64>) {
     // batch 2, L 6: second row left-padded by 2 (id 11 as in Tekken; any id works here).
-    (
-        vec![1, 5, 7, 9, 3, 4, 11, 11, 1, 20, 3, 4],
-        vec![1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1],
-    )
+    (vec![1, 5, 7, 9, 3, 4, 11, 11, 1, 20, 3, 4], vec![1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1])
 }
 
 fn run(dir: &Path, plan: LoadPlan, layers: &[usize]) -> (Vec<f32>, Vec<String>) {
     let mut store = TensorStore::open_dir(dir).unwrap();
     let model = load_text_model::<B>(&mut store, &config(), plan, &Default::default()).unwrap();
     let (ids, mask) = ids_and_mask();
-    let out = model
-        .stacked_hidden_states(&ids, &mask, 2, 6, layers)
-        .unwrap();
-    (
-        out.cast(DType::F32).into_data().to_vec::<f32>().unwrap(),
-        store.used_keys(),
-    )
+    let out = model.stacked_hidden_states(&ids, &mask, 2, 6, layers).unwrap();
+    (out.cast(DType::F32).into_data().to_vec::<f32>().unwrap(), store.used_keys())
 }
 
-const FULL: LoadPlan = LoadPlan {
-    layers: 3,
-    final_norm: true,
-    dtype: DType::F32,
-};
+const FULL: LoadPlan = LoadPlan { layers: 3, final_norm: true, dtype: DType::F32 };
 
 #[test]
 fn every_key_layout_loads_the_same_model() {
@@ -169,8 +132,7 @@ fn every_key_layout_loads_the_same_model() {
         write_checkpoint(&dir, prefix, Dtype::F32, |_| {});
         let (out, used) = run(&dir, FULL, &[0, 2, 3]);
         assert!(
-            used.iter()
-                .all(|k| k.starts_with(prefix) && !k.contains("vision") && !k.contains("lm_head")),
+            used.iter().all(|k| k.starts_with(prefix) && !k.contains("vision") && !k.contains("lm_head")),
             "{used:?}"
         );
         results.push(out);
@@ -185,17 +147,9 @@ fn every_key_layout_loads_the_same_model() {
 fn layers_that_are_not_run_are_not_read() {
     let tmp = common::TempDir::new("partial");
     write_checkpoint(tmp.path(), "language_model.model.", Dtype::F32, |_| {});
-    let plan = LoadPlan {
-        layers: 2,
-        final_norm: false,
-        dtype: DType::F32,
-    };
+    let plan = LoadPlan { layers: 2, final_norm: false, dtype: DType::F32 };
     let (partial, used) = run(tmp.path(), plan, &[1, 2]);
-    assert!(
-        used.iter()
-            .all(|k| !k.contains("layers.2.") && !k.ends_with("model.norm.weight")),
-        "{used:?}"
-    );
+    assert!(used.iter().all(|k| !k.contains("layers.2.") && !k.ends_with("model.norm.weight")), "{used:?}");
     assert_eq!(used.len(), 1 + 2 * 9);
     // Same numbers as with the whole model loaded.
     let (full, _) = run(tmp.path(), FULL, &[1, 2]);
@@ -210,24 +164,14 @@ fn final_hidden_state_is_normed_and_requires_the_norm() {
     let model = load_text_model::<B>(
         &mut store,
         &config(),
-        LoadPlan {
-            layers: 3,
-            final_norm: false,
-            dtype: DType::F32,
-        },
+        LoadPlan { layers: 3, final_norm: false, dtype: DType::F32 },
         &Default::default(),
     )
     .unwrap();
     let (ids, mask) = ids_and_mask();
-    let err = model
-        .stacked_hidden_states(&ids, &mask, 2, 6, &[3])
-        .unwrap_err()
-        .to_string();
+    let err = model.stacked_hidden_states(&ids, &mask, 2, 6, &[3]).unwrap_err().to_string();
     assert!(err.contains("final norm"), "{err}");
-    let err = model
-        .stacked_hidden_states(&ids, &mask, 2, 6, &[4])
-        .unwrap_err()
-        .to_string();
+    let err = model.stacked_hidden_states(&ids, &mask, 2, 6, &[4]).unwrap_err().to_string();
     assert!(err.contains("hidden state 4"), "{err}");
 
     // hidden_states[3] (== num_hidden_layers) is the RMS-normalized last layer: per-token RMS of the
@@ -235,12 +179,7 @@ fn final_hidden_state_is_normed_and_requires_the_norm() {
     let (out, _) = run(tmp.path(), FULL, &[3]);
     let w = &tiny_weights()["norm.weight"].1;
     for token in out.chunks(8) {
-        let ms: f32 = token
-            .iter()
-            .zip(w)
-            .map(|(x, g)| (x / g).powi(2))
-            .sum::<f32>()
-            / 8.0;
+        let ms: f32 = token.iter().zip(w).map(|(x, g)| (x / g).powi(2)).sum::<f32>() / 8.0;
         assert!((ms - 1.0).abs() < 1e-3, "{ms}");
     }
 }
@@ -249,10 +188,7 @@ fn final_hidden_state_is_normed_and_requires_the_norm() {
 fn bf16_and_f16_checkpoints_load_and_convert() {
     let tmp = common::TempDir::new("dtypes");
     let mut outs = Vec::new();
-    for (n, dtype) in [Dtype::F32, Dtype::BF16, Dtype::F16]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, dtype) in [Dtype::F32, Dtype::BF16, Dtype::F16].into_iter().enumerate() {
         let dir = tmp.path().join(format!("d{n}"));
         write_checkpoint(&dir, "model.language_model.", dtype, |_| {});
         let store = TensorStore::open_dir(&dir).unwrap();
@@ -268,33 +204,16 @@ fn bf16_and_f16_checkpoints_load_and_convert() {
         (num / den).sqrt()
     };
     // Weight rounding only (compute is f32 in all three).
-    assert!(
-        rel(&outs[1], &outs[0]) < 2e-2,
-        "{}",
-        rel(&outs[1], &outs[0])
-    );
-    assert!(
-        rel(&outs[2], &outs[0]) < 5e-3,
-        "{}",
-        rel(&outs[2], &outs[0])
-    );
+    assert!(rel(&outs[1], &outs[0]) < 2e-2, "{}", rel(&outs[1], &outs[0]));
+    assert!(rel(&outs[2], &outs[0]) < 5e-3, "{}", rel(&outs[2], &outs[0]));
     // bf16 compute runs and stays close.
     let dir = tmp.path().join("d1");
     let mut store = TensorStore::open_dir(&dir).unwrap();
-    let model = load_text_model::<B>(
-        &mut store,
-        &config(),
-        LoadPlan {
-            dtype: DType::BF16,
-            ..FULL
-        },
-        &Default::default(),
-    )
-    .unwrap();
+    let model =
+        load_text_model::<B>(&mut store, &config(), LoadPlan { dtype: DType::BF16, ..FULL }, &Default::default())
+            .unwrap();
     let (ids, mask) = ids_and_mask();
-    let out = model
-        .stacked_hidden_states(&ids, &mask, 2, 6, &[1, 3])
-        .unwrap();
+    let out = model.stacked_hidden_states(&ids, &mask, 2, 6, &[1, 3]).unwrap();
     assert_eq!(out.dtype(), DType::BF16);
     let out = out.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
     assert!(rel(&out, &outs[1]) < 5e-2, "{}", rel(&out, &outs[1]));
@@ -305,9 +224,7 @@ fn load_err(dir: &Path) -> String {
         Ok(store) => store,
         Err(e) => return e.to_string(),
     };
-    load_text_model::<B>(&mut store, &config(), FULL, &Default::default())
-        .unwrap_err()
-        .to_string()
+    load_text_model::<B>(&mut store, &config(), FULL, &Default::default()).unwrap_err().to_string()
 }
 
 #[test]
@@ -316,10 +233,7 @@ fn bad_checkpoints_give_named_errors() {
 
     let dir = tmp.path().join("shape");
     write_checkpoint(&dir, "model.", Dtype::F32, |t| {
-        t.insert(
-            "model.layers.1.self_attn.q_proj.weight".into(),
-            (vec![8, 8], vec![0; 256], Dtype::F32),
-        );
+        t.insert("model.layers.1.self_attn.q_proj.weight".into(), (vec![8, 8], vec![0; 256], Dtype::F32));
     });
     let e = load_err(&dir);
     assert!(
@@ -335,40 +249,25 @@ fn bad_checkpoints_give_named_errors() {
         t.remove("model.layers.2.mlp.up_proj.weight");
     });
     let e = load_err(&dir);
-    assert!(
-        e.contains("model.layers.2.mlp.up_proj.weight") && e.contains("not found"),
-        "{e}"
-    );
+    assert!(e.contains("model.layers.2.mlp.up_proj.weight") && e.contains("not found"), "{e}");
 
     let dir = tmp.path().join("dtype");
     write_checkpoint(&dir, "model.", Dtype::F32, |t| {
-        t.insert(
-            "model.layers.0.input_layernorm.weight".into(),
-            (vec![8], vec![0; 32], Dtype::I32),
-        );
+        t.insert("model.layers.0.input_layernorm.weight".into(), (vec![8], vec![0; 32], Dtype::I32));
     });
     let e = load_err(&dir);
-    assert!(
-        e.contains("model.layers.0.input_layernorm.weight") && e.contains("I32"),
-        "{e}"
-    );
+    assert!(e.contains("model.layers.0.input_layernorm.weight") && e.contains("I32"), "{e}");
 
     let dir = tmp.path().join("layout");
     write_checkpoint(&dir, "transformer.", Dtype::F32, |_| {});
     let e = load_err(&dir);
-    assert!(
-        e.contains("embed_tokens.weight") && e.contains("language_model.model."),
-        "{e}"
-    );
+    assert!(e.contains("embed_tokens.weight") && e.contains("language_model.model."), "{e}");
 
     let dir = tmp.path().join("garbage");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"definitely not safetensors").unwrap();
     let e = load_err(&dir);
-    assert!(
-        e.contains("model.safetensors") && e.contains("not a valid safetensors file"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors file"), "{e}");
 
     let dir = tmp.path().join("empty");
     std::fs::create_dir_all(&dir).unwrap();
@@ -386,13 +285,8 @@ fn encoder_errors_name_the_file_or_field() {
     write_checkpoint(&root.join("text_encoder"), "model.", Dtype::F32, |_| {});
     let device = Default::default();
 
-    let e = MistralEncoder::<B>::from_flux2_dir(root, EncoderOptions::default(), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("tokenizer.json") && e.contains("not found"),
-        "{e}"
-    );
+    let e = MistralEncoder::<B>::from_flux2_dir(root, EncoderOptions::default(), &device).unwrap_err().to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("not found"), "{e}");
 
     // A valid tokenizer.json without FLUX.2's chat tokens.
     let tok_dir = root.join("tokenizer");
@@ -404,25 +298,16 @@ fn encoder_errors_name_the_file_or_field() {
         "model":{"type":"WordLevel","vocab":{"a":0,"<unk>":1},"unk_token":"<unk>"}}"#,
     )
     .unwrap();
-    let e = PromptTokenizer::from_file(&tok_dir.join("tokenizer.json"))
-        .unwrap_err()
-        .to_string();
+    let e = PromptTokenizer::from_file(&tok_dir.join("tokenizer.json")).unwrap_err().to_string();
     assert!(e.contains("tokenizer.json") && e.contains("<s>"), "{e}");
     std::fs::write(tok_dir.join("tokenizer.json"), b"{ not json").unwrap();
-    let e = PromptTokenizer::from_file(&tok_dir.join("tokenizer.json"))
-        .unwrap_err()
-        .to_string();
+    let e = PromptTokenizer::from_file(&tok_dir.join("tokenizer.json")).unwrap_err().to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
 
     // Layers deeper than the model (FLUX.2's defaults on a 3-layer model).
     std::fs::write(tok_dir.join("tokenizer.json"), common::tokenizer_json()).unwrap();
-    let e = MistralEncoder::<B>::from_flux2_dir(root, EncoderOptions::default(), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("hidden state 30") && e.contains("num_hidden_layers = 3"),
-        "{e}"
-    );
+    let e = MistralEncoder::<B>::from_flux2_dir(root, EncoderOptions::default(), &device).unwrap_err().to_string();
+    assert!(e.contains("hidden state 30") && e.contains("num_hidden_layers = 3"), "{e}");
 
     // Config inconsistent with itself.
     std::fs::write(
@@ -430,17 +315,9 @@ fn encoder_errors_name_the_file_or_field() {
         CONFIG.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3"),
     )
     .unwrap();
-    let options = EncoderOptions {
-        hidden_states_layers: vec![1],
-        ..Default::default()
-    };
-    let e = MistralEncoder::<B>::from_flux2_dir(root, options.clone(), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("config.json") && e.contains("num_key_value_heads"),
-        "{e}"
-    );
+    let options = EncoderOptions { hidden_states_layers: vec![1], ..Default::default() };
+    let e = MistralEncoder::<B>::from_flux2_dir(root, options.clone(), &device).unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("num_key_value_heads"), "{e}");
 
     // And with everything in place the tiny model encodes real prompts (ids < 32 are not guaranteed by
     // Tekken, so the vocabulary check must catch that cleanly).
@@ -454,11 +331,7 @@ fn encoder_errors_name_the_file_or_field() {
 fn shards_that_hold_only_unused_weights_may_be_absent() {
     // The committed bf16 case keeps the LM head alone in shard 1 of 3; FLUX.2 never reads it.
     let dir = common::materialize("bf16_hub_layout_sharded");
-    std::fs::remove_file(
-        dir.path()
-            .join("text_encoder/model-00001-of-00003.safetensors"),
-    )
-    .unwrap();
+    std::fs::remove_file(dir.path().join("text_encoder/model-00001-of-00003.safetensors")).unwrap();
     let report = parity_check::check::<B>(dir.path(), DType::F32, &Default::default()).unwrap();
     assert_eq!(report.token_mismatch, None);
     assert!(report.rel_err < 1e-4, "{}", report.rel_err);
@@ -467,13 +340,8 @@ fn shards_that_hold_only_unused_weights_may_be_absent() {
 #[test]
 fn default_dtype_is_the_checkpoints() {
     let dir = common::materialize("bf16_hub_layout_sharded");
-    let options = EncoderOptions {
-        max_sequence_length: 40,
-        hidden_states_layers: vec![0, 3],
-        ..Default::default()
-    };
-    let encoder =
-        MistralEncoder::<B>::from_flux2_dir(dir.path(), options, &Default::default()).unwrap();
+    let options = EncoderOptions { max_sequence_length: 40, hidden_states_layers: vec![0, 3], ..Default::default() };
+    let encoder = MistralEncoder::<B>::from_flux2_dir(dir.path(), options, &Default::default()).unwrap();
     let embeds = encoder.encode(&["a cat", "a dog"]).unwrap();
     assert_eq!(embeds.embeds.dtype(), DType::BF16);
     assert_eq!(embeds.embeds.dims(), [2, 40, 2 * 16]);
@@ -485,11 +353,8 @@ fn prompt_embeds_round_trip_through_safetensors() {
     let device = Default::default();
     for dtype in [DType::F32, DType::BF16] {
         let data = values(7, 2 * 3 * 4);
-        let embeds = Tensor::<B, 3>::from_data(
-            burn::tensor::TensorData::new(data, [2, 3, 4]),
-            (&device, DType::F32),
-        )
-        .cast(dtype);
+        let embeds = Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(data, [2, 3, 4]), (&device, DType::F32))
+            .cast(dtype);
         let tokens = TokenBatch::from_ids(&[vec![1, 2], vec![1, 2, 3, 4]], 3, 11).unwrap();
         let original = PromptEmbeds {
             embeds,
@@ -504,20 +369,8 @@ fn prompt_embeds_round_trip_through_safetensors() {
         assert_eq!(back.tokens, original.tokens);
         assert_eq!(back.hidden_states_layers, vec![10, 20, 30]);
         assert_eq!(back.prompts, original.prompts);
-        let a = original
-            .embeds
-            .clone()
-            .cast(DType::F32)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        let b = back
-            .embeds
-            .clone()
-            .cast(DType::F32)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let a = original.embeds.clone().cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+        let b = back.embeds.clone().cast(DType::F32).into_data().to_vec::<f32>().unwrap();
         assert_eq!(a, b, "bit-exact reload");
 
         // Per-caption cache entries and re-batching.
@@ -526,20 +379,10 @@ fn prompt_embeds_round_trip_through_safetensors() {
         assert_eq!(second.prompts, vec!["b c".to_string()]);
         let joined = PromptEmbeds::concat(vec![back.select(0).unwrap(), second]).unwrap();
         assert_eq!(joined.tokens, back.tokens);
-        assert_eq!(
-            joined
-                .embeds
-                .cast(DType::F32)
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap(),
-            b
-        );
+        assert_eq!(joined.embeds.cast(DType::F32).into_data().to_vec::<f32>().unwrap(), b);
         assert!(back.select(2).is_err());
     }
-    let e = PromptEmbeds::<B>::load(&tmp.path().join("nope.safetensors"), &device)
-        .unwrap_err()
-        .to_string();
+    let e = PromptEmbeds::<B>::load(&tmp.path().join("nope.safetensors"), &device).unwrap_err().to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
 }
 
@@ -554,6 +397,11 @@ fn non_finite_weights_are_named() {
             bytes[4..8].copy_from_slice(&bad.to_le_bytes());
         });
         let e = load_err(&dir);
-        assert!(e.contains("model.layers.0.mlp.down_proj.weight") && e.contains("model.safetensors") && e.contains("NaN or infinite"), "{e}");
+        assert!(
+            e.contains("model.layers.0.mlp.down_proj.weight")
+                && e.contains("model.safetensors")
+                && e.contains("NaN or infinite"),
+            "{e}"
+        );
     }
 }

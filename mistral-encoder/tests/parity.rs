@@ -12,10 +12,7 @@ type B = burn::backend::Flex;
 #[test]
 fn committed_fixtures_match_diffusers_in_f32() {
     let cases = common::case_names();
-    assert!(
-        cases.len() >= 2,
-        "expected the committed cases, found {cases:?}"
-    );
+    assert!(cases.len() >= 2, "expected the committed cases, found {cases:?}");
     for case in cases {
         let dir = common::materialize(&case);
         let report = parity_check::check::<B>(dir.path(), DType::F32, &Default::default()).unwrap();

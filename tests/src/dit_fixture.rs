@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{DType, Tensor, backend::Backend};
 use flux2_dit::{Checkpoint, PositionIds, TensorStore};
 use flux2_ops::relative_error;
 
@@ -28,8 +28,11 @@ pub fn run_fixture_dtype<B: Backend>(dir: &Path, device: &B::Device, dtype: DTyp
     let encoder: Tensor<B, 3> = inputs.read_tensor("encoder_hidden_states", device).map_err(|e| e.to_string())?;
     model.check_inputs(&hidden.shape().dims::<3>(), &encoder.shape().dims::<3>()).map_err(|e| e.to_string())?;
     let timestep: Tensor<B, 1> = inputs.read_tensor("timestep", device).map_err(|e| e.to_string())?;
-    let guidance: Option<Tensor<B, 1>> =
-        if inputs.contains("guidance") { Some(inputs.read_tensor("guidance", device).map_err(|e| e.to_string())?) } else { None };
+    let guidance: Option<Tensor<B, 1>> = if inputs.contains("guidance") {
+        Some(inputs.read_tensor("guidance", device).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let rope = model.rope(
         &PositionIds::read(&inputs, "txt_ids").map_err(|e| e.to_string())?,
         &PositionIds::read(&inputs, "img_ids").map_err(|e| e.to_string())?,
@@ -40,4 +43,3 @@ pub fn run_fixture_dtype<B: Backend>(dir: &Path, device: &B::Device, dtype: DTyp
     let reference = expected.read("sample", DType::F32).map_err(|e| e.to_string())?;
     relative_error(&out.into_data(), &reference)
 }
-

@@ -57,9 +57,7 @@ pub fn write_text(path: &Path, text: &str) {
 /// A JPEG of `quadrants(w, h)` carrying an EXIF orientation tag (1..=8).
 pub fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
     let mut plain = Vec::new();
-    quadrants(w, h)
-        .write_to(&mut std::io::Cursor::new(&mut plain), ImageFormat::Jpeg)
-        .expect("encode jpeg");
+    quadrants(w, h).write_to(&mut std::io::Cursor::new(&mut plain), ImageFormat::Jpeg).expect("encode jpeg");
     // APP1 "Exif\0\0" + big-endian TIFF header + one IFD entry: tag 0x0112 (Orientation), SHORT, 1.
     let mut tiff = Vec::new();
     tiff.extend_from_slice(b"MM\0\x2a\0\0\0\x08");

@@ -30,7 +30,8 @@ pub struct DemoPaths {
 /// Writes the pipeline, the images and the job file under `root` unless they are already there
 /// (a `.complete` marker is written last, so an interrupted preparation is redone).
 pub fn prepare<B: Backend>(root: &Path, device: &B::Device) -> Result<DemoPaths> {
-    let paths = DemoPaths { pipeline: root.join("pipeline"), dataset: root.join("dataset"), job: root.join("demo_job.yaml") };
+    let paths =
+        DemoPaths { pipeline: root.join("pipeline"), dataset: root.join("dataset"), job: root.join("demo_job.yaml") };
     let marker = root.join(".complete");
     if !marker.exists() {
         write_pipeline::<B>(&paths.pipeline, &DemoPipelineSpec::default(), device)?;

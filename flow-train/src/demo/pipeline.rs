@@ -10,8 +10,8 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, TensorData};
-use flux2_ops::writer::{PendingTensor, write_safetensors};
 use flux2_dit::{Flux2Config, Flux2Transformer, RandomSource, save_diffusers_folder};
+use flux2_ops::writer::{PendingTensor, write_safetensors};
 use flux2_vae::VaeConfig;
 use flux2_vae::params::{ParamKind, RawSource};
 
@@ -207,7 +207,8 @@ fn write_tokenizer(dir: &Path) -> Result<()> {
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(TOKENIZER_ZST)
         .map_err(|e| Error::Invalid(format!("embedded tokenizer: {e}")))?;
     let mut json = Vec::new();
-    std::io::Read::read_to_end(&mut decoder, &mut json).map_err(|e| Error::Invalid(format!("embedded tokenizer: {e}")))?;
+    std::io::Read::read_to_end(&mut decoder, &mut json)
+        .map_err(|e| Error::Invalid(format!("embedded tokenizer: {e}")))?;
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
 }

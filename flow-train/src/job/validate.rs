@@ -78,11 +78,18 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     if p.training_folder.as_os_str().is_empty() {
         out.push(Diagnostic::error(k("training_folder"), "must not be empty"));
     }
-    let triggers = std::iter::once((k("trigger_word"), p.trigger_word.as_deref()))
-        .chain(p.datasets.iter().enumerate().map(|(i, d)| (k(&format!("datasets[{i}].trigger_word")), d.trigger_word.as_deref())));
+    let triggers = std::iter::once((k("trigger_word"), p.trigger_word.as_deref())).chain(
+        p.datasets
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (k(&format!("datasets[{i}].trigger_word")), d.trigger_word.as_deref())),
+    );
     for (key, word) in triggers {
         if let Some(w) = word.filter(|w| w.len() > MAX_TRIGGER_BYTES) {
-            out.push(Diagnostic::error(key, format!("{} bytes long; a trigger word is at most {MAX_TRIGGER_BYTES} bytes", w.len())));
+            out.push(Diagnostic::error(
+                key,
+                format!("{} bytes long; a trigger word is at most {MAX_TRIGGER_BYTES} bytes", w.len()),
+            ));
         }
     }
 
@@ -128,7 +135,13 @@ fn process(p: &ProcessConfig, path: &str, out: &mut Vec<Diagnostic>) {
     }
     at_least_one(out, k("network.linear"), net.linear as u64);
     if net.linear as u64 > MAX_RANK {
-        push_once(out, Diagnostic::error(k("network.linear"), format!("{} is larger than any FLUX.2 layer allows (at most {MAX_RANK})", net.linear)));
+        push_once(
+            out,
+            Diagnostic::error(
+                k("network.linear"),
+                format!("{} is larger than any FLUX.2 layer allows (at most {MAX_RANK})", net.linear),
+            ),
+        );
     }
     if let Some(a) = net.linear_alpha.filter(|_| net.linear > 0) {
         finite_positive(out, k("network.linear_alpha"), a);

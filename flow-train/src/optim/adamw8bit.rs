@@ -117,11 +117,7 @@ fn gather<B: Backend>(pieces: Vec<Tensor<B, 1>>, segments: &[Segment], len: usiz
 }
 
 impl<B: Backend> AdamW8bit<B> {
-    pub fn new(
-        settings: &AdamW8bitSettings,
-        shapes: &[[usize; 2]],
-        device: &B::Device,
-    ) -> Result<Self> {
+    pub fn new(settings: &AdamW8bitSettings, shapes: &[[usize; 2]], device: &B::Device) -> Result<Self> {
         let bs = settings.block_size;
         if bs == 0 {
             return Err(Error::InvalidValue { what: "adamw8bit block_size", reason: "must be at least 1".into() });

@@ -56,11 +56,7 @@ pub struct Prodigy<B: Backend> {
 }
 
 impl<B: Backend> Prodigy<B> {
-    pub fn new(
-        settings: &ProdigySettings,
-        shapes: &[[usize; 2]],
-        device: &B::Device,
-    ) -> Result<Self> {
+    pub fn new(settings: &ProdigySettings, shapes: &[[usize; 2]], device: &B::Device) -> Result<Self> {
         let s = *settings;
         if !(s.d0 > 0.0 && s.d_coef > 0.0 && s.growth_rate > 0.0 && s.slice_p >= 1) {
             return Err(Error::InvalidValue {

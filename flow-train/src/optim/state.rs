@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{DType, TensorData};
-use flux2_ops::{write_safetensors, PendingTensor, TensorStore};
+use flux2_ops::{PendingTensor, TensorStore, write_safetensors};
 
 use crate::error::{Error, Result};
 
@@ -32,11 +32,16 @@ impl OptimizerState {
     /// Writes the state as one safetensors file with the workspace's atomic writer, so an interrupted
     /// save never leaves a truncated state under `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors =
-            self.tensors.iter().map(|(name, data)| PendingTensor::ready(name.clone(), data.clone(), data.dtype)).collect();
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(name, data)| PendingTensor::ready(name.clone(), data.clone(), data.dtype))
+            .collect();
         let metadata = BTreeMap::from([(SCALARS_KEY.to_string(), self.scalars.to_string())]);
         write_safetensors(path, tensors, &metadata).map_err(|e| match e {
-            flux2_ops::Error::UnsupportedDtype { key, dtype, .. } => Error::OptimizerState { key, reason: format!("{dtype} tensors cannot be saved") },
+            flux2_ops::Error::UnsupportedDtype { key, dtype, .. } => {
+                Error::OptimizerState { key, reason: format!("{dtype} tensors cannot be saved") }
+            }
             other => Error::from(other),
         })
     }

@@ -194,11 +194,8 @@ pub fn generate_latents<B: Backend>(
         )));
     }
     let multiple = vae_config.latent_scale_factor();
-    let prepared = options
-        .references
-        .iter()
-        .map(|r| r.prepare(multiple, REFERENCE_MAX_AREA))
-        .collect::<Result<Vec<_>>>()?;
+    let prepared =
+        options.references.iter().map(|r| r.prepare(multiple, REFERENCE_MAX_AREA)).collect::<Result<Vec<_>>>()?;
 
     let latent_size = match &options.latents {
         Some(l) => {
@@ -217,20 +214,8 @@ pub fn generate_latents<B: Backend>(
         return Err(Error::Invalid(format!("generate: {} denoising steps; use 1 to {MAX_STEPS}", options.steps)));
     }
     let first = prepared.first().map(|p| (p.height, p.width));
-    let height = side(
-        "height",
-        options.height,
-        latent_size.map(|s| s.0),
-        first.map(|s| s.0),
-        multiple,
-    )?;
-    let width = side(
-        "width",
-        options.width,
-        latent_size.map(|s| s.1),
-        first.map(|s| s.1),
-        multiple,
-    )?;
+    let height = side("height", options.height, latent_size.map(|s| s.0), first.map(|s| s.0), multiple)?;
+    let width = side("width", options.width, latent_size.map(|s| s.1), first.map(|s| s.1), multiple)?;
 
     let mut references = Vec::with_capacity(prepared.len());
     if !prepared.is_empty() {
@@ -251,13 +236,7 @@ pub fn generate_latents<B: Backend>(
     .guidance(options.guidance)
     .references(references);
 
-    report(
-        &mut progress,
-        Stage::Denoising {
-            step: 0,
-            steps: options.steps,
-        },
-    );
+    report(&mut progress, Stage::Denoising { step: 0, steps: options.steps });
     let mut on_step = |i: usize, n: usize| report(&mut progress, Stage::Denoising { step: i + 1, steps: n });
     let latents = sample(transformer, prompt_embeds, sample_options, Some(&mut on_step))?;
     // A NaN anywhere (a weight, a LoRA, the prompt embeddings, an f16 overflow) spreads to every pixel:
@@ -275,9 +254,7 @@ pub fn generate_latents<B: Backend>(
 /// Latents `[1, C, h, w]` -> image `[1, 3, 16h, 16w]` f32 in [0, 1]: VAE decode and diffusers'
 /// `(x / 2 + 0.5).clamp(0, 1)`.
 pub fn decode_image<B: Backend>(vae: &Vae<B>, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
-    let decoded = vae
-        .decode_latents(latents)
-        .map_err(|e| Error::Invalid(format!("decoding the latents: {e}")))?;
+    let decoded = vae.decode_latents(latents).map_err(|e| Error::Invalid(format!("decoding the latents: {e}")))?;
     Ok((decoded.cast(DType::F32) * 0.5 + 0.5).clamp(0.0, 1.0))
 }
 
@@ -304,9 +281,7 @@ impl<B: Backend> Flux2Pipeline<B> {
                 "the pipeline has no text encoder (not loaded, or dropped after caching embeddings): pass prompt embeddings".into(),
             )
         })?;
-        encoder
-            .encode(&[prompt])
-            .map_err(|e| Error::Invalid(format!("encoding the prompt: {e}")))
+        encoder.encode(&[prompt]).map_err(|e| Error::Invalid(format!("encoding the prompt: {e}")))
     }
 
     /// Generates one image `[1, 3, H, W]` in [0, 1] (see the module docs) with the transformer as it is
@@ -339,10 +314,7 @@ mod tests {
         assert_eq!(side("height", None, None, Some(64), 16).unwrap(), 64);
         assert_eq!(side("height", None, None, None, 16).unwrap(), DEFAULT_IMAGE_SIZE);
         let err = side("width", Some(1000), None, None, 16).unwrap_err().to_string();
-        assert!(
-            err.contains("width 1000") && err.contains("992") && err.contains("1008"),
-            "{err}"
-        );
+        assert!(err.contains("width 1000") && err.contains("992") && err.contains("1008"), "{err}");
         let err = side("height", Some(64), Some(48), None, 16).unwrap_err().to_string();
         assert!(err.contains("height 64") && err.contains("48"), "{err}");
         assert!(side("height", Some(0), None, None, 16).is_err());

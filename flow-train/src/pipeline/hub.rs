@@ -53,12 +53,7 @@ impl HubOptions {
             });
         let offline = var("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        Self {
-            cache_dir,
-            token: var("HF_TOKEN"),
-            offline,
-            endpoint: var("HF_ENDPOINT"),
-        }
+        Self { cache_dir, token: var("HF_TOKEN"), offline, endpoint: var("HF_ENDPOINT") }
     }
 }
 
@@ -90,13 +85,9 @@ impl RepoId {
                 && p.len() <= 96
                 && !p.starts_with(['.', '-'])
                 && !p.contains("..")
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
-        (part_ok(owner) && part_ok(name)).then(|| Self {
-            id: id.to_string(),
-            revision: revision.to_string(),
-        })
+        (part_ok(owner) && part_ok(name)).then(|| Self { id: id.to_string(), revision: revision.to_string() })
     }
 
     fn repo(&self) -> Repo {
@@ -106,11 +97,7 @@ impl RepoId {
 
 impl std::fmt::Display for RepoId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.revision == "main" {
-            write!(f, "{}", self.id)
-        } else {
-            write!(f, "{}@{}", self.id, self.revision)
-        }
+        if self.revision == "main" { write!(f, "{}", self.id) } else { write!(f, "{}@{}", self.id, self.revision) }
     }
 }
 
@@ -153,15 +140,9 @@ fn shards_of_index(index: &Path) -> Result<Vec<String>> {
         .ok_or_else(|| Error::Invalid(format!("{}: no `weight_map` object", index.display())))?;
     let mut shards = BTreeSet::new();
     for (key, file) in map {
-        let file = file
-            .as_str()
-            .filter(|f| !f.contains("..") && !f.starts_with('/'))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: `weight_map.{key}` is not a plain file name",
-                    index.display()
-                ))
-            })?;
+        let file = file.as_str().filter(|f| !f.contains("..") && !f.starts_with('/')).ok_or_else(|| {
+            Error::Invalid(format!("{}: `weight_map.{key}` is not a plain file name", index.display()))
+        })?;
         shards.insert(file.to_string());
     }
     Ok(shards.into_iter().collect())
@@ -290,10 +271,8 @@ impl FileSource for HubFiles<'_> {
         if local.is_file() {
             return Ok(Some(local));
         }
-        let got = self
-            .api
-            .download(file)
-            .map_err(|e| Error::Invalid(format!("{}: downloading `{file}`: {e}", self.repo)))?;
+        let got =
+            self.api.download(file).map_err(|e| Error::Invalid(format!("{}: downloading `{file}`: {e}", self.repo)))?;
         if got != local {
             return Err(Error::Invalid(format!(
                 "{}: `{file}` arrived as {} instead of {} (the revision moved during the download); run again",
@@ -320,9 +299,7 @@ fn online_snapshot(
     if let Some(endpoint) = &options.endpoint {
         builder = builder.with_endpoint(endpoint.clone());
     }
-    let api = builder
-        .build()
-        .map_err(|e| Error::Invalid(format!("{repo}: cannot set up the Hub client: {e}")))?;
+    let api = builder.build().map_err(|e| Error::Invalid(format!("{repo}: cannot set up the Hub client: {e}")))?;
     let api = api.repo(repo.repo());
     let info = api.info().map_err(|e| {
         Error::Invalid(format!(
@@ -332,12 +309,7 @@ fn online_snapshot(
     })?;
     let listing: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let snapshot = repo_dir.join("snapshots").join(&info.sha);
-    let mut source = HubFiles {
-        repo,
-        api,
-        listing,
-        snapshot: snapshot.clone(),
-    };
+    let mut source = HubFiles { repo, api, listing, snapshot: snapshot.clone() };
     let mut missing = Vec::new();
     collect(&mut source, components, &mut missing)?;
     if !missing.is_empty() {
@@ -366,23 +338,10 @@ mod tests {
     fn repo_ids_and_paths() {
         assert_eq!(
             RepoId::parse("black-forest-labs/FLUX.2-dev"),
-            Some(RepoId {
-                id: "black-forest-labs/FLUX.2-dev".into(),
-                revision: "main".into()
-            })
+            Some(RepoId { id: "black-forest-labs/FLUX.2-dev".into(), revision: "main".into() })
         );
         assert_eq!(RepoId::parse("a/b@v1.0").map(|r| r.revision), Some("v1.0".into()));
-        for not_id in [
-            "FLUX.2-dev",
-            "./a/b",
-            "/abs/path",
-            "a/b/c",
-            "../x",
-            "a/..",
-            "a/b@",
-            "",
-            "a /b",
-        ] {
+        for not_id in ["FLUX.2-dev", "./a/b", "/abs/path", "a/b/c", "../x", "a/..", "a/b@", "", "a /b"] {
             assert_eq!(RepoId::parse(not_id), None, "{not_id}");
         }
     }
@@ -396,15 +355,9 @@ mod tests {
         let cache = temp("hub-cache");
         let repo = RepoId::parse("owner/model").unwrap();
         let repo_dir = cache.path().join("models--owner--model");
-        let options = HubOptions {
-            cache_dir: Some(cache.path().to_path_buf()),
-            token: None,
-            offline: true,
-            endpoint: None,
-        };
-        let err = snapshot(&repo, &[Component::Transformer], &options)
-            .unwrap_err()
-            .to_string();
+        let options =
+            HubOptions { cache_dir: Some(cache.path().to_path_buf()), token: None, offline: true, endpoint: None };
+        let err = snapshot(&repo, &[Component::Transformer], &options).unwrap_err().to_string();
         assert!(err.contains("refs/main") && err.contains("HF_HUB_OFFLINE"), "{err}");
 
         let commit = "0123456789abcdef0123456789abcdef01234567";
@@ -419,14 +372,8 @@ mod tests {
             r#"{"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors", "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}}"#,
         )
         .unwrap();
-        std::fs::write(
-            snap.join("transformer/diffusion_pytorch_model-00001-of-00002.safetensors"),
-            "",
-        )
-        .unwrap();
-        let err = snapshot(&repo, &[Component::Transformer, Component::TextEncoder], &options)
-            .unwrap_err()
-            .to_string();
+        std::fs::write(snap.join("transformer/diffusion_pytorch_model-00001-of-00002.safetensors"), "").unwrap();
+        let err = snapshot(&repo, &[Component::Transformer, Component::TextEncoder], &options).unwrap_err().to_string();
         for file in [
             "transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
             "text_encoder/config.json",
@@ -437,11 +384,7 @@ mod tests {
         }
         assert!(!err.contains("00001-of"), "{err}");
 
-        std::fs::write(
-            snap.join("transformer/diffusion_pytorch_model-00002-of-00002.safetensors"),
-            "",
-        )
-        .unwrap();
+        std::fs::write(snap.join("transformer/diffusion_pytorch_model-00002-of-00002.safetensors"), "").unwrap();
         assert_eq!(snapshot(&repo, &[Component::Transformer], &options).unwrap(), snap);
         // A commit hash as revision needs no ref.
         let pinned = RepoId::parse(&format!("owner/model@{commit}")).unwrap();

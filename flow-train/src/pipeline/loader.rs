@@ -59,9 +59,7 @@ impl Default for PipelineOptions {
 impl PipelineOptions {
     /// The layers actually used.
     pub fn out_layers(&self) -> Vec<usize> {
-        self.text_encoder_out_layers
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TEXT_ENCODER_OUT_LAYERS.to_vec())
+        self.text_encoder_out_layers.clone().unwrap_or_else(|| DEFAULT_TEXT_ENCODER_OUT_LAYERS.to_vec())
     }
 
     /// The source-resolution part of these options.
@@ -159,10 +157,8 @@ fn transformer_error(path: &std::path::Path, e: flux2_dit::Error) -> Error {
 /// The VAE of `files` (encoder and decoder) in `dtype`. Errors name the checkpoint.
 pub fn load_vae<B: Backend>(files: &ModelFiles, dtype: DType, device: &B::Device) -> Result<Vae<B>> {
     let path = &files.vae;
-    Vae::load(path, device, &LoadOptions::default().with_dtype(dtype)).map_err(|e| Error::Component {
-        component: "vae",
-        message: format!("{}: {e}", path.display()),
-    })
+    Vae::load(path, device, &LoadOptions::default().with_dtype(dtype))
+        .map_err(|e| Error::Component { component: "vae", message: format!("{}: {e}", path.display()) })
 }
 
 /// The text encoder of `text_encoder` files with `options` (layers, length, dtype).
@@ -173,11 +169,7 @@ pub fn load_text_encoder<B: Backend>(
 ) -> Result<MistralEncoder<B>> {
     MistralEncoder::from_parts(&files.model_dir, &files.tokenizer, options, device).map_err(|e| Error::Component {
         component: "text encoder",
-        message: format!(
-            "{} (tokenizer {}): {e}",
-            files.model_dir.display(),
-            files.tokenizer.display()
-        ),
+        message: format!("{} (tokenizer {}): {e}", files.model_dir.display(), files.tokenizer.display()),
     })
 }
 
@@ -211,7 +203,10 @@ pub fn random_transformer<B: Backend>(
 
 /// The VAE of `files` with seeded random weights from its `config.json` (see [`random_transformer`]).
 pub fn random_vae<B: Backend>(files: &ModelFiles, dtype: DType, seed: u64, device: &B::Device) -> Result<Vae<B>> {
-    let component = |e: &dyn std::fmt::Display| Error::Component { component: "vae", message: format!("{}: {e}", files.vae.display()) };
+    let component = |e: &dyn std::fmt::Display| Error::Component {
+        component: "vae",
+        message: format!("{}: {e}", files.vae.display()),
+    };
     let config = VaeConfig::from_json_file(component_config("vae", &files.vae)?).map_err(|e| component(&e))?;
     Vae::random(config, device, dtype, Parts::Both, seed).map_err(|e| component(&e))
 }
@@ -224,9 +219,15 @@ pub fn random_text_encoder<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<MistralEncoder<B>> {
-    MistralEncoder::random_from_parts(&files.model_dir, &files.tokenizer, options, seed, device).map_err(|e| Error::Component {
-        component: "text encoder",
-        message: format!("{} (tokenizer {}, random weights): {e}", files.model_dir.display(), files.tokenizer.display()),
+    MistralEncoder::random_from_parts(&files.model_dir, &files.tokenizer, options, seed, device).map_err(|e| {
+        Error::Component {
+            component: "text encoder",
+            message: format!(
+                "{} (tokenizer {}, random weights): {e}",
+                files.model_dir.display(),
+                files.tokenizer.display()
+            ),
+        }
     })
 }
 
@@ -303,12 +304,7 @@ impl<B: Backend> Flux2Pipeline<B> {
         let vae = options_vae(&files, options, device)?;
         check_compatible(&files, &transformer.config, &vae, text_encoder.as_ref())?;
         let transformer = transformer.load(options.dtype, device)?;
-        Ok(Self {
-            transformer,
-            vae,
-            text_encoder,
-            files,
-        })
+        Ok(Self { transformer, vae, text_encoder, files })
     }
 
     /// Frees the text encoder (after caching prompt embeddings) and returns it.

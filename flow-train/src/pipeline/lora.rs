@@ -23,10 +23,7 @@ pub struct LoraSpec {
 
 impl LoraSpec {
     pub fn new(path: impl Into<PathBuf>, multiplier: f32) -> Self {
-        Self {
-            path: path.into(),
-            multiplier,
-        }
+        Self { path: path.into(), multiplier }
     }
 }
 
@@ -56,10 +53,7 @@ impl FromStr for LoraSpec {
 
 /// The adapter name a spec gets: its position and file stem (names must be unique in a model).
 fn adapter_name(index: usize, path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     format!("lora{index}:{stem}")
 }
 
@@ -84,18 +78,9 @@ mod tests {
 
     #[test]
     fn parses_file_and_multiplier() {
-        assert_eq!(
-            "style.safetensors".parse::<LoraSpec>().unwrap(),
-            LoraSpec::new("style.safetensors", 1.0)
-        );
-        assert_eq!(
-            "a/b.safetensors:0.75".parse::<LoraSpec>().unwrap(),
-            LoraSpec::new("a/b.safetensors", 0.75)
-        );
-        assert_eq!(
-            "x.safetensors:-0.5".parse::<LoraSpec>().unwrap(),
-            LoraSpec::new("x.safetensors", -0.5)
-        );
+        assert_eq!("style.safetensors".parse::<LoraSpec>().unwrap(), LoraSpec::new("style.safetensors", 1.0));
+        assert_eq!("a/b.safetensors:0.75".parse::<LoraSpec>().unwrap(), LoraSpec::new("a/b.safetensors", 0.75));
+        assert_eq!("x.safetensors:-0.5".parse::<LoraSpec>().unwrap(), LoraSpec::new("x.safetensors", -0.5));
         assert_eq!(r"C:\loras\a.safetensors".parse::<LoraSpec>().unwrap().multiplier, 1.0);
         assert!(":0.5".parse::<LoraSpec>().is_err());
         assert!("a.safetensors:inf".parse::<LoraSpec>().is_err());

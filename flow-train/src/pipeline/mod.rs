@@ -30,11 +30,15 @@ mod reference;
 pub mod resample;
 mod source;
 
-pub use generate::{DEFAULT_IMAGE_SIZE, GenerateOptions, MAX_IMAGE_SIDE, MAX_STEPS, Prompt, Stage, decode_image, generate, generate_latents};
+pub use generate::{
+    DEFAULT_IMAGE_SIZE, GenerateOptions, MAX_IMAGE_SIDE, MAX_STEPS, Prompt, Stage, decode_image, generate,
+    generate_latents,
+};
 pub use hub::{HubOptions, RepoId};
 pub use loader::{
-    DEFAULT_TEXT_ENCODER_OUT_LAYERS, Flux2Pipeline, PipelineOptions, PendingTransformer, check_compatible, load_text_encoder,
-    load_transformer, load_vae, options_text_encoder, options_vae, random_text_encoder, random_transformer, random_vae,
+    DEFAULT_TEXT_ENCODER_OUT_LAYERS, Flux2Pipeline, PendingTransformer, PipelineOptions, check_compatible,
+    load_text_encoder, load_transformer, load_vae, options_text_encoder, options_vae, random_text_encoder,
+    random_transformer, random_vae,
 };
 pub use lora::{LoraSpec, apply_loras};
 pub use output::{image_to_rgb8, read_latents, save_image, save_image_tensor};

@@ -41,17 +41,9 @@ pub fn image_to_rgb8<B: Backend>(image: Tensor<B, 4>) -> Result<image::RgbImage>
 pub fn save_image<B: Backend>(image: Tensor<B, 4>, path: &Path) -> Result<()> {
     let format = image::ImageFormat::from_path(path)
         .ok()
-        .filter(|f| {
-            matches!(
-                f,
-                image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP
-            )
-        })
+        .filter(|f| matches!(f, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP))
         .ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: unknown image extension, use .png, .jpg or .webp",
-                path.display()
-            ))
+            Error::Invalid(format!("{}: unknown image extension, use .png, .jpg or .webp", path.display()))
         })?;
     let rgb = image_to_rgb8(image)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -90,12 +82,7 @@ pub fn read_latents<B: Backend>(path: &Path, device: &B::Device) -> Result<Tenso
     };
     let shape = store.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
     if shape.len() != 4 || shape[0] != 1 {
-        return Err(Error::Invalid(format!(
-            "{}: `{key}` has shape {shape:?}, expected [1, C, h, w]",
-            path.display()
-        )));
+        return Err(Error::Invalid(format!("{}: `{key}` has shape {shape:?}, expected [1, C, h, w]", path.display())));
     }
-    store
-        .read_tensor::<B, 4>(&key, device)
-        .map_err(|e| Error::Invalid(format!("latents: {e}")))
+    store.read_tensor::<B, 4>(&key, device).map_err(|e| Error::Invalid(format!("latents: {e}")))
 }

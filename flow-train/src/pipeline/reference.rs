@@ -83,10 +83,7 @@ pub fn reference_plan(width: usize, height: usize, multiple: usize, max_area: us
         (w, h) = (rw, rh);
     }
     let (cw, ch) = (w / multiple * multiple, h / multiple * multiple);
-    ReferencePlan {
-        resize,
-        crop: ((w - cw) / 2, (h - ch) / 2, cw, ch),
-    }
+    ReferencePlan { resize, crop: ((w - cw) / 2, (h - ch) / 2, cw, ch) }
 }
 
 impl ReferenceImage {
@@ -153,11 +150,9 @@ fn to_rgb8(image: &DynamicImage, options: &ImageLoadOptions) -> image::RgbImage 
     let plane = w * h;
     image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let i = y as usize * w + x as usize;
-        image::Rgb([0, 1, 2].map(|c| {
-            ((planes.data[c * plane + i] + 1.0) * 0.5 * 255.0)
-                .round()
-                .clamp(0.0, 255.0) as u8
-        }))
+        image::Rgb(
+            [0, 1, 2].map(|c| ((planes.data[c * plane + i] + 1.0) * 0.5 * 255.0).round().clamp(0.0, 255.0) as u8),
+        )
     })
 }
 
@@ -170,19 +165,13 @@ mod tests {
         // Small images are only cropped: 90x72 -> 80x64 from (5, 4).
         assert_eq!(
             reference_plan(90, 72, 16, REFERENCE_MAX_AREA),
-            ReferencePlan {
-                resize: None,
-                crop: (5, 4, 80, 64)
-            }
+            ReferencePlan { resize: None, crop: (5, 4, 80, 64) }
         );
         // 1500x1000: s = sqrt(1048576 / 1.5e6) = 0.8360920..., int(1254.13) = 1254, int(836.09) = 836,
         // floored to 1248x832, crop from (3, 2).
         assert_eq!(
             reference_plan(1500, 1000, 16, REFERENCE_MAX_AREA),
-            ReferencePlan {
-                resize: Some((1254, 836)),
-                crop: (3, 2, 1248, 832)
-            }
+            ReferencePlan { resize: Some((1254, 836)), crop: (3, 2, 1248, 832) }
         );
         // Exactly at the limit: untouched.
         assert_eq!(reference_plan(1024, 1024, 16, REFERENCE_MAX_AREA).resize, None);
@@ -191,10 +180,7 @@ mod tests {
     #[test]
     fn size_checks_name_the_image() {
         let err = check_reference_size("cat.png", 63, 500).unwrap_err().to_string();
-        assert!(
-            err.contains("cat.png") && err.contains("63x500") && err.contains("64"),
-            "{err}"
-        );
+        assert!(err.contains("cat.png") && err.contains("63x500") && err.contains("64"), "{err}");
         let err = check_reference_size("wide.png", 900, 100).unwrap_err().to_string();
         assert!(err.contains("wide.png") && err.contains("9.0:1"), "{err}");
         assert!(check_reference_size("ok.png", 512, 64).is_ok());

@@ -29,11 +29,7 @@ fn sinc(x: f64) -> f64 {
 }
 
 fn lanczos3(x: f64) -> f64 {
-    if (-SUPPORT..SUPPORT).contains(&x) {
-        sinc(x) * sinc(x / SUPPORT)
-    } else {
-        0.0
-    }
+    if (-SUPPORT..SUPPORT).contains(&x) { sinc(x) * sinc(x / SUPPORT) } else { 0.0 }
 }
 
 /// Per output index: first input index, and the fixed-point weights of the taps from there.
@@ -53,9 +49,7 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
         // C's `(int)` truncates toward zero, as `as i64` does.
         let lo = ((center - support + 0.5) as i64).max(0);
         let hi = ((center + support + 0.5) as i64).min(in_size as i64);
-        let raw: Vec<f64> = (lo..hi)
-            .map(|j| lanczos3((j as f64 - center + 0.5) / stretch))
-            .collect();
+        let raw: Vec<f64> = (lo..hi).map(|j| lanczos3((j as f64 - center + 0.5) / stretch)).collect();
         let sum: f64 = raw.iter().sum();
         let fixed = raw
             .iter()
@@ -87,11 +81,7 @@ fn pass(src: &RgbImage, out_w: u32, out_h: u32, horizontal: bool) -> RgbImage {
         let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
         for (k, &w) in t.weights[i].iter().enumerate() {
             let j = (t.first[i] + k) as u32;
-            let p = if horizontal {
-                src.get_pixel(j, other)
-            } else {
-                src.get_pixel(other, j)
-            };
+            let p = if horizontal { src.get_pixel(j, other) } else { src.get_pixel(other, j) };
             for c in 0..3 {
                 acc[c] += p[c] as i64 * w as i64;
             }
@@ -123,20 +113,13 @@ mod tests {
             let t = taps(n_in, n_out);
             for w in &t.weights {
                 let sum: i64 = w.iter().map(|&v| v as i64).sum();
-                assert!(
-                    (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
-                    "{n_in}->{n_out}: {sum}"
-                );
+                assert!((sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64, "{n_in}->{n_out}: {sum}");
             }
         }
         let img = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8 * 30, y as u8 * 40, 7]));
         assert_eq!(resize_lanczos(&img, 7, 5), img);
         // A constant image stays constant.
         let flat = RgbImage::from_pixel(40, 30, image::Rgb([200, 13, 99]));
-        assert!(
-            resize_lanczos(&flat, 17, 11)
-                .pixels()
-                .all(|p| *p == image::Rgb([200, 13, 99]))
-        );
+        assert!(resize_lanczos(&flat, 17, 11).pixels().all(|p| *p == image::Rgb([200, 13, 99])));
     }
 }

@@ -121,23 +121,13 @@ pub fn resolve_model(name_or_path: &str, options: &SourceOptions) -> Result<Mode
             }
         }
     };
-    Ok(ModelFiles {
-        name: name_or_path.to_string(),
-        root,
-        transformer,
-        vae,
-        text_encoder,
-    })
+    Ok(ModelFiles { name: name_or_path.to_string(), root, transformer, vae, text_encoder })
 }
 
 /// The pipeline folder a transformer checkpoint sits in (`<root>/transformer[/file]`), if any.
 fn enclosing_pipeline(path: &Path) -> Option<PathBuf> {
     let start = if path.is_file() { path.parent()? } else { path };
-    start
-        .ancestors()
-        .take(2)
-        .find(|d| d.join("model_index.json").is_file())
-        .map(Path::to_path_buf)
+    start.ancestors().take(2).find(|d| d.join("model_index.json").is_file()).map(Path::to_path_buf)
 }
 
 fn sibling_vae(path: &Path, root: Option<&Path>) -> Option<PathBuf> {
@@ -157,9 +147,7 @@ fn resolve_vae(source: &str, hub: &HubOptions) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let repo = RepoId::parse(source).ok_or_else(|| {
-        Error::Invalid(format!(
-            "VAE `{source}`: no such file or folder, and not a repository id (`owner/name`)"
-        ))
+        Error::Invalid(format!("VAE `{source}`: no such file or folder, and not a repository id (`owner/name`)"))
     })?;
     Ok(snapshot(&repo, &[Component::Vae], hub)?.join("vae"))
 }
@@ -170,9 +158,7 @@ fn resolve_text_encoder(source: &str, hub: &HubOptions) -> Result<TextEncoderFil
         path.to_path_buf()
     } else {
         let repo = RepoId::parse(source).ok_or_else(|| {
-            Error::Invalid(format!(
-                "text encoder `{source}`: no such folder, and not a repository id (`owner/name`)"
-            ))
+            Error::Invalid(format!("text encoder `{source}`: no such folder, and not a repository id (`owner/name`)"))
         })?;
         snapshot(&repo, &[Component::TextEncoder], hub)?
     };
@@ -184,16 +170,9 @@ fn pipeline_text_encoder(root: &Path) -> Result<TextEncoderFiles> {
         model_dir: root.join("text_encoder"),
         tokenizer: root.join("tokenizer").join("tokenizer.json"),
     };
-    for (what, path) in [
-        ("text encoder folder", &files.model_dir),
-        ("tokenizer", &files.tokenizer),
-    ] {
+    for (what, path) in [("text encoder folder", &files.model_dir), ("tokenizer", &files.tokenizer)] {
         if !path.exists() {
-            return Err(Error::Invalid(format!(
-                "{}: the {what} {} does not exist",
-                root.display(),
-                path.display()
-            )));
+            return Err(Error::Invalid(format!("{}: the {what} {} does not exist", root.display(), path.display())));
         }
     }
     Ok(files)
@@ -221,10 +200,7 @@ pub fn check_pipeline_folder(root: &Path, need_text_encoder: bool) -> Result<()>
     match class("_class_name") {
         Some(name) if name.starts_with("Flux2") => {}
         other => {
-            return bad(
-                "_class_name",
-                format!("is {other:?}, expected a FLUX.2 pipeline (`Flux2Pipeline`)"),
-            );
+            return bad("_class_name", format!("is {other:?}, expected a FLUX.2 pipeline (`Flux2Pipeline`)"));
         }
     }
     if need_text_encoder {
@@ -240,10 +216,7 @@ pub fn check_pipeline_folder(root: &Path, need_text_encoder: bool) -> Result<()>
     }
     for folder in ["transformer", "vae"] {
         if !root.join(folder).is_dir() {
-            return Err(Error::Invalid(format!(
-                "{}: the pipeline folder has no `{folder}/`",
-                root.display()
-            )));
+            return Err(Error::Invalid(format!("{}: the pipeline folder has no `{folder}/`", root.display())));
         }
     }
     let scheduler = root.join("scheduler").join("scheduler_config.json");
@@ -275,17 +248,9 @@ fn check_scheduler(path: &Path) -> Result<()> {
         class.as_str() == Some("FlowMatchEulerDiscreteScheduler"),
         "FlowMatchEulerDiscreteScheduler",
     )?;
-    expect(
-        "use_dynamic_shifting",
-        get("use_dynamic_shifting").as_bool() == Some(true),
-        "true",
-    )?;
+    expect("use_dynamic_shifting", get("use_dynamic_shifting").as_bool() == Some(true), "true")?;
     let shift_type = get("time_shift_type");
-    expect(
-        "time_shift_type",
-        shift_type.is_null() || shift_type.as_str() == Some("exponential"),
-        "\"exponential\"",
-    )?;
+    expect("time_shift_type", shift_type.is_null() || shift_type.as_str() == Some("exponential"), "\"exponential\"")?;
     for flag in [
         "use_karras_sigmas",
         "use_exponential_sigmas",
@@ -298,11 +263,7 @@ fn check_scheduler(path: &Path) -> Result<()> {
     }
     expect("shift_terminal", get("shift_terminal").is_null(), "null")?;
     let train_steps = get("num_train_timesteps");
-    expect(
-        "num_train_timesteps",
-        train_steps.is_null() || train_steps.as_u64() == Some(1000),
-        "1000",
-    )?;
+    expect("num_train_timesteps", train_steps.is_null() || train_steps.as_u64() == Some(1000), "1000")?;
     Ok(())
 }
 
@@ -332,12 +293,7 @@ mod tests {
     fn options(need_te: bool) -> SourceOptions {
         SourceOptions {
             need_text_encoder: need_te,
-            hub: HubOptions {
-                cache_dir: None,
-                token: None,
-                offline: true,
-                endpoint: None,
-            },
+            hub: HubOptions { cache_dir: None, token: None, offline: true, endpoint: None },
             ..Default::default()
         }
     }
@@ -350,16 +306,8 @@ mod tests {
         let files = resolve_model(root.to_str().unwrap(), &options(true)).unwrap();
         assert_eq!(files.transformer, root.join("transformer"));
         assert_eq!(files.vae, root.join("vae"));
-        assert_eq!(
-            files.text_encoder.as_ref().unwrap().tokenizer,
-            root.join("tokenizer/tokenizer.json")
-        );
-        assert!(
-            resolve_model(root.to_str().unwrap(), &options(false))
-                .unwrap()
-                .text_encoder
-                .is_none()
-        );
+        assert_eq!(files.text_encoder.as_ref().unwrap().tokenizer, root.join("tokenizer/tokenizer.json"));
+        assert!(resolve_model(root.to_str().unwrap(), &options(false)).unwrap().text_encoder.is_none());
 
         // The transformer folder of a pipeline finds its siblings.
         let files = resolve_model(root.join("transformer").to_str().unwrap(), &options(true)).unwrap();
@@ -376,9 +324,7 @@ mod tests {
         // A lone BFL file needs --vae and --text-encoder.
         let lone = tmp.path().join("elsewhere/flux2.safetensors");
         write(&lone, "");
-        let err = resolve_model(lone.to_str().unwrap(), &options(false))
-            .unwrap_err()
-            .to_string();
+        let err = resolve_model(lone.to_str().unwrap(), &options(false)).unwrap_err().to_string();
         assert!(err.contains("--vae"), "{err}");
         let mut opts = options(true);
         opts.vae = Some(root.join("ae.safetensors").display().to_string());
@@ -396,44 +342,24 @@ mod tests {
         let root = tmp.path().join("p");
         pipeline(&root);
         std::fs::remove_file(root.join("tokenizer/tokenizer.json")).unwrap();
-        let err = resolve_model(root.to_str().unwrap(), &options(true))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("tokenizer.json") && err.contains("does not exist"),
-            "{err}"
-        );
+        let err = resolve_model(root.to_str().unwrap(), &options(true)).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json") && err.contains("does not exist"), "{err}");
 
         write(
             &root.join("scheduler/scheduler_config.json"),
             &SCHEDULER.replace("\"use_karras_sigmas\": false", "\"use_karras_sigmas\": true"),
         );
-        let err = resolve_model(root.to_str().unwrap(), &options(false))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("scheduler_config.json") && err.contains("use_karras_sigmas"),
-            "{err}"
-        );
+        let err = resolve_model(root.to_str().unwrap(), &options(false)).unwrap_err().to_string();
+        assert!(err.contains("scheduler_config.json") && err.contains("use_karras_sigmas"), "{err}");
 
-        write(
-            &root.join("model_index.json"),
-            &INDEX.replace("Mistral3ForConditionalGeneration", "Qwen3ForCausalLM"),
-        );
+        write(&root.join("model_index.json"), &INDEX.replace("Mistral3ForConditionalGeneration", "Qwen3ForCausalLM"));
         write(&root.join("scheduler/scheduler_config.json"), SCHEDULER);
-        let err = resolve_model(root.to_str().unwrap(), &options(true))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("model_index.json") && err.contains("`text_encoder`") && err.contains("Qwen3"),
-            "{err}"
-        );
+        let err = resolve_model(root.to_str().unwrap(), &options(true)).unwrap_err().to_string();
+        assert!(err.contains("model_index.json") && err.contains("`text_encoder`") && err.contains("Qwen3"), "{err}");
 
         let err = resolve_model("no/such/place", &options(false)).unwrap_err().to_string();
         assert!(err.contains("no/such/place") && err.contains("repository id"), "{err}");
-        let err = resolve_model("owner/not-cached", &options(false))
-            .unwrap_err()
-            .to_string();
+        let err = resolve_model("owner/not-cached", &options(false)).unwrap_err().to_string();
         assert!(err.contains("owner/not-cached") && err.contains("cache"), "{err}");
     }
 }

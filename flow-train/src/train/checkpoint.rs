@@ -70,7 +70,11 @@ pub fn remove_partial_files(output: &Path) -> Result<()> {
 }
 
 /// Writes a tensor map (f32) atomically.
-pub fn write_tensors(path: &Path, tensors: Vec<(String, TensorData)>, metadata: BTreeMap<String, String>) -> Result<()> {
+pub fn write_tensors(
+    path: &Path,
+    tensors: Vec<(String, TensorData)>,
+    metadata: BTreeMap<String, String>,
+) -> Result<()> {
     let pending = tensors.into_iter().map(|(k, d)| PendingTensor::ready(k, d, DType::F32)).collect();
     Ok(write_safetensors(path, pending, &metadata)?)
 }
@@ -143,9 +147,9 @@ pub fn load_state(dir: &Path) -> Result<(TrainingState, PathBuf)> {
     let adapter_path = dir.join("adapter.safetensors");
     let mut tensors = read_tensors(&adapter_path)?;
     let mut take = |key: &str| {
-        tensors.remove(key).ok_or_else(|| {
-            Error::Invalid(format!("{}: tensor `{key}` is missing", adapter_path.display()))
-        })
+        tensors
+            .remove(key)
+            .ok_or_else(|| Error::Invalid(format!("{}: tensor `{key}` is missing", adapter_path.display())))
     };
     let adapter = file.keys.iter().map(|k| take(k)).collect::<Result<Vec<_>>>()?;
     let ema = if file.has_ema {

@@ -7,11 +7,7 @@ use burn::tensor::{ElementConversion, Tensor};
 
 /// Global L2 norm of a gradient list (f32 on the host: one sync per step).
 pub fn global_norm<B: Backend>(grads: &[Tensor<B, 2>]) -> f64 {
-    grads
-        .iter()
-        .map(|g| g.clone().square().sum().into_scalar().elem::<f64>())
-        .sum::<f64>()
-        .sqrt()
+    grads.iter().map(|g| g.clone().square().sum().into_scalar().elem::<f64>()).sum::<f64>().sqrt()
 }
 
 /// Scales gradients so their global norm is at most `max_norm` (torch `clip_grad_norm_`: factor

@@ -23,7 +23,10 @@ pub fn to_cached<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<CachedTe
 /// A cached tensor back on a device, with `D` dimensions.
 pub fn from_cached<B: Backend, const D: usize>(t: &CachedTensor, device: &B::Device) -> Result<Tensor<B, D>> {
     if t.shape().len() != D {
-        return Err(Error::Invalid(format!("cached tensor of shape {:?} where {D} dimensions were expected", t.shape())));
+        return Err(Error::Invalid(format!(
+            "cached tensor of shape {:?} where {D} dimensions were expected",
+            t.shape()
+        )));
     }
     Ok(Tensor::from_data(TensorData::new(t.data().to_vec(), t.shape().to_vec()), device))
 }
@@ -59,7 +62,10 @@ pub struct MistralText<'a, B: Backend> {
 impl<B: Backend> TextEncoder for MistralText<'_, B> {
     fn identity(&self) -> String {
         let o = &self.encoder.options;
-        format!("{} layers={:?} max_len={} dtype={:?}", self.identity, o.hidden_states_layers, o.max_sequence_length, o.dtype)
+        format!(
+            "{} layers={:?} max_len={} dtype={:?}",
+            self.identity, o.hidden_states_layers, o.max_sequence_length, o.dtype
+        )
     }
 
     fn encode(&self, caption: &str) -> std::result::Result<CachedTensor, EncodeError> {
@@ -94,7 +100,10 @@ impl<B: Backend> PromptBank<B> {
             )));
         };
         let text = MistralText { encoder, identity: self.identity.clone() };
-        let t = Arc::new(text.encode(caption).map_err(|e| Error::Component { component: "mistral-encoder", message: e.to_string() })?);
+        let t = Arc::new(
+            text.encode(caption)
+                .map_err(|e| Error::Component { component: "mistral-encoder", message: e.to_string() })?,
+        );
         self.memo.insert(caption.to_string(), t.clone());
         Ok(t)
     }

@@ -61,7 +61,12 @@ fn mse<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> f64 {
 }
 
 /// Mean MSE flow-matching loss over items and `sigmas` (no loss weighting).
-pub fn fixed_noise_loss<B: Backend>(model: &Flux2Transformer<B>, items: &[EvalItem<B>], sigmas: &[f32], seed: u64) -> Result<f64> {
+pub fn fixed_noise_loss<B: Backend>(
+    model: &Flux2Transformer<B>,
+    items: &[EvalItem<B>],
+    sigmas: &[f32],
+    seed: u64,
+) -> Result<f64> {
     for_each(model, items, sigmas, seed, |run, target| mse(run(), target))
 }
 

@@ -84,7 +84,8 @@ pub fn render<B: Backend>(
         let latents = generate_latents(model, vae, p.embeds.clone().cast(DType::F32), options, None);
         adapter.set_multiplier(1.0);
         let image = vae.decode_latents(latents?)?;
-        let img = flux2_vae::tensor_to_rgb8(image)?.pop().ok_or_else(|| Error::Invalid("VAE decoded no image".into()))?;
+        let img =
+            flux2_vae::tensor_to_rgb8(image)?.pop().ok_or_else(|| Error::Invalid("VAE decoded no image".into()))?;
         let path = dir.join(format!("{step:09}_{i}.{ext}"));
         write_image(&img, &path, fmt)?;
         paths.push(path);
@@ -98,4 +99,3 @@ pub fn render<B: Backend>(
     }
     Ok(paths)
 }
-

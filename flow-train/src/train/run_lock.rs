@@ -31,7 +31,13 @@ fn host() -> String {
 /// Takes the lock of `output` (which must exist), or fails naming the run that holds it.
 pub fn acquire(output: &Path) -> Result<RunLock> {
     let path = output.join(".lock");
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -68,7 +74,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = acquire(dir.path()).unwrap();
         let err = acquire(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())) && err.contains("in use by another training run"), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())) && err.contains("in use by another training run"),
+            "{err}"
+        );
         drop(first);
         acquire(dir.path()).expect("released when the holder is gone");
     }

@@ -11,7 +11,9 @@ use lora_adapters::AdapterHandle;
 
 use crate::error::{Error, Result};
 use crate::timesteps::TimestepBatch;
-use crate::{LossType, differential_guidance_target, dop_preservation_loss, flow_matching_loss, flow_target, noisy_latents};
+use crate::{
+    LossType, differential_guidance_target, dop_preservation_loss, flow_matching_loss, flow_target, noisy_latents,
+};
 
 /// ai-toolkit feeds FLUX.2's guidance embedding 1.0 while training (the distilled guidance is a
 /// sampling-time knob).
@@ -96,7 +98,8 @@ pub(crate) fn predict<B: Backend>(
 }
 
 /// The transformer call of [`predict`]: `Flux2Transformer::forward` or a checkpointing tape's.
-type Forward<'f, B> = dyn FnMut(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>, Option<Tensor<B, 1>>, &RopeTable<B>) -> Tensor<B, 3> + 'f;
+type Forward<'f, B> =
+    dyn FnMut(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>, Option<Tensor<B, 1>>, &RopeTable<B>) -> Tensor<B, 3> + 'f;
 
 fn predict_with<B: Backend>(
     model: &Flux2Transformer<B>,

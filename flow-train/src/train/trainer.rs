@@ -20,17 +20,20 @@ use lora_adapters::{AdapterHandle, LoraMetadata, SaveOptions, trainable};
 use mistral_encoder::MistralEncoder;
 
 use super::checkpoint::{self, StateFile, TrainingState};
+use super::clip::clip_grad_norm;
 use super::encoders::{PromptBank, VaeLatents, from_cached};
 use super::loss_log::{LossLog, LossRecord};
 use super::plot::write_plot;
-use super::run_lock;
 use super::previews::{self, PreparedPrompt};
+use super::run_lock;
 use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
-use super::clip::clip_grad_norm;
 use crate::error::{Error, Result};
 use crate::job::{ImageFormat, LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
-use crate::pipeline::{PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, options_text_encoder, options_vae, resolve_model};
+use crate::pipeline::{
+    PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, options_text_encoder, options_vae,
+    resolve_model,
+};
 use crate::{TimestepSampler, gaussian_noise};
 
 /// Name of the trained adapter inside the model.
@@ -244,11 +247,10 @@ impl<'a, B: AutodiffBackend> Data<'a, B> {
         if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
             *cache = Some((epoch, sampler.epoch(epoch)));
         }
-        let batch = cache
-            .as_ref()
-            .and_then(|(_, batches)| batches.get(index))
-            .cloned()
-            .ok_or_else(|| Error::Invalid(format!("the {stream:?} datasets produced no batches (no images found?)")))?;
+        let batch =
+            cache.as_ref().and_then(|(_, batches)| batches.get(index)).cloned().ok_or_else(|| {
+                Error::Invalid(format!("the {stream:?} datasets produced no batches (no images found?)"))
+            })?;
         Ok((batch, use_reg))
     }
 
@@ -401,12 +403,17 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         start_step,
         steps: step,
         lora: last_lora.unwrap_or_else(|| {
-            if finished && final_lora.exists() { final_lora } else { output.join(checkpoint::lora_file_name(&plan.name, step)) }
+            if finished && final_lora.exists() {
+                final_lora
+            } else {
+                output.join(checkpoint::lora_file_name(&plan.name, step))
+            }
         }),
         completed_final: completes_final && step == start_step,
         first_loss: records.first().map(|r| r.loss),
-        final_loss: (!records.is_empty())
-            .then(|| records[records.len() - tail.min(records.len())..].iter().map(|r| r.loss).sum::<f32>() / tail as f32),
+        final_loss: (!records.is_empty()).then(|| {
+            records[records.len() - tail.min(records.len())..].iter().map(|r| r.loss).sum::<f32>() / tail as f32
+        }),
         seconds: started.elapsed().as_secs_f64(),
         interrupted: !finished,
         items,
@@ -575,7 +582,14 @@ impl<B: AutodiffBackend> Run<B> {
     /// Step: one optimizer update (`train:` panel): the accumulated batches' losses and gradients
     /// (averaged), clipping, the scheduled learning rate, the update, the EMA. Every draw comes from
     /// streams derived from (seed, batch number), so a resumed run replays an uninterrupted one.
-    fn step(&mut self, plan: &TrainJob, data: &mut Data<'_, B>, step: u32, seed: u64, device: &B::Device) -> Result<Update> {
+    fn step(
+        &mut self,
+        plan: &TrainJob,
+        data: &mut Data<'_, B>,
+        step: u32,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Update> {
         let loss_options = LossOptions {
             loss_type: plan.train.loss,
             differential_guidance: plan.train.differential_guidance,
@@ -593,15 +607,27 @@ impl<B: AutodiffBackend> Run<B> {
             let mut noise_rng = Rng::with_stream(seed, 2 * n);
             let noise = gaussian_noise::<B, 4>(&mut noise_rng, [b, c, h, w], device);
             let noise = crate::apply_noise_offset(noise, plan.train.noise_offset, 1, &mut noise_rng)?;
-            let mut sampler = TimestepSampler::with_rng(plan.train.timesteps.clone(), Rng::with_stream(seed, 2 * n + 1))?;
+            let mut sampler =
+                TimestepSampler::with_rng(plan.train.timesteps.clone(), Rng::with_stream(seed, 2 * n + 1))?;
             let timesteps = sampler.sample(b, h * w)?;
-            let step_seed = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            // Draws made on the device (LoRA dropout masks, drawn where the activations are instead of
+            // copying activation-sized masks from the host) come from the backend's generator, seeded
+            // per micro-step from the run's Rng: reproducible from the job seed, and a resume re-seeds it.
+            let step_seed = Rng::derive(seed, "device", &[n]).next_u64();
             B::seed(device, step_seed);
             self.adapter.set_multiplier(batch.network_weight);
             let checkpointing = plan.train.gradient_checkpointing;
             crate::out_of_memory::set_phase(format!("training step {} forward", step + 1));
-            let result =
-                batch_loss(&self.model, &self.adapter, &batch, noise, &timesteps, &loss_options, step_seed, checkpointing);
+            let result = batch_loss(
+                &self.model,
+                &self.adapter,
+                &batch,
+                noise,
+                &timesteps,
+                &loss_options,
+                step_seed,
+                checkpointing,
+            );
             self.adapter.set_multiplier(1.0);
             let (loss, values) = result?;
             crate::out_of_memory::set_phase(format!("training step {} backward", step + 1));
@@ -720,7 +746,13 @@ impl Checkpoints<'_> {
 
     /// The final save at `step` (= the job's total): the last checkpoint when this process trained
     /// (else only the pruning a stopped final save may have missed), then the final LoRA file.
-    fn save_final<B: AutodiffBackend>(&self, run: &mut Run<B>, step: u32, start_step: u32, log: &LossLog) -> Result<PathBuf> {
+    fn save_final<B: AutodiffBackend>(
+        &self,
+        run: &mut Run<B>,
+        step: u32,
+        start_step: u32,
+        log: &LossLog,
+    ) -> Result<PathBuf> {
         if step > start_step {
             self.save(run, step, log)?;
         } else {
@@ -809,6 +841,7 @@ fn points(log: &LossLog) -> Vec<(u32, f32)> {
 fn mean_losses(losses: &[StepLosses], step: u32, lr: f64, grad_norm: f64, elapsed_s: f64) -> LossRecord {
     let n = losses.len().max(1) as f32;
     let loss = losses.iter().map(|l| l.loss).sum::<f32>() / n;
-    let preservation = losses.iter().map(|l| l.preservation).collect::<Option<Vec<f32>>>().map(|v| v.iter().sum::<f32>() / n);
+    let preservation =
+        losses.iter().map(|l| l.preservation).collect::<Option<Vec<f32>>>().map(|v| v.iter().sum::<f32>() / n);
     LossRecord { step, loss, preservation, lr, grad_norm: grad_norm as f32, elapsed_s }
 }

@@ -16,9 +16,9 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::device::{device, wait_for_cubecl, Buffers};
-use super::gemm::{gemm, Matrix};
-use crate::fused_attention::{ranges, tiled_backward, tiled_forward, AttentionBlocks};
+use super::device::{Buffers, device, wait_for_cubecl};
+use super::gemm::{Matrix, gemm};
+use crate::fused_attention::{AttentionBlocks, ranges, tiled_backward, tiled_forward};
 
 type Cuda = burn::backend::Cuda;
 type T = CubeTensor<CudaRuntime>;
@@ -159,7 +159,11 @@ pub(crate) fn backward(q: T, k: T, v: T, out: T, lse: T, grad_out: T, scale: f32
     let rows = (bh * lq) as i64;
     let d_i = d as i32;
     {
-        let cfg = LaunchConfig { grid_dim: ((bh * lq).div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: ((bh * lq).div_ceil(8) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut a = dev.stream.launch_builder(&delta_kernel);
         a.arg(&gp).arg(&op).arg(&deltap).arg(&rows).arg(&d_i);
         // SAFETY: `rows` rows of width `d` in both inputs and one f32 per row in `delta`.
@@ -184,8 +188,24 @@ pub(crate) fn backward(q: T, k: T, v: T, out: T, lse: T, grad_out: T, scale: f32
         let acc = |ptr| Matrix::row_major(ptr, DType::F32, d, lk * d);
         unsafe {
             // dV += Pᵀ dO and dK += dSᵀ Q over [lk, d]; dQ = dS K for this block's rows.
-            gemm(&dev.blas, (lk, d, qn, bh), 1.0, Matrix::transposed(pp, dt, lk, qn * lk), do_tile, accumulate, acc(dvp));
-            gemm(&dev.blas, (lk, d, qn, bh), 1.0, Matrix::transposed(dsp, dt, lk, qn * lk), q_tile, accumulate, acc(dkp));
+            gemm(
+                &dev.blas,
+                (lk, d, qn, bh),
+                1.0,
+                Matrix::transposed(pp, dt, lk, qn * lk),
+                do_tile,
+                accumulate,
+                acc(dvp),
+            );
+            gemm(
+                &dev.blas,
+                (lk, d, qn, bh),
+                1.0,
+                Matrix::transposed(dsp, dt, lk, qn * lk),
+                q_tile,
+                accumulate,
+                acc(dkp),
+            );
             gemm(
                 &dev.blas,
                 (qn, d, lk, bh),
@@ -230,4 +250,3 @@ impl crate::fused_attention::FusedAttentionBackend for Cuda {
         backward(q, k, v, out, lse, grad_out, scale, blocks)
     }
 }
-

@@ -93,7 +93,11 @@ impl Buffers {
         self.handle_ptr(&t.client, t.handle.clone())
     }
 
-    pub fn handle_ptr(&mut self, client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>, handle: Handle) -> u64 {
+    pub fn handle_ptr(
+        &mut self,
+        client: &burn_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
+        handle: Handle,
+    ) -> u64 {
         let resource = client.get_resource(handle).unwrap_or_else(|e| panic!("device buffer: {e:?}"));
         let ptr = resource.resource().ptr;
         self.held.push(Box::new(resource));

@@ -11,10 +11,10 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
-use cudarc::cublas::{result as cublas, sys, CudaBlas};
+use cudarc::cublas::{CudaBlas, result as cublas, sys};
 
-use super::device::{device, wait_for_cubecl, Buffers};
-use crate::gemm_layout::{operand, Operand};
+use super::device::{Buffers, device, wait_for_cubecl};
+use crate::gemm_layout::{Operand, operand};
 
 /// Burn's CUDA backend with its default element types.
 type Cuda = burn::backend::Cuda;
@@ -171,10 +171,21 @@ fn as_matrix(t: CubeTensor<CudaRuntime>, buffers: &mut Buffers) -> Matrix {
 }
 
 /// A new contiguous [rows, cols] tensor like `like`, and its address (held in `buffers`).
-fn output(like: &CubeTensor<CudaRuntime>, rows: usize, cols: usize, buffers: &mut Buffers) -> (CubeTensor<CudaRuntime>, Matrix) {
+fn output(
+    like: &CubeTensor<CudaRuntime>,
+    rows: usize,
+    cols: usize,
+    buffers: &mut Buffers,
+) -> (CubeTensor<CudaRuntime>, Matrix) {
     let dtype = like.dtype;
     let handle = like.client.empty(rows * cols * dtype.size());
-    let t = CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(vec![rows, cols]), handle, dtype);
+    let t = CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(vec![rows, cols]),
+        handle,
+        dtype,
+    );
     let m = Matrix::row_major(buffers.ptr(&t), dtype, cols, 0);
     (t, m)
 }
@@ -188,13 +199,17 @@ fn dims2(t: &CubeTensor<CudaRuntime>) -> [usize; 2] {
 /// Whether the LoRA products can run here: one float dtype cuBLAS knows, no empty dimension.
 fn low_rank_supported(ts: &[&CubeTensor<CudaRuntime>]) -> bool {
     let dtype = ts[0].dtype;
-    cuda_type(dtype).is_some()
-        && ts.iter().all(|t| t.dtype == dtype && t.meta.shape().iter().all(|&d| d > 0))
+    cuda_type(dtype).is_some() && ts.iter().all(|t| t.dtype == dtype && t.meta.shape().iter().all(|&d| d > 0))
 }
 
 /// `(out, down)`: `down = factor · x Aᵀ` [rows, r], `out = down Bᵀ` [rows, out], both products in one
 /// round trip (see [`crate::matmul::MatmulBackend::low_rank_forward`]).
-pub fn low_rank_forward(x: FloatTensor<Cuda>, a: FloatTensor<Cuda>, b: FloatTensor<Cuda>, factor: f32) -> (FloatTensor<Cuda>, FloatTensor<Cuda>) {
+pub fn low_rank_forward(
+    x: FloatTensor<Cuda>,
+    a: FloatTensor<Cuda>,
+    b: FloatTensor<Cuda>,
+    factor: f32,
+) -> (FloatTensor<Cuda>, FloatTensor<Cuda>) {
     let ([rows, inner], [rank, _], [out_features, _]) = (dims2(&x), dims2(&a), dims2(&b));
     if !low_rank_supported(&[&x, &a, &b]) {
         return crate::matmul::low_rank_forward_products::<Cuda>(x, a, b, factor);
@@ -292,4 +307,3 @@ impl crate::matmul::MatmulBackend for Cuda {
         low_rank_backward(x, a, b, down, g, factor)
     }
 }
-

@@ -13,9 +13,7 @@ use lora_adapters::{AdapterHandle, LoraConfig, attach, extract, inject, remove};
 pub type B = Flex;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/dit")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dit").join(name)
 }
 
 pub fn tiny(layers: usize, singles: usize) -> Flux2Config {
@@ -38,10 +36,7 @@ pub fn forward(model: &Flux2Transformer<B>) -> Vec<f32> {
     let device = Default::default();
     let mut rng = flux2_ops::Rng::new(42);
     let mut rand = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<f32>>();
-    let x = Tensor::<B, 3>::from_data(
-        TensorData::new(rand(2 * 6 * c.in_channels), [2, 6, c.in_channels]),
-        &device,
-    );
+    let x = Tensor::<B, 3>::from_data(TensorData::new(rand(2 * 6 * c.in_channels), [2, 6, c.in_channels]), &device);
     let t = Tensor::<B, 3>::from_data(
         TensorData::new(rand(2 * 3 * c.joint_attention_dim), [2, 3, c.joint_attention_dim]),
         &device,
@@ -60,10 +55,7 @@ pub fn trained_adapter(model: &mut Flux2Transformer<B>, name: &str, config: &Lor
     let mut rng = flux2_ops::Rng::new(config.seed + 1);
     for (_, f) in &mut factors {
         let n = f.up.num_elements();
-        f.up = TensorData::new(
-            (0..n).map(|_| rng.normal() as f32 * 0.1).collect::<Vec<f32>>(),
-            f.up.shape.clone(),
-        );
+        f.up = TensorData::new((0..n).map(|_| rng.normal() as f32 * 0.1).collect::<Vec<f32>>(), f.up.shape.clone());
     }
     remove(model, name).unwrap();
     attach(model, name, factors, 1.0, config.dropout).unwrap()

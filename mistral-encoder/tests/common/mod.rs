@@ -29,9 +29,7 @@ pub fn unzstd(path: &Path) -> Vec<u8> {
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
-    decoder
-        .read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    decoder.read_to_end(&mut out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     out
 }
 
@@ -47,10 +45,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!(
             "mistral-encoder-{tag}-{}-{nanos}-{}",
             std::process::id(),
