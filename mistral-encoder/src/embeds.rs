@@ -6,11 +6,11 @@
 //! (`prompt_embeds`, `input_ids`, `attention_mask`), so either can be read by [`PromptEmbeds::load`].
 //! Embeddings keep their dtype (bf16 for a bf16 encoder: half the disk space of f32, bit-exact reload).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use flux2_ops::{PendingTensor, TensorStore, write_safetensors};
 
 use crate::error::{Error, Result};
 use crate::prompt::TokenBatch;
@@ -95,34 +95,21 @@ impl<B: Backend> PromptEmbeds<B> {
         })
     }
 
-    /// Writes `prompt_embeds` (its own dtype), `input_ids` and `attention_mask` (i64) and metadata.
+    /// Writes `prompt_embeds` (its own dtype), `input_ids` and `attention_mask` (i64) and metadata,
+    /// atomically (the workspace's safetensors writer).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let [b, l, c] = self.embeds.dims();
         let data = self.embeds.to_data();
-        let (dtype, embeds) = match data.dtype {
-            DType::F32 => {
-                (Dtype::F32, le_bytes(data.to_vec::<f32>().map_err(|e| read_err(path, e))?, f32::to_le_bytes))
-            }
-            DType::BF16 => (
-                Dtype::BF16,
-                le_bytes(data.to_vec::<half::bf16>().map_err(|e| read_err(path, e))?, half::bf16::to_le_bytes),
-            ),
-            DType::F16 => (
-                Dtype::F16,
-                le_bytes(data.to_vec::<half::f16>().map_err(|e| read_err(path, e))?, half::f16::to_le_bytes),
-            ),
-            other => {
-                return Err(Error::embeds(path, format!("cannot store {other:?} embeddings")));
-            }
-        };
-        let ids = le_bytes(self.tokens.input_ids.clone(), i64::to_le_bytes);
-        let mask = le_bytes(self.tokens.attention_mask.clone(), i64::to_le_bytes);
+        if !matches!(data.dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(Error::embeds(path, format!("cannot store {:?} embeddings", data.dtype)));
+        }
+        let rows = |values: &[i64]| TensorData::new(values.to_vec(), [self.tokens.batch, self.tokens.seq_len]);
+        let dtype = data.dtype;
         let tensors = vec![
-            ("prompt_embeds", tensor_view(path, dtype, vec![b, l, c], &embeds)?),
-            ("input_ids", tensor_view(path, Dtype::I64, vec![self.tokens.batch, self.tokens.seq_len], &ids)?),
-            ("attention_mask", tensor_view(path, Dtype::I64, vec![self.tokens.batch, self.tokens.seq_len], &mask)?),
+            PendingTensor::ready("prompt_embeds", data, dtype),
+            PendingTensor::ready("input_ids", rows(&self.tokens.input_ids), DType::I64),
+            PendingTensor::ready("attention_mask", rows(&self.tokens.attention_mask), DType::I64),
         ];
-        let mut metadata = HashMap::new();
+        let mut metadata = BTreeMap::new();
         metadata.insert("format".to_string(), FORMAT.to_string());
         metadata.insert(
             "hidden_states_layers".to_string(),
@@ -131,49 +118,34 @@ impl<B: Backend> PromptEmbeds<B> {
         if !self.prompts.is_empty() {
             metadata.insert("prompts".to_string(), serde_json::to_string(&self.prompts).unwrap_or_default());
         }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| Error::embeds(path, e.to_string()))
+        write_safetensors(path, tensors, &metadata).map_err(|e| Error::embeds(path, e.to_string()))
     }
 
     /// Reads a file written by [`save`](Self::save) or a fixture's `expected.safetensors`.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::embeds(path, format!("not a safetensors file: {e}")))?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::embeds(path, format!("not a safetensors file: {e}")))?;
-        let get = |name: &str| file.tensor(name).map_err(|_| Error::embeds(path, format!("no `{name}` tensor")));
-
-        let embeds = get("prompt_embeds")?;
-        let shape = embeds.shape().to_vec();
-        let [b, l, c] = <[usize; 3]>::try_from(shape.as_slice()).map_err(|_| {
+        let store = TensorStore::open_file(path).map_err(|e| Error::embeds(path, e.to_string()))?;
+        let shape = store.shape("prompt_embeds").ok_or_else(|| Error::embeds(path, "no `prompt_embeds` tensor"))?;
+        let [b, l, _] = <[usize; 3]>::try_from(shape).map_err(|_| {
             Error::embeds(path, format!("`prompt_embeds` has shape {shape:?}, expected [batch, seq_len, features]"))
         })?;
-        let raw = embeds.data();
-        let (data, dtype) = match embeds.dtype() {
-            Dtype::F32 => (TensorData::new(from_le(raw, f32::from_le_bytes), [b, l, c]), DType::F32),
-            Dtype::BF16 => (TensorData::new(from_le(raw, half::bf16::from_le_bytes), [b, l, c]), DType::BF16),
-            Dtype::F16 => (TensorData::new(from_le(raw, half::f16::from_le_bytes), [b, l, c]), DType::F16),
-            other => {
-                return Err(Error::embeds(
-                    path,
-                    format!("`prompt_embeds` has dtype {other:?}; expected F32, BF16 or F16"),
-                ));
-            }
-        };
+        let data = store.read_as_stored("prompt_embeds").map_err(|e| Error::embeds(path, e.to_string()))?;
+        let dtype = data.dtype;
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(Error::embeds(path, format!("`prompt_embeds` has dtype {dtype:?}; expected F32, BF16 or F16")));
+        }
         let int_rows = |name: &str| -> Result<Vec<i64>> {
-            let t = get(name)?;
-            if t.shape() != [b, l] {
+            let shape = store.shape(name).ok_or_else(|| Error::embeds(path, format!("no `{name}` tensor")))?;
+            if shape != [b, l] {
                 return Err(Error::embeds(
                     path,
-                    format!("`{name}` has shape {:?}, expected [{b}, {l}] like prompt_embeds", t.shape()),
+                    format!("`{name}` has shape {shape:?}, expected [{b}, {l}] like prompt_embeds"),
                 ));
             }
-            match t.dtype() {
-                Dtype::I64 => Ok(from_le(t.data(), i64::from_le_bytes)),
-                Dtype::I32 => Ok(from_le(t.data(), i32::from_le_bytes).into_iter().map(i64::from).collect()),
+            let data = store.read_as_stored(name).map_err(|e| Error::embeds(path, e.to_string()))?;
+            match data.dtype {
+                DType::I64 | DType::I32 => {
+                    data.convert::<i64>().to_vec::<i64>().map_err(|e| Error::embeds(path, format!("`{name}`: {e:?}")))
+                }
                 other => Err(Error::embeds(path, format!("`{name}` has dtype {other:?}; expected I64 or I32"))),
             }
         };
@@ -184,16 +156,12 @@ impl<B: Backend> PromptEmbeds<B> {
             seq_len: l,
         };
 
-        let metadata = meta.metadata().clone().unwrap_or_default();
+        let metadata = store.metadata();
         let hidden_states_layers: Vec<usize> = parse_meta(path, &metadata, "hidden_states_layers")?;
         let prompts: Vec<String> = parse_meta(path, &metadata, "prompts")?;
 
         Ok(PromptEmbeds { embeds: Tensor::from_data(data, (device, dtype)), tokens, hidden_states_layers, prompts })
     }
-}
-
-fn tensor_view<'a>(path: &Path, dtype: Dtype, shape: Vec<usize>, bytes: &'a [u8]) -> Result<TensorView<'a>> {
-    TensorView::new(dtype, shape, bytes).map_err(|e| Error::embeds(path, e.to_string()))
 }
 
 /// A JSON-valued metadata entry; absent -> default.
@@ -206,16 +174,4 @@ fn parse_meta<T: serde::de::DeserializeOwned + Default>(
         None => Ok(T::default()),
         Some(v) => serde_json::from_str(v).map_err(|e| Error::embeds(path, format!("metadata `{key}`: {e}"))),
     }
-}
-
-fn read_err(path: &Path, e: impl std::fmt::Debug) -> Error {
-    Error::embeds(path, format!("cannot read the embeddings back from the device: {e:?}"))
-}
-
-fn le_bytes<T: Copy, const N: usize>(values: Vec<T>, to: fn(T) -> [u8; N]) -> Vec<u8> {
-    values.into_iter().flat_map(to).collect()
-}
-
-fn from_le<T, const N: usize>(bytes: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
-    bytes.chunks_exact(N).map(|c| from(c.try_into().expect("chunks_exact yields N bytes"))).collect()
 }
