@@ -2,16 +2,22 @@
 //!
 //! The weight keeps the checkpoint layout so loading is a straight copy of memory-mapped bytes (no
 //! transposed second copy), and matmul reads it transposed. Burn's `nn::Linear` stores [in, out].
+//! A frozen base can instead be held quantized ([`Linear::quantize`]): then each forward dequantizes
+//! it for its one product, and adapters add their deltas on top as before.
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::low_rank::LowRankAdapter;
+use crate::quant::{QType, QuantizedWeight};
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
-    /// [out_features, in_features].
+    /// [out_features, in_features]; an empty [0, in_features] placeholder of the compute dtype while
+    /// `quantized` holds the base.
     pub weight: Param<Tensor<B, 2>>,
+    /// The frozen base in quantized form ([`crate::quant`]), when the layer was quantized.
+    pub quantized: Option<QuantizedWeight<B>>,
     /// LoRA-style deltas added to the output; empty for a plain model. See [`LowRankAdapter`].
     pub adapters: Vec<LowRankAdapter<B>>,
 }
@@ -20,7 +26,7 @@ impl<B: Backend> Linear<B> {
     /// A frozen layer: base weights never get gradients (a trainer unfreezes them explicitly for full
     /// fine-tuning), so autodiff keeps nothing weight-sized for them.
     pub fn new(weight: Tensor<B, 2>) -> Self {
-        Self { weight: Param::from_tensor(weight).set_require_grad(false), adapters: Vec::new() }
+        Self { weight: Param::from_tensor(weight).set_require_grad(false), quantized: None, adapters: Vec::new() }
     }
 
     /// A zero-filled layer, used as the target the loader copies checkpoint tensors into.
@@ -29,11 +35,46 @@ impl<B: Backend> Linear<B> {
     }
 
     pub fn out_features(&self) -> usize {
-        self.weight.shape().dims::<2>()[0]
+        self.quantized.as_ref().map_or_else(|| self.weight.shape().dims::<2>()[0], |q| q.out_features)
     }
 
     pub fn in_features(&self) -> usize {
-        self.weight.shape().dims::<2>()[1]
+        self.quantized.as_ref().map_or_else(|| self.weight.shape().dims::<2>()[1], |q| q.in_features)
+    }
+
+    /// The compute dtype (the weight's, or the quantized base's placeholder's).
+    pub fn dtype(&self) -> DType {
+        self.weight.val().dtype()
+    }
+
+    /// Stores the base weight as `qtype` (codes equal to the reference quantizer's, see [`QType`]);
+    /// the dense weight is freed. A layer that already is quantized, or whose weight trains, is an
+    /// error: adapters train on top of a frozen base, and merging into it needs the dense weight.
+    pub fn quantize(self, qtype: QType) -> Result<Self, String> {
+        if self.quantized.is_some() {
+            return Err("the layer is quantized already".into());
+        }
+        if self.weight.val().is_require_grad() {
+            return Err("a trained weight cannot be quantized (quantized bases are frozen)".into());
+        }
+        let weight = self.weight.val();
+        let (dtype, device, inp) = (weight.dtype(), weight.device(), weight.dims()[1]);
+        let quantized = QuantizedWeight::quantize(weight, qtype);
+        let placeholder = Tensor::zeros([0, inp], (&device, dtype));
+        Ok(Self {
+            weight: Param::from_tensor(placeholder).set_require_grad(false),
+            quantized: Some(quantized),
+            adapters: self.adapters,
+        })
+    }
+
+    /// The dense base weight [out, in]: the stored one, or the quantized base dequantized (a fresh
+    /// layer-sized tensor).
+    pub fn base_weight(&self) -> Tensor<B, 2> {
+        match &self.quantized {
+            Some(q) => q.dequantize(self.dtype()),
+            None => self.weight.val(),
+        }
     }
 
     /// Whether a forward through this layer now builds autodiff graph: its weight trains (full
@@ -51,7 +92,7 @@ impl<B: Backend> Linear<B> {
         let dims = x.shape().dims::<D>();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
-        let mut y = crate::matmul::matmul(x2.clone(), self.weight.val().transpose());
+        let mut y = crate::matmul::matmul(x2.clone(), self.base_weight().transpose());
         for adapter in &self.adapters {
             if let Some(delta) = adapter.forward(x2.clone()) {
                 let dtype = y.dtype();
