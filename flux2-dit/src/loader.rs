@@ -85,8 +85,19 @@ impl Checkpoint {
         Ok(Self { config, source: StoreSource { store, layout, prefix, strict: true } })
     }
 
-    pub fn load<B: Backend>(mut self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
-        Flux2Transformer::from_source(&self.config, &mut self.source, dtype, device)
+    pub fn load<B: Backend>(self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
+        self.load_quantized(dtype, None, device)
+    }
+
+    /// [`Self::load`] with every Linear quantized while it streams in (see
+    /// [`Flux2Transformer::from_source_quantized`]).
+    pub fn load_quantized<B: Backend>(
+        mut self,
+        dtype: DType,
+        quantize: Option<flux2_ops::quant::QType>,
+        device: &B::Device,
+    ) -> Result<Flux2Transformer<B>> {
+        Flux2Transformer::from_source_quantized(&self.config, &mut self.source, dtype, quantize, device)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::position_ids::PositionIds;
 use crate::rope::RopeTable;
 use crate::single_block::SingleBlock;
 use crate::weight_source::WeightSource;
+use flux2_ops::quant::QType;
 use flux2_ops::{Linear, all_finite};
 
 /// Output head: adaptive LayerNorm from the timestep embedding, then the projection to latent channels.
@@ -100,6 +101,8 @@ impl<B: Backend> Provide<B> for OnDevice<'_, B> {
 /// Builds modules from a [`Provide`]r, asking for each parameter by BFL name.
 struct Builder<B, P> {
     source: P,
+    /// Every Linear is quantized right after it is built (streaming: one dense layer at a time).
+    quantize: Option<QType>,
     backend: std::marker::PhantomData<B>,
 }
 
@@ -109,7 +112,13 @@ impl<B: Backend, P: Provide<B>> Builder<B, P> {
     }
 
     fn linear(&mut self, module: &str, out_features: usize, in_features: usize) -> Result<Linear<B>> {
-        Ok(Linear::new(self.tensor(&format!("{module}.weight"), [out_features, in_features])?))
+        let layer = Linear::new(self.tensor(&format!("{module}.weight"), [out_features, in_features])?);
+        match self.quantize {
+            Some(qtype) => layer
+                .quantize(qtype)
+                .map_err(|message| Error::Input { name: "qtype", message: format!("`{module}`: {message}") }),
+            None => Ok(layer),
+        }
     }
 
     fn rms_norm(&mut self, module: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>> {
@@ -210,7 +219,21 @@ impl<B: Backend> Flux2Transformer<B> {
         dtype: DType,
         device: &B::Device,
     ) -> Result<Self> {
-        Builder { source: FromSource::<B, S> { source, dtype, device }, backend: std::marker::PhantomData }
+        Self::from_source_quantized(config, source, dtype, None, device)
+    }
+
+    /// [`Self::from_source`] with every Linear stored as `quantize` (ai-toolkit's `model.quantize` +
+    /// `qtype`: the whole transformer), each quantized as soon as it is read, so the dense model is
+    /// never on the device or the host at once. Norms, biases-free modulation vectors and the
+    /// adapters' factors stay in full precision.
+    pub fn from_source_quantized<S: WeightSource>(
+        config: &Flux2Config,
+        source: &mut S,
+        dtype: DType,
+        quantize: Option<QType>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Builder { source: FromSource::<B, S> { source, dtype, device }, quantize, backend: std::marker::PhantomData }
             .model(config)
     }
 
@@ -219,7 +242,17 @@ impl<B: Backend> Flux2Transformer<B> {
     /// Seconds for the full 32B model on a GPU where the host fill takes minutes; the values depend
     /// on the backend, so tests that compare numbers use [`Self::from_source`].
     pub fn random_on_device(config: &Flux2Config, dtype: DType, device: &B::Device) -> Result<Self> {
-        Builder { source: OnDevice::<B> { dtype, device }, backend: std::marker::PhantomData }.model(config)
+        Self::random_on_device_quantized(config, dtype, None, device)
+    }
+
+    /// [`Self::random_on_device`] with quantized Linears (see [`Self::from_source_quantized`]).
+    pub fn random_on_device_quantized(
+        config: &Flux2Config,
+        dtype: DType,
+        quantize: Option<QType>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Builder { source: OnDevice::<B> { dtype, device }, quantize, backend: std::marker::PhantomData }.model(config)
     }
 
     /// The dtype of the weights; activations run in it.

@@ -24,7 +24,8 @@ pub fn layout_tensors<'a, B: Backend>(
 ) -> Vec<PendingTensor<'a>> {
     let mut out = Vec::new();
     for (path, linear) in model.linears() {
-        let w = linear.weight.val();
+        // A quantized base is written dequantized (one layer at a time), in the file's dense layout.
+        let w = linear.base_weight();
         match layout {
             Layout::Bfl => out.push(pending(format!("{path}.weight"), w, dtype)),
             Layout::Diffusers => {

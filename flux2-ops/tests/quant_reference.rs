@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use burn::tensor::DType;
-use flux2_ops::quant::{quantize, Arith, QType};
 use flux2_ops::TensorStore;
+use flux2_ops::quant::{Arith, QType, quantize};
 
 fn fixture() -> TensorStore {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quant/reference.safetensors");

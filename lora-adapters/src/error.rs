@@ -30,6 +30,10 @@ pub enum Error {
     Rank { rank: usize, module: String, input: usize, out: usize, max: usize },
     #[error("no module matches the target selection {0}")]
     NoTargets(String),
+    #[error(
+        "cannot merge into `{module}`: its base weight is quantized (adapters on a quantized base stay unmerged; load the model without `quantize` to merge)"
+    )]
+    QuantizedBase { module: String },
     #[error("adapter `{0}` is already present in the model")]
     DuplicateAdapter(String),
     #[error("adapter `{0}` is not present in the model")]

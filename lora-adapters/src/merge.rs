@@ -8,8 +8,13 @@ use crate::error::{Error, Result};
 
 fn fold<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, merge: bool) -> Result<()> {
     let mut found = false;
-    for (_, linear) in model.linears_mut() {
+    for (path, linear) in model.linears_mut() {
         let Some(index) = linear.adapters.iter().position(|a| a.name == name) else { continue };
+        if linear.quantized.is_some() {
+            // Folding a delta into quantized codes would requantize the base with the adapter in it
+            // (lossy, and not what a reloaded LoRA gives); keep the adapter unmerged on such a model.
+            return Err(Error::QuantizedBase { module: path });
+        }
         found = true;
         if linear.adapters[index].merged == merge {
             continue;

@@ -4,6 +4,7 @@
 //! `cargo run --release -p mistral-encoder --features cuda --example encode_bench -- --device cuda:0`
 //!
 //! Options: `--tokens N` (512), `--layers N` (30: the deepest layer FLUX.2 reads), `--dtype bf16|f32`,
+//! `--qtype qfloat8|float8|int8|uint4|...` (quantized Linears, as `quantize_te` does),
 //! `--runs N` (5, after one warm-up), `--small` (a 4-layer, 256-wide config for a CPU smoke run).
 //! Prints one `encode_ms=<median>` line and the GPU memory in use after the runs (CUDA). The PyTorch twin
 //! with the same flags is `tools/bench/encode_bench.py`.
@@ -21,10 +22,12 @@ struct Args {
     dtype: DType,
     runs: usize,
     small: bool,
+    qtype: Option<flux2_ops::quant::QType>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { device: "cpu".into(), tokens: 512, layers: 30, dtype: DType::BF16, runs: 5, small: false };
+    let mut a =
+        Args { device: "cpu".into(), tokens: 512, layers: 30, dtype: DType::BF16, runs: 5, small: false, qtype: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -42,6 +45,7 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--small" => a.small = true,
+            "--qtype" => a.qtype = Some(flux2_ops::quant::QType::parse(&value("--qtype")?).map_err(|e| e.to_string())?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -63,7 +67,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
         };
     }
     let layers = args.layers.min(config.num_hidden_layers);
-    let plan = LoadPlan { layers, final_norm: false, dtype: args.dtype };
+    let plan = LoadPlan { layers, final_norm: false, dtype: args.dtype, quantize: args.qtype };
     let started = Instant::now();
     let model = build_text_model::<B, _>(&mut RandomWeights::new::<B>(0, device), "", &config, plan, device)
         .map_err(|e| e.to_string())?;

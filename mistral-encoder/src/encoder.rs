@@ -31,6 +31,8 @@ pub struct EncoderOptions {
     pub system_message: String,
     /// Compute dtype; `None` keeps the checkpoint's (bf16 for FLUX.2-dev, as diffusers runs it).
     pub dtype: Option<DType>,
+    /// Quantized Linears (see [`LoadPlan::quantize`]); `None` keeps them in `dtype`.
+    pub quantize: Option<flux2_ops::quant::QType>,
 }
 
 impl Default for EncoderOptions {
@@ -40,6 +42,7 @@ impl Default for EncoderOptions {
             hidden_states_layers: vec![10, 20, 30],
             system_message: SYSTEM_MESSAGE.to_string(),
             dtype: None,
+            quantize: None,
         }
     }
 }
@@ -136,6 +139,7 @@ impl<B: Backend> MistralEncoder<B> {
             layers: deepest,
             final_norm: options.hidden_states_layers.contains(&config.num_hidden_layers),
             dtype,
+            quantize: options.quantize,
         }
     }
 

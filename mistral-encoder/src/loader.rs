@@ -14,6 +14,7 @@
 use burn::module::Param;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flux2_ops::TensorStore;
+use flux2_ops::quant::QType;
 
 use crate::attention::Attention;
 use crate::config::MistralConfig;
@@ -58,6 +59,10 @@ pub struct LoadPlan {
     pub final_norm: bool,
     /// Compute dtype the weights are converted to.
     pub dtype: DType,
+    /// Store every decoder-layer Linear quantized (`model.quantize_te` / `qtype`), each right after it
+    /// is read, so the dense text encoder is never on the device at once. The embedding table stays
+    /// in `dtype` (it is a lookup, as ai-toolkit leaves it).
+    pub quantize: Option<QType>,
 }
 
 /// Where [`build_text_model`] takes each weight from: a checkpoint ([`TensorStore`]) or seeded
@@ -151,7 +156,12 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
     for n in 0..plan.layers {
         let p = format!("{prefix}layers.{n}.");
         let mut linear = |name: &str, shape: [usize; 2], why: &str| -> Result<Linear<B>> {
-            Ok(Linear::new(store.tensor::<B, 2>(&format!("{p}{name}.weight"), shape, why, dtype, device)?))
+            let key = format!("{p}{name}.weight");
+            let layer = Linear::new(store.tensor::<B, 2>(&key, shape, why, dtype, device)?);
+            match plan.quantize {
+                Some(qtype) => layer.quantize(qtype).map_err(|e| Error::Invalid(format!("`{key}`: {e}"))),
+                None => Ok(layer),
+            }
         };
         let self_attn = Attention {
             q_proj: linear("self_attn.q_proj", [q, h], "num_attention_heads*head_dim x hidden_size")?,

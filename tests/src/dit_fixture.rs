@@ -17,8 +17,18 @@ pub fn run_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<f64, St
 
 /// [`run_fixture`] with the model in `dtype`.
 pub fn run_fixture_dtype<B: Backend>(dir: &Path, device: &B::Device, dtype: DType) -> Result<f64, String> {
+    run_fixture_quantized::<B>(dir, device, dtype, None)
+}
+
+/// [`run_fixture_dtype`] with every Linear stored as `quantize`.
+pub fn run_fixture_quantized<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    dtype: DType,
+    quantize: Option<flux2_ops::quant::QType>,
+) -> Result<f64, String> {
     let checkpoint = Checkpoint::open(&dir.join("transformer")).map_err(|e| e.to_string())?;
-    let mut model = checkpoint.load::<B>(dtype, device).map_err(|e| e.to_string())?;
+    let mut model = checkpoint.load_quantized::<B>(dtype, quantize, device).map_err(|e| e.to_string())?;
     let lora = dir.join("lora.safetensors");
     if lora.is_file() {
         lora_adapters::load_into(&mut model, &lora, "fixture", 1.0).map_err(|e| e.to_string())?;

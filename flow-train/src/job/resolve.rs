@@ -2,6 +2,7 @@
 //! (`lora_adapters::LoraConfig`/`Targets`/`LoraLayout`, `dataset_buckets::DatasetConfig`/`LoadOptions`,
 //! this crate's `TimestepConfig`/`LossType`), with names mapped to enums and derived values computed.
 
+use flux2_ops::quant::QType;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -116,6 +117,10 @@ pub struct ModelPlan {
     /// its weight files (`flux2-train train --random-weights`; not a job key). A rehearsal of the
     /// job's memory and speed at the real size; what it trains is meaningless.
     pub random_weights: Option<u64>,
+    /// Quantized transformer Linears (`quantize` + `qtype`).
+    pub quantize: Option<QType>,
+    /// Quantized text-encoder Linears (`quantize_te` + `qtype_te`, else `qtype`).
+    pub quantize_te: Option<QType>,
 }
 
 /// Checkpoints.
@@ -353,7 +358,23 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
     };
     let optimizer = resolve_optimizer(&p.train, path, out);
     let lr_schedule = schedule(p, out, path);
+    let mut qtype = |on: bool, key: &str, name: &str| -> Result<Option<QType>, ()> {
+        if !on {
+            return Ok(None);
+        }
+        QType::parse(name)
+            .map(Some)
+            .map_err(|e| out.push(Diagnostic::error(format!("{path}.model.{key}"), e.to_string())))
+    };
+    let m = &p.model;
+    let quantize = qtype(m.quantize, "qtype", &m.qtype);
+    let (te_key, te_name) = match &m.qtype_te {
+        Some(name) => ("qtype_te", name.as_str()),
+        None => ("qtype", m.qtype.as_str()),
+    };
+    let quantize_te = qtype(m.quantize_te.unwrap_or(m.quantize), te_key, te_name);
     let (device, optimizer, lr_schedule) = (device?, optimizer?, lr_schedule?);
+    let (quantize, quantize_te) = (quantize.ok()?, quantize_te.ok()?);
 
     let net = &p.network;
     let kw = &net.network_kwargs;
@@ -463,6 +484,8 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
             text_encoder_out_layers: p.model.model_kwargs.text_encoder_out_layers.clone(),
             max_sequence_length: p.model.model_kwargs.max_sequence_length,
             random_weights: None,
+            quantize,
+            quantize_te,
         },
         lora,
         save: SavePlan {

@@ -456,14 +456,15 @@ pub struct ModelConfig {
     /// Pipeline folder or repo the text encoder and VAE come from when `name_or_path` is a lone
     /// transformer file (ai-toolkit's key for the same).
     pub extras_name_or_path: Option<String>,
-    /// 8-bit transformer weights: not supported yet, must stay `false`.
+    /// Quantized transformer weights (`qtype`), as ai-toolkit's `quantize`.
     pub quantize: bool,
-    /// 8-bit text encoder: not supported yet, must stay `false`. Defaults to `quantize`.
+    /// Quantized text-encoder weights. Defaults to `quantize`.
     pub quantize_te: Option<bool>,
-    /// Quantization type, only read with `quantize`.
+    /// Quantization type (`flux2_ops::quant::QType` names), read with `quantize`.
     pub qtype: String,
-    /// Text-encoder quantization type, only read with `quantize_te`.
-    pub qtype_te: String,
+    /// Text-encoder quantization type, read with `quantize_te`; absent: `qtype` (what ai-toolkit's
+    /// FLUX.2 model does, which ignores `qtype_te`).
+    pub qtype_te: Option<String>,
     /// Keep idle models in CPU memory: not supported yet, must stay `false`.
     pub low_vram: bool,
     /// Stream layers from CPU memory: not supported yet, must stay `false`.
@@ -482,7 +483,7 @@ impl Default for ModelConfig {
             quantize: false,
             quantize_te: None,
             qtype: "qfloat8".into(),
-            qtype_te: "qfloat8".into(),
+            qtype_te: None,
             low_vram: false,
             layer_offloading: false,
             model_kwargs: ModelKwargs::default(),

@@ -5,6 +5,7 @@
 
 use burn::tensor::{DType, backend::Backend};
 use flux2_dit::{Checkpoint, Flux2Config, Flux2Transformer};
+use flux2_ops::quant::QType;
 use flux2_vae::{LoadOptions, Parts, Vae, VaeConfig};
 use lora_adapters::AdapterHandle;
 use mistral_encoder::{DEFAULT_MAX_SEQUENCE_LENGTH, EncoderOptions, MistralEncoder};
@@ -39,6 +40,11 @@ pub struct PipelineOptions {
     /// `Some(seed)`: draw every model's weights at random from its `config.json` instead of reading
     /// weight files (a rehearsal of the real sizes without the files; see [`random_transformer`]).
     pub random_weights: Option<u64>,
+    /// The transformer's Linears stored quantized (`model.quantize` + `qtype`; `flux2-train sample
+    /// --qtype`).
+    pub quantize: Option<QType>,
+    /// The text encoder's Linears stored quantized (`model.quantize_te`).
+    pub quantize_text_encoder: Option<QType>,
 }
 
 impl Default for PipelineOptions {
@@ -52,6 +58,8 @@ impl Default for PipelineOptions {
             text_encoder: None,
             hub: HubOptions::from_env(),
             random_weights: None,
+            quantize: None,
+            quantize_text_encoder: None,
         }
     }
 }
@@ -78,6 +86,7 @@ impl PipelineOptions {
             max_sequence_length: self.max_sequence_length.unwrap_or(DEFAULT_MAX_SEQUENCE_LENGTH),
             hidden_states_layers: self.out_layers(),
             dtype: Some(self.dtype),
+            quantize: self.quantize_text_encoder,
             ..EncoderOptions::default()
         }
     }
@@ -139,11 +148,21 @@ impl PendingTransformer {
 
     /// Loads (or draws) the weights in `dtype` on `device`.
     pub fn load<B: Backend>(self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
+        self.load_quantized(dtype, None, device)
+    }
+
+    /// [`Self::load`] with the Linears quantized as they stream in (`quantize`).
+    pub fn load_quantized<B: Backend>(
+        self,
+        dtype: DType,
+        quantize: Option<QType>,
+        device: &B::Device,
+    ) -> Result<Flux2Transformer<B>> {
         let model = match self.source {
-            Pending::Checkpoint(checkpoint) => checkpoint.load::<B>(dtype, device),
+            Pending::Checkpoint(checkpoint) => checkpoint.load_quantized::<B>(dtype, quantize, device),
             Pending::Random(seed) => {
                 B::seed(device, seed);
-                Flux2Transformer::random_on_device(&self.config, dtype, device)
+                Flux2Transformer::random_on_device_quantized(&self.config, dtype, quantize, device)
             }
         };
         model.map_err(|e| transformer_error(&self.path, e))
@@ -303,7 +322,7 @@ impl<B: Backend> Flux2Pipeline<B> {
         let transformer = PendingTransformer::open(&files, options.random_weights)?;
         let vae = options_vae(&files, options, device)?;
         check_compatible(&files, &transformer.config, &vae, text_encoder.as_ref())?;
-        let transformer = transformer.load(options.dtype, device)?;
+        let transformer = transformer.load_quantized(options.dtype, options.quantize, device)?;
         Ok(Self { transformer, vae, text_encoder, files })
     }
 

@@ -54,6 +54,8 @@ pub struct TrainModels<B: AutodiffBackend> {
     /// Names the checkpoint for cache keys and LoRA metadata (path, dtype).
     pub identity: String,
     dtype: burn::tensor::DType,
+    /// The transformer's quantization (`model.quantize` + `qtype`).
+    quantize: Option<flux2_ops::quant::QType>,
     device: B::Device,
 }
 
@@ -70,6 +72,8 @@ impl<B: AutodiffBackend> TrainModels<B> {
             vae: plan.model.vae_path.clone(),
             text_encoder: plan.model.text_encoder_path.clone(),
             random_weights: plan.model.random_weights,
+            quantize: plan.model.quantize,
+            quantize_text_encoder: plan.model.quantize_te,
             ..PipelineOptions::default()
         };
         let files = resolve_model(&plan.model.name_or_path, &options.source_options())?;
@@ -79,12 +83,15 @@ impl<B: AutodiffBackend> TrainModels<B> {
         check_compatible(&files, &pending.config, &vae, text_encoder.as_ref())?;
         // Latents and embeddings of random weights must never be taken for the real model's.
         let random = plan.model.random_weights.map(|seed| format!(" random-weights seed {seed}")).unwrap_or_default();
+        // Embeddings of a quantized text encoder differ from the dense one's: part of every cache key.
+        let te_qtype = plan.model.quantize_te.map(|q| format!(" te-{q}")).unwrap_or_default();
         Ok(TrainModels {
             transformer: pending,
             vae,
             text_encoder,
-            identity: format!("{} {:?}{random}", plan.model.name_or_path, plan.model.dtype),
+            identity: format!("{} {:?}{te_qtype}{random}", plan.model.name_or_path, plan.model.dtype),
             dtype: options.dtype,
+            quantize: options.quantize,
             device: device.clone(),
         })
     }
@@ -315,7 +322,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let output = plan.output_dir.clone();
     let _lock = open_output(job)?;
     let seed = seed_of(plan, &output);
-    let TrainModels { transformer, vae, text_encoder, identity, dtype, device } = models;
+    let TrainModels { transformer, vae, text_encoder, identity, dtype, quantize, device } = models;
 
     // ---- setup: datasets, latent cache, prompt embeddings, the transformer ----
     let set = load_datasets(plan, seed)?;
@@ -326,7 +333,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let mut bank = PromptBank::new(text_encoder, identity);
     encode_captions_ahead::<B::InnerBackend>(plan, &set, &mut bank, &sample_prompts, options.progress, &device)?;
     crate::out_of_memory::set_phase("loading the transformer");
-    let model = Flux2Transformer::<B>::from_inner(transformer.load(dtype, &device)?);
+    let model = Flux2Transformer::<B>::from_inner(transformer.load_quantized(dtype, quantize, &device)?);
     let mut run = Run::new(plan, model, seed, &device)?;
 
     // ---- resume ----

@@ -98,6 +98,13 @@ impl QType {
     }
 }
 
+/// Written as its name (resolved job files, start-up lines).
+impl serde::Serialize for QType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for QType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -61,6 +61,7 @@ pub fn check<B: Backend>(dir: &Path, dtype: DType, device: &B::Device) -> Result
         hidden_states_layers: layers,
         system_message: SYSTEM_MESSAGE.to_string(),
         dtype: Some(dtype),
+        quantize: None,
     };
     let encoder = MistralEncoder::<B>::from_flux2_dir(dir, options, device).map_err(|e| e.to_string())?;
     let ours = encoder.encode(&prompts.prompts).map_err(|e| e.to_string())?;
