@@ -5,6 +5,8 @@
 //! 2. With Differential Output Preservation on, the LoRA changes the model's predictions on
 //!    non-trigger prompts (the captions with the trigger replaced by the class word) less than the
 //!    same training without DOP.
+//! 3. A LoRA trained on the base quantized to qfloat8 (`model.quantize`) lowers the loss of the
+//!    unquantized base too.
 
 use std::path::Path;
 
@@ -25,11 +27,19 @@ const SIGMAS: [f32; 3] = [0.25, 0.5, 0.75];
 const EVAL_SEED: u64 = 1234;
 
 fn demo_job(root: &Path, name: &str, dop: bool) -> LoadedJob {
+    demo_job_with(root, name, dop, false)
+}
+
+fn demo_job_with(root: &Path, name: &str, dop: bool, fp8: bool) -> LoadedJob {
     let mut text = flow_train::demo::DEMO_JOB
         .replace("output/demo", &root.display().to_string())
         .replace("name: demo_ring_lora", &format!("name: {name}"))
         .replace("steps: 300", &format!("steps: {STEPS}"))
         .replace("gradient_checkpointing: false", "gradient_checkpointing: false\n        disable_sampling: true");
+    if fp8 {
+        text = text.replace("quantize: false\n", "quantize: true\n        qtype: qfloat8\n");
+        assert!(text.contains("qtype: qfloat8"), "the demo job sets quantize");
+    }
     if dop {
         text = text.replace(
             "disable_sampling: true",
@@ -70,6 +80,9 @@ fn demo_lora_learns_and_dop_preserves() {
     let dop_job = demo_job(root, "dop", true);
     let plain_lora = run(&plain_job);
     let dop_lora = run(&dop_job);
+    let fp8_job = demo_job_with(root, "fp8", false, true);
+    assert_eq!(fp8_job.plan.model.quantize, Some(flux2_ops::quant::QType::QFloat8));
+    let fp8_lora = run(&fp8_job);
 
     // Evaluation items: every training image with its caption, and with the class caption.
     let pipeline = load(&plain_job);
@@ -113,4 +126,11 @@ fn demo_lora_learns_and_dop_preserves() {
     );
     assert!(lora_loss <= 0.7 * base_loss, "LoRA loss {lora_loss} is not 30% below the base's {base_loss}");
     assert!(dop_change < plain_change, "DOP changed class prompts by {dop_change}, without DOP {plain_change}");
+
+    dop.disable();
+    let fp8 = lora_adapters::load_into(&mut model, &fp8_lora, "fp8", 1.0).unwrap();
+    let fp8_loss = fixed_noise_loss(&model, &items, &SIGMAS, EVAL_SEED).unwrap();
+    fp8.disable();
+    eprintln!("LoRA trained on the qfloat8 base, on the unquantized base: {fp8_loss:.4} ({:.0}% below the base)", 100.0 * (1.0 - fp8_loss / base_loss));
+    assert!(fp8_loss <= 0.7 * base_loss, "fp8-trained LoRA loss {fp8_loss} is not 30% below the base's {base_loss}");
 }
