@@ -131,6 +131,9 @@ fn demo_lora_learns_and_dop_preserves() {
     let fp8 = lora_adapters::load_into(&mut model, &fp8_lora, "fp8", 1.0).unwrap();
     let fp8_loss = fixed_noise_loss(&model, &items, &SIGMAS, EVAL_SEED).unwrap();
     fp8.disable();
-    eprintln!("LoRA trained on the qfloat8 base, on the unquantized base: {fp8_loss:.4} ({:.0}% below the base)", 100.0 * (1.0 - fp8_loss / base_loss));
+    eprintln!(
+        "LoRA trained on the qfloat8 base, on the unquantized base: {fp8_loss:.4} ({:.0}% below the base)",
+        100.0 * (1.0 - fp8_loss / base_loss)
+    );
     assert!(fp8_loss <= 0.7 * base_loss, "fp8-trained LoRA loss {fp8_loss} is not 30% below the base's {base_loss}");
 }

@@ -116,23 +116,17 @@ fn base_job_is_valid() {
 }
 
 /// The job as ai-toolkit's UI saves it for FLUX.2 (our copy in its schema) parses unchanged: every key
-/// is known, every value has the right type; what stops it is exactly the three memory options that
-/// are not implemented yet. With those off it resolves to the UI's settings.
+/// is known, every value has the right type, its quantization (qfloat8 for both models) is read; what
+/// stops it is exactly the one memory option not implemented yet (low_vram). With that off it resolves
+/// to the UI's settings.
 #[test]
 fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     let path = jobs_dir().join("ai_toolkit_flux2_ui.yaml");
     let report = check_job(&path).unwrap();
     assert_eq!(paths(&report, Severity::Warning), Vec::<String>::new(), "{:#?}", report.diagnostics);
-    assert_eq!(
-        paths(&report, Severity::Error),
-        ["config.process[0].model.quantize", "config.process[0].model.quantize_te", "config.process[0].model.low_vram"]
-    );
-    assert_eq!(
-        error_at(&report, "config.process[0].model.quantize"),
-        "true is not supported yet (the base weights load unquantized in train.dtype; see docs/user-guide.md)"
-    );
+    assert_eq!(paths(&report, Severity::Error), ["config.process[0].model.low_vram"]);
     let shown = report.of(Severity::Error).next().unwrap().to_string();
-    assert!(shown.starts_with("error: config.process[0].model.quantize: true is not supported yet"), "{shown}");
+    assert!(shown.starts_with("error: config.process[0].model.low_vram: true is not supported yet"), "{shown}");
     // Recognised keys without effect are notes with reasons, not warnings.
     let notes = paths(&report, Severity::Note);
     for key in ["sqlite_db_path", "network.conv", "train.bypass_guidance_embedding", "save.save_format"] {
@@ -145,11 +139,18 @@ fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     assert_eq!(p.sample.samples.len(), 4);
 
     let text = std::fs::read_to_string(&path).unwrap();
-    let text = text
-        .replace("quantize: true", "quantize: false")
-        .replace("quantize_te: true", "quantize_te: false")
-        .replace("low_vram: true", "low_vram: false");
-    let job = load_job_str(&text, JobFormat::Yaml, "ui-unquantized").unwrap();
+    let text = text.replace("low_vram: true", "low_vram: false");
+    let job = load_job_str(&text, JobFormat::Yaml, "ui").unwrap();
+    let plan = &job.plan;
+    let qfloat8 = Some(flux2_ops::quant::QType::QFloat8);
+    assert_eq!((plan.model.quantize, plan.model.quantize_te), (qfloat8, qfloat8));
+    // An unsupported qtype is one error naming the key and the supported list; qtype_te absent: qtype.
+    let bad = text.replace("qtype: qfloat8", "qtype: nvfp4").replace("        qtype_te: qfloat8\n", "");
+    let err = load_job_str(&bad, JobFormat::Yaml, "ui-nvfp4").unwrap_err().to_string();
+    assert!(err.contains("model.qtype") && err.contains("`nvfp4`") && err.contains("qfloat8, float8"), "{err}");
+    let mixed = text.replace("qtype_te: qfloat8", "qtype_te: uint4");
+    let plan = load_job_str(&mixed, JobFormat::Yaml, "ui-mixed").unwrap().plan;
+    assert_eq!(plan.model.quantize_te, Some(flux2_ops::quant::QType::UInt(4)));
     let plan = &job.plan;
     assert_eq!((plan.lora.rank, plan.lora.alpha), (32, 32.0));
     assert_eq!(plan.device, DeviceSpec::Cuda { index: 0 });
@@ -183,7 +184,7 @@ fn ai_toolkit_ui_flux2_job_parses_unchanged() {
 #[test]
 fn classic_style_job_reads_legacy_keys() {
     let report = check_job(&jobs_dir().join("ai_toolkit_flux2_classic.yaml")).unwrap();
-    assert_eq!(paths(&report, Severity::Error), ["config.process[0].model.quantize"]);
+    assert_eq!(paths(&report, Severity::Error), Vec::<String>::new(), "{:#?}", report.diagnostics);
     assert_eq!(paths(&report, Severity::Warning), Vec::<String>::new());
     let p = &report.file.config.process[0];
     assert_eq!(p.train.lr, 1e-4, "1e-4 is a number");
@@ -197,7 +198,8 @@ fn classic_style_job_reads_legacy_keys() {
     assert_eq!((s[0].width, s[0].height), (Some(1024), Some(1024)));
 
     let text = std::fs::read_to_string(jobs_dir().join("ai_toolkit_flux2_classic.yaml")).unwrap();
-    let job = load_job_str(&text.replace("quantize: true", "quantize: false"), JobFormat::Yaml, "classic").unwrap();
+    let job = load_job_str(&text, JobFormat::Yaml, "classic").unwrap();
+    assert_eq!(job.plan.model.quantize, Some(flux2_ops::quant::QType::QFloat8), "qtype defaults to qfloat8");
     assert_eq!(job.plan.train.ema_decay, Some(0.99));
     assert_eq!(job.plan.trigger_word.as_deref(), Some("p3r5on"));
     assert_eq!(job.plan.dataset_options.trigger_word.as_deref(), Some("p3r5on"));
@@ -289,7 +291,7 @@ fn unknown_keys_become_warnings_with_full_paths() {
 fn unsupported_keys_error_with_their_path_only_when_set() {
     // At their ai-toolkit defaults they are accepted silently.
     let quiet = check(&job_with(&[
-        ("config.process[0].model.quantize", "false"),
+        ("config.process[0].model.low_vram", "false"),
         ("config.process[0].datasets[0].mask_path", "null"),
         ("config.process[0].datasets[0].controls", "[]"),
         ("config.process[0].datasets[0].num_frames", "1"),
@@ -301,7 +303,7 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
     assert_eq!(paths(&quiet, Severity::Warning), Vec::<String>::new());
 
     let loud = check(&job_with(&[
-        ("config.process[0].model.quantize", "true"),
+        ("config.process[0].model.low_vram", "true"),
         ("config.process[0].datasets[0].mask_path", "masks/"),
         ("config.process[0].datasets[0].num_frames", "16"),
         ("config.process[0].train.noise_multiplier", "1.1"),
@@ -313,8 +315,8 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
     ]));
     assert!(loud.plan.is_none());
     assert_eq!(
-        error_at(&loud, "config.process[0].model.quantize"),
-        "true is not supported yet (the base weights load unquantized in train.dtype; see docs/user-guide.md)"
+        error_at(&loud, "config.process[0].model.low_vram"),
+        "true is not supported yet (models are not parked in CPU memory between uses; see docs/user-guide.md)"
     );
     assert!(
         error_at(&loud, "config.process[0].datasets[0].mask_path")

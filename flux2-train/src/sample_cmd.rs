@@ -1,6 +1,7 @@
 //! `flux2-train sample`: one image from a FLUX.2 model, equal to diffusers' `Flux2Pipeline` for the same
 //! inputs (see `flow_train::pipeline`).
 
+use flux2_ops::quant::QType;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -86,6 +87,13 @@ pub struct SampleArgs {
     /// Model dtype: f32 (diffusers' default) or bf16 (half the memory).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     pub dtype: String,
+    /// Store the transformer's Linears quantized: qfloat8, float8, qint8, int8 or uint2..uint8
+    /// (ai-toolkit's `qtype` names; docs/memory.md).
+    #[arg(long, value_name = "QTYPE", value_parser = parse_qtype)]
+    pub qtype: Option<QType>,
+    /// The same for the text encoder's Linears.
+    #[arg(long = "qtype-te", value_name = "QTYPE", value_parser = parse_qtype)]
+    pub qtype_te: Option<QType>,
     /// Output image (.png, .jpg or .webp).
     #[arg(long, default_value = "image.png")]
     pub out: PathBuf,
@@ -136,6 +144,8 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
         max_sequence_length: args.max_sequence_length,
         vae: args.vae.clone(),
         text_encoder: args.text_encoder.clone(),
+        quantize: args.qtype,
+        quantize_text_encoder: args.qtype_te,
         ..PipelineOptions::default()
     };
 
@@ -186,4 +196,8 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
     }
     eprintln!("{}x{} image written to {} in {:.1} s", w, h, args.out.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn parse_qtype(name: &str) -> Result<QType, String> {
+    QType::parse(name).map_err(|e| e.to_string())
 }
