@@ -7,7 +7,8 @@
 //! Options: `--small`, `--full` (the whole FLUX.2 [dev]: 8 double + 48 single blocks), `--double N`,
 //! `--single N`, `--img HxW` (image token grid), `--txt N` (text tokens), `--ckpt` (block-level
 //! gradient checkpointing, `flux2_dit::BlockCheckpointing`, what `gradient_checkpointing: true`
-//! selects), `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32), `--steps N`
+//! selects), `--qtype Q` (quantized base Linears, as `model.quantize`; docs/memory.md),
+//! `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32), `--steps N`
 //! (timed, default 12), `--warmup N` (default 3), `--breakdown` (phase timings plus micro-benchmarks
 //! of the step's matmuls, attention and a square matmul ceiling).
 //!
@@ -85,6 +86,8 @@ struct Args {
     img: Option<(usize, usize)>,
     txt: Option<usize>,
     ckpt: bool,
+    /// Quantized base Linears (`--qtype qfloat8|float8|int8|uint4|...`, as `model.quantize`).
+    qtype: Option<flux2_ops::quant::QType>,
     device: String,
     dtype: DType,
     steps: usize,
@@ -101,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
         img: None,
         txt: None,
         ckpt: false,
+        qtype: None,
         device: "cuda:0".into(),
         dtype: DType::BF16,
         steps: 12,
@@ -115,6 +119,10 @@ fn parse_args() -> Result<Args, String> {
             "--small" => args.small = true,
             "--full" => args.full = true,
             "--ckpt" => args.ckpt = true,
+            "--qtype" => {
+                let name = value("--qtype")?;
+                args.qtype = Some(flux2_ops::quant::QType::parse(&name).map_err(|e| format!("--qtype: {e}"))?);
+            }
             "--double" => args.double = Some(value("--double")?.parse().map_err(|e| format!("--double: {e}"))?),
             "--single" => args.single = Some(value("--single")?.parse().map_err(|e| format!("--single: {e}"))?),
             "--txt" => args.txt = Some(value("--txt")?.parse().map_err(|e| format!("--txt: {e}"))?),
@@ -270,9 +278,9 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     flow_train::out_of_memory::set_phase("building the model");
     let mut model = if memory.is_some() {
         B::seed(device, 0);
-        Flux2Transformer::<B>::random_on_device(c, args.dtype, device)
+        Flux2Transformer::<B>::random_on_device_quantized(c, args.dtype, args.qtype, device)
     } else {
-        Flux2Transformer::<B>::from_source(c, &mut RandomSource::new(0), args.dtype, device)
+        Flux2Transformer::<B>::from_source_quantized(c, &mut RandomSource::new(0), args.dtype, args.qtype, device)
     }
     .unwrap_or_else(|e| panic!("building the model: {e}"));
     let lora =
