@@ -28,7 +28,7 @@ pub struct Comparison {
 
 /// ‖a − b‖ / ‖b‖ (the workspace's [`flux2_ops::relative_error_slices`]) and max |a − b| in f64.
 /// Slices of equal length (the caller checked the shapes).
-pub fn relative_error(out: &[f32], reference: &[f32]) -> (f64, f64) {
+pub fn error_measures(out: &[f32], reference: &[f32]) -> (f64, f64) {
     let rel = flux2_ops::relative_error_slices(out, reference).unwrap_or(f64::NAN);
     let mut max_abs = 0f64;
     for (&o, &r) in out.iter().zip(reference) {
@@ -75,7 +75,7 @@ fn compare<B: Backend>(
     if shape != ref_shape {
         return Err(Error::ShapeMismatch { path: path.into(), stored: name.into(), found: shape, expected: ref_shape });
     }
-    let (rel_err, max_abs) = relative_error(&values(out)?, &values(reference)?);
+    let (rel_err, max_abs) = error_measures(&values(out)?, &values(reference)?);
     Ok(Comparison { name, shape, rel_err, max_abs })
 }
 
@@ -111,15 +111,15 @@ pub fn run_fixture<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use super::relative_error;
+    use super::error_measures;
 
     #[test]
     fn relative_error_keeps_nan_visible() {
-        let (rel, max_abs) = relative_error(&[1.5, 2.0], &[1.0, 2.0]);
+        let (rel, max_abs) = error_measures(&[1.5, 2.0], &[1.0, 2.0]);
         assert!((rel - 0.5 / 5f64.sqrt()).abs() < 1e-12 && max_abs == 0.5, "{rel} {max_abs}");
         // A NaN anywhere in the output must show in both measures (a NaN output is a failed parity).
         for out in [[f32::NAN, 2.0], [1.0, f32::NAN]] {
-            let (rel, max_abs) = relative_error(&out, &[1.0, 2.0]);
+            let (rel, max_abs) = error_measures(&out, &[1.0, 2.0]);
             assert!(rel.is_nan() && max_abs.is_nan(), "{out:?}: rel {rel}, max_abs {max_abs}");
         }
     }

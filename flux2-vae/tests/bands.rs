@@ -5,7 +5,7 @@ mod common;
 
 use burn::tensor::{Distribution, Tensor};
 use common::{B, fixture, values};
-use flux2_vae::parity::relative_error;
+use flux2_vae::parity::error_measures;
 use flux2_vae::{LoadOptions, Vae, set_band_elements};
 
 #[test]
@@ -25,8 +25,8 @@ fn banded_equals_unbanded() {
             set_band_elements(band);
             let enc = values(vae.encode_image(image.clone()).unwrap());
             let dec = values(vae.decode_latents(latents.clone()).unwrap());
-            let (e1, _) = relative_error(&enc, &enc_whole);
-            let (e2, _) = relative_error(&dec, &dec_whole);
+            let (e1, _) = error_measures(&enc, &enc_whole);
+            let (e2, _) = error_measures(&dec, &dec_whole);
             assert!(e1 < 1e-5 && e2 < 1e-5, "{case} band {band}: encode {e1:e} decode {e2:e}");
         }
         set_band_elements(0);

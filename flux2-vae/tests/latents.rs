@@ -67,7 +67,7 @@ fn tiling_with_one_tile_is_exact_and_small_tiles_stay_close() {
     assert_eq!(values(vae.encode_image_tiled(image.clone(), &whole).unwrap()), plain);
     let tiled = vae.encode_image_tiled(image, &TileOptions { tile_size: 48, overlap: 16 }).unwrap();
     assert_eq!(tiled.dims(), [1, 16, 4, 6]);
-    let (rel, _) = flux2_vae::parity::relative_error(&values(tiled), &plain);
+    let (rel, _) = flux2_vae::parity::error_measures(&values(tiled), &plain);
     assert!(rel.is_finite() && rel < 1.0, "tiled encode rel_err {rel}");
 
     let latents = Tensor::<B, 4>::random([2, 16, 4, 6], Distribution::Normal(0.0, 1.0), &device);
@@ -75,7 +75,7 @@ fn tiling_with_one_tile_is_exact_and_small_tiles_stay_close() {
     assert_eq!(values(vae.decode_latents_tiled(latents.clone(), &whole).unwrap()), plain);
     let tiled = vae.decode_latents_tiled(latents, &TileOptions { tile_size: 48, overlap: 16 }).unwrap();
     assert_eq!(tiled.dims(), [2, 3, 64, 96]);
-    let (rel, _) = flux2_vae::parity::relative_error(&values(tiled), &plain);
+    let (rel, _) = flux2_vae::parity::error_measures(&values(tiled), &plain);
     assert!(rel.is_finite() && rel < 1.0, "tiled decode rel_err {rel}");
 
     let bad = TileOptions { tile_size: 40, overlap: 16 };

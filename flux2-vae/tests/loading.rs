@@ -48,7 +48,7 @@ fn encode_reference(case: &str, vae: &Vae<B>) -> f64 {
     let image = Tensor::<B, 4>::from_data(inputs.read("image", DType::F32).unwrap(), (&device, DType::F32));
     let out = values(vae.encode_image(image).unwrap());
     let reference = expected.read("latents", DType::F32).unwrap().to_vec::<f32>().unwrap();
-    flux2_vae::parity::relative_error(&out, &reference).0
+    flux2_vae::parity::error_measures(&out, &reference).0
 }
 
 #[test]
