@@ -267,7 +267,20 @@ pub fn check_compatible<B: Backend>(
             files.vae.display()
         )));
     }
-    if let Some(encoder) = text_encoder {
+    match text_encoder {
+        Some(encoder) => check_text_encoder(files, transformer, encoder),
+        None => Ok(()),
+    }
+}
+
+/// Checks that the text encoder's stacked hidden states are the transformer's `joint_attention_dim`.
+pub fn check_text_encoder<B: Backend>(
+    files: &ModelFiles,
+    transformer: &Flux2Config,
+    encoder: &MistralEncoder<B>,
+) -> Result<()> {
+    let t = transformer;
+    {
         let layers = &encoder.options.hidden_states_layers;
         let features = layers.len() * encoder.config.hidden_size;
         if features != t.joint_attention_dim {

@@ -37,8 +37,8 @@ pub use generate::{
 pub use hub::{HubOptions, RepoId};
 pub use loader::{
     DEFAULT_TEXT_ENCODER_OUT_LAYERS, Flux2Pipeline, PendingTransformer, PipelineOptions, check_compatible,
-    load_text_encoder, load_transformer, load_vae, options_text_encoder, options_vae, random_text_encoder,
-    random_transformer, random_vae,
+    check_text_encoder, load_text_encoder, load_transformer, load_vae, options_text_encoder, options_vae,
+    random_text_encoder, random_transformer, random_vae,
 };
 pub use lora::{LoraSpec, apply_loras};
 pub use output::{image_to_rgb8, read_latents, save_image, save_image_tensor};

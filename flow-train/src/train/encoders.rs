@@ -2,6 +2,7 @@
 //! [`TextEncoder`], plus the in-memory prompt bank that lets the trainer free the text encoder once
 //! every caption it can meet has been encoded.
 
+use super::prompt_cache::PromptDisk;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -76,23 +77,62 @@ impl<B: Backend> TextEncoder for MistralText<'_, B> {
     }
 }
 
-/// Prompt embeddings by caption text. With the encoder present, unknown captions are encoded (and
-/// remembered); after [`PromptBank::free_encoder`], only captions encoded before are available.
+/// Loads the text encoder when a caption is first missing from memory and disk.
+pub type EncoderLoader<B> = Box<dyn FnOnce() -> Result<MistralEncoder<B>>>;
+
+/// Prompt embeddings by caption text: from memory, else from the disk cache ([`PromptDisk`], when the
+/// run caches text embeddings), else encoded (the encoder loaded then, on first need) and remembered in
+/// both. After [`PromptBank::free_encoder`], only captions encoded before are available.
 pub struct PromptBank<B: Backend> {
     encoder: Option<MistralEncoder<B>>,
+    loader: Option<EncoderLoader<B>>,
+    disk: Option<PromptDisk>,
     identity: String,
     memo: HashMap<String, Arc<CachedTensor>>,
+    /// Whether an encoder was ever present (given, or loaded on a miss).
+    used_encoder: bool,
 }
 
 impl<B: Backend> PromptBank<B> {
     pub fn new(encoder: Option<MistralEncoder<B>>, identity: String) -> Self {
-        PromptBank { encoder, identity, memo: HashMap::new() }
+        let used_encoder = encoder.is_some();
+        PromptBank { encoder, loader: None, disk: None, identity, memo: HashMap::new(), used_encoder }
+    }
+
+    /// A bank reading and writing `disk` first, loading its encoder with `loader` only when a caption
+    /// is missing there.
+    pub fn with_disk(disk: PromptDisk, loader: EncoderLoader<B>, identity: String) -> Self {
+        PromptBank {
+            encoder: None,
+            loader: Some(loader),
+            disk: Some(disk),
+            identity,
+            memo: HashMap::new(),
+            used_encoder: false,
+        }
+    }
+
+    /// Whether the text encoder was loaded (or given) at any point: false for a run whose captions
+    /// all came from the disk cache.
+    pub fn used_encoder(&self) -> bool {
+        self.used_encoder
     }
 
     /// The embedding `[L, D]` of `caption`.
     pub fn embed(&mut self, caption: &str) -> Result<Arc<CachedTensor>> {
         if let Some(t) = self.memo.get(caption) {
             return Ok(t.clone());
+        }
+        if let Some(t) = self.disk.as_ref().and_then(|d| d.load(caption)) {
+            let t = Arc::new(t);
+            self.memo.insert(caption.to_string(), t.clone());
+            return Ok(t);
+        }
+        if self.encoder.is_none()
+            && let Some(load) = self.loader.take()
+        {
+            self.encoder = Some(load()?);
+            self.used_encoder = true;
         }
         let Some(encoder) = &self.encoder else {
             return Err(Error::Invalid(format!(
@@ -104,12 +144,19 @@ impl<B: Backend> PromptBank<B> {
             text.encode(caption)
                 .map_err(|e| Error::Component { component: "mistral-encoder", message: e.to_string() })?,
         );
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.store(caption, &t)
+        {
+            // The embedding is in memory; only the next run's saving is lost.
+            eprintln!("warning: cannot cache a caption embedding in {}: {e}", disk.dir().display());
+        }
         self.memo.insert(caption.to_string(), t.clone());
         Ok(t)
     }
 
-    /// Drops the encoder's weights (the memoized embeddings stay).
+    /// Drops the encoder's weights and any pending loader (the memoized embeddings stay).
     pub fn free_encoder(&mut self) {
         self.encoder = None;
+        self.loader = None;
     }
 }

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod loss_log;
 pub mod plot;
 pub mod previews;
+pub mod prompt_cache;
 pub mod run_lock;
 pub mod step;
 pub mod trainer;

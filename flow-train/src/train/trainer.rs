@@ -25,14 +25,15 @@ use super::encoders::{PromptBank, VaeLatents, from_cached};
 use super::loss_log::{LossLog, LossRecord};
 use super::plot::write_plot;
 use super::previews::{self, PreparedPrompt};
+use super::prompt_cache::{self, PromptDisk};
 use super::run_lock;
 use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
 use crate::error::{Error, Result};
 use crate::job::{ImageFormat, LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
 use crate::pipeline::{
-    PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, options_text_encoder, options_vae,
-    resolve_model,
+    ModelFiles, PendingTransformer, PipelineOptions, ReferenceImage, check_compatible, check_text_encoder,
+    options_text_encoder, options_vae, resolve_model,
 };
 use crate::{TimestepSampler, gaussian_noise};
 
@@ -56,6 +57,9 @@ pub struct TrainModels<B: AutodiffBackend> {
     dtype: burn::tensor::DType,
     /// The transformer's quantization (`model.quantize` + `qtype`).
     quantize: Option<flux2_ops::quant::QType>,
+    /// With cached text embeddings the encoder is not loaded at start: where to load it from when a
+    /// caption is missing from the disk cache.
+    deferred_text_encoder: Option<(ModelFiles, PipelineOptions)>,
     device: B::Device,
 }
 
@@ -78,7 +82,10 @@ impl<B: AutodiffBackend> TrainModels<B> {
         };
         let files = resolve_model(&plan.model.name_or_path, &options.source_options())?;
         let pending = PendingTransformer::open(&files, options.random_weights)?;
-        let text_encoder = options_text_encoder::<B::InnerBackend>(&files, &options, device)?;
+        // Cached embeddings: the encoder loads only if some caption is not on disk yet (train()).
+        let defer = plan.train.text_encoder == TextEncoderPlan::CachedEmbeddings;
+        let text_encoder =
+            if defer { None } else { options_text_encoder::<B::InnerBackend>(&files, &options, device)? };
         let vae = options_vae::<B::InnerBackend>(&files, &options, device)?;
         check_compatible(&files, &pending.config, &vae, text_encoder.as_ref())?;
         // Latents and embeddings of random weights must never be taken for the real model's.
@@ -92,6 +99,7 @@ impl<B: AutodiffBackend> TrainModels<B> {
             identity: format!("{} {:?}{te_qtype}{random}", plan.model.name_or_path, plan.model.dtype),
             dtype: options.dtype,
             quantize: options.quantize,
+            deferred_text_encoder: defer.then(|| (files.clone(), options.clone())),
             device: device.clone(),
         })
     }
@@ -139,6 +147,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
     /// Images trained on by this process (every accumulated batch's items).
     pub items: u64,
+    /// Whether the text encoder was loaded: false when every caption came from the disk cache.
+    pub text_encoder_loaded: bool,
     /// This process trained no step but completed the final save (LoRA, samples, pruning) of a run
     /// that stopped inside it.
     pub completed_final: bool,
@@ -322,7 +332,8 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let output = plan.output_dir.clone();
     let _lock = open_output(job)?;
     let seed = seed_of(plan, &output);
-    let TrainModels { transformer, vae, text_encoder, identity, dtype, quantize, device } = models;
+    let TrainModels { transformer, vae, text_encoder, identity, dtype, quantize, deferred_text_encoder, device } =
+        models;
 
     // ---- setup: datasets, latent cache, prompt embeddings, the transformer ----
     let set = load_datasets(plan, seed)?;
@@ -330,8 +341,9 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let vae_identity = format!("{identity} vae");
     caches.build_latents(&set, &VaeLatents { vae: &vae, device: device.clone(), identity: vae_identity.clone() })?;
     let sample_prompts = sample_prompt_texts(plan);
-    let mut bank = PromptBank::new(text_encoder, identity);
+    let mut bank = prompt_bank::<B>(&set, &transformer.config, text_encoder, deferred_text_encoder, identity, &device)?;
     encode_captions_ahead::<B::InnerBackend>(plan, &set, &mut bank, &sample_prompts, options.progress, &device)?;
+    let text_encoder_loaded = bank.used_encoder();
     crate::out_of_memory::set_phase("loading the transformer");
     let model = Flux2Transformer::<B>::from_inner(transformer.load_quantized(dtype, quantize, &device)?);
     let mut run = Run::new(plan, model, seed, &device)?;
@@ -423,6 +435,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         }),
         seconds: started.elapsed().as_secs_f64(),
         interrupted: !finished,
+        text_encoder_loaded,
         items,
     })
 }
@@ -460,6 +473,44 @@ fn sample_prompt_texts(plan: &TrainJob) -> Vec<String> {
 /// Setup: unless captions are encoded as they are drawn, every caption a step can draw, its DOP class
 /// variant and the sample prompts are encoded now and the text encoder is freed, so its memory is back
 /// before the transformer's weights arrive (the two largest models never share the device).
+/// The caption embeddings' source: with cached text embeddings, a bank on the first caching dataset's
+/// `_t_e_cache/prompts` that loads the encoder only on a miss; otherwise the encoder loaded at start.
+fn prompt_bank<B: AutodiffBackend>(
+    set: &DatasetSet,
+    transformer: &flux2_dit::Flux2Config,
+    text_encoder: Option<MistralEncoder<B::InnerBackend>>,
+    deferred: Option<(ModelFiles, PipelineOptions)>,
+    identity: String,
+    device: &B::Device,
+) -> Result<PromptBank<B::InnerBackend>> {
+    let Some((files, options)) = deferred else { return Ok(PromptBank::new(text_encoder, identity)) };
+    let load = {
+        let (files, options, transformer, device) =
+            (files.clone(), options.clone(), transformer.clone(), device.clone());
+        move || -> Result<MistralEncoder<B::InnerBackend>> {
+            crate::out_of_memory::set_phase("loading the text encoder");
+            let encoder = options_text_encoder::<B::InnerBackend>(&files, &options, &device)?
+                .ok_or_else(|| Error::Invalid(format!("model `{}`: no text encoder to load", files.name)))?;
+            check_text_encoder(&files, &transformer, &encoder)?;
+            Ok(encoder)
+        }
+    };
+    let folder = set
+        .datasets()
+        .iter()
+        .find(|d| d.config().cache_text_embeddings)
+        .and_then(|d| d.config().folder().map(|f| f.join(prompt_cache::FOLDER)));
+    match folder {
+        Some(dir) => {
+            let layers = options.out_layers();
+            let length = options.max_sequence_length.unwrap_or(mistral_encoder::DEFAULT_MAX_SEQUENCE_LENGTH);
+            let disk = PromptDisk::new(dir, &identity, &layers, length);
+            Ok(PromptBank::with_disk(disk, Box::new(load), identity))
+        }
+        None => Ok(PromptBank::new(Some(load()?), identity)),
+    }
+}
+
 fn encode_captions_ahead<B: Backend>(
     plan: &TrainJob,
     set: &DatasetSet,

@@ -1,0 +1,34 @@
+//! Caption embeddings on disk (`cache_text_embeddings`): the first run writes every caption variant and
+//! sample prompt to the dataset's `_t_e_cache/prompts`; a second run of the same job never loads the
+//! text encoder and trains exactly as the first.
+
+use burn::backend::{Autodiff, Flex};
+use flow_train::job::{JobFormat, load_job_str};
+use flow_train::train::{RunOptions, TrainModels, train};
+
+type A = Autodiff<Flex>;
+
+#[test]
+fn a_rerun_with_every_caption_cached_never_loads_the_text_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    flow_train::demo::prepare::<Flex>(root, &Default::default()).expect("demo inputs are written");
+    let run = |name: &str| {
+        let text = flow_train::demo::DEMO_JOB
+            .replace("output/demo", &root.display().to_string())
+            .replace("name: demo_ring_lora", &format!("name: {name}"))
+            .replace("steps: 300", "steps: 4");
+        let job = load_job_str(&text, JobFormat::Yaml, name).expect("demo job is valid");
+        assert!(job.plan.datasets.iter().all(|d| d.cache_text_embeddings), "the demo caches text embeddings");
+        let models = TrainModels::<A>::load(&job, &Default::default()).expect("demo pipeline loads");
+        train(&job, models, RunOptions { progress: false, ..RunOptions::default() }).expect("training runs")
+    };
+    let first = run("first");
+    assert!(first.text_encoder_loaded, "nothing was cached yet");
+    let cache = root.join("dataset").join(flow_train::train::prompt_cache::FOLDER);
+    let files = std::fs::read_dir(&cache).expect("the prompt cache folder exists").count();
+    assert!(files > 0, "caption embeddings are on disk in {}", cache.display());
+    let second = run("second");
+    assert!(!second.text_encoder_loaded, "the second run must take every caption from the disk cache");
+    assert_eq!(first.final_loss, second.final_loss, "the cached embeddings are the encoded ones, bit for bit");
+}
