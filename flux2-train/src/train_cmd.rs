@@ -146,6 +146,9 @@ fn report(summary: &TrainSummary) {
         summary.output_dir.join("loss_log.jsonl").display(),
         summary.output_dir.join("loss.png").display(),
     );
+    if !summary.text_encoder_loaded {
+        eprintln!("  text encoder: not loaded (every caption embedding came from the disk cache)");
+    }
 }
 
 fn load(path: &Path, device: Option<&str>) -> Result<LoadedJob, String> {
