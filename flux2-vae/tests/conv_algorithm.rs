@@ -5,7 +5,7 @@ mod common;
 
 use burn::tensor::{DType, Tensor, TensorData};
 use common::{B, fixture, values};
-use flux2_vae::parity::{relative_error, run_fixture};
+use flux2_vae::parity::{error_measures, run_fixture};
 use flux2_vae::{ConvAlgorithm, LoadOptions, Vae, set_band_elements, set_conv_algorithm};
 
 #[test]
@@ -26,10 +26,10 @@ fn shifted_matmul_matches_backend_conv() {
         drop(f32_vae);
         let vae = Vae::<B>::load(fixture(case).join("vae"), &device, &LoadOptions::default().with_dtype(DType::BF16))
             .unwrap();
-        let backend_err = relative_error(&values(vae.encode_image(image.clone()).unwrap()), &exact).0;
+        let backend_err = error_measures(&values(vae.encode_image(image.clone()).unwrap()), &exact).0;
         set_conv_algorithm(ConvAlgorithm::ShiftedMatmul);
         set_band_elements(100);
-        let shifted_err = relative_error(&values(vae.encode_image(image).unwrap()), &exact).0;
+        let shifted_err = error_measures(&values(vae.encode_image(image).unwrap()), &exact).0;
         eprintln!("{case}: bf16 rel err vs f32: backend {backend_err:e}, shifted+banded {shifted_err:e}");
         assert!(
             shifted_err < (2.0 * backend_err).max(1e-2),

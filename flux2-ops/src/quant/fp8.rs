@@ -29,20 +29,15 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
     // (on the mantissa's last bit), which is what the bit-level conversion does.
     let code = if a < 2f32.powi(-6) {
         // Subnormals: multiples of 2^-9 (codes 0..=7, and 8 = the smallest normal on rounding up).
-        round_half_even(a / 2f32.powi(-9)) as u8
+        (a / 2f32.powi(-9)).round_ties_even() as u8
     } else {
         let exp = a.log2().floor() as i32; // -6 ..= 8
         let step = 2f32.powi(exp - 3);
-        let m = round_half_even(a / step) as i32; // 8 ..= 16
+        let m = (a / step).round_ties_even() as i32; // 8 ..= 16
         let (exp, m) = if m == 16 { (exp + 1, 8) } else { (exp, m) };
         (((exp + 7) as u8) << 3) | (m - 8) as u8
     };
     sign | code
-}
-
-fn round_half_even(x: f32) -> f32 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Quantizing one weight matrix on the host, exactly as the reference quantizers do it (see [`QType`]),
-//! including their arithmetic dtype: every intermediate (scale, `w / scale`, `1 / scale`, ...) is
+//! including their arithmetic dtype and `torch.round`'s ties-to-even (`f32::round_ties_even`): every intermediate (scale, `w / scale`, `1 / scale`, ...) is
 //! rounded to the weight's dtype after each operation, as PyTorch computes bf16 tensors.
 
 use rayon::prelude::*;
@@ -37,12 +37,6 @@ impl Arith {
             Arith::F32 => x,
         }
     }
-}
-
-/// `torch.round`: half to even.
-fn round_even(x: f32) -> f32 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 { 2.0 * (x / 2.0).round() } else { r }
 }
 
 /// Quantizes `weights` ([out, in], row-major, values already in the weight's dtype) to `qtype`.
@@ -107,7 +101,7 @@ fn quantize_group(w: &[f32], qtype: QType, a: Arith, codes: &mut Vec<u8>) -> (f3
             // quanto: scale = absmax / 127; q = clamp(round(w / scale), -128, 127).
             let scale = a.r(absmax / 127.0);
             codes.extend(w.iter().map(|&x| {
-                let q = if scale == 0.0 { 0.0 } else { round_even(a.r(x / scale)) };
+                let q = if scale == 0.0 { 0.0 } else { f32::round_ties_even(a.r(x / scale)) };
                 q.clamp(-128.0, 127.0) as i8 as u8
             }));
             (scale, None)
@@ -116,7 +110,7 @@ fn quantize_group(w: &[f32], qtype: QType, a: Arith, codes: &mut Vec<u8>) -> (f3
             // torchao: scale = max(absmax / 127.5, eps); q = clamp(round(w * (1 / scale)), -128, 127).
             let scale = a.r(absmax / 127.5).max(a.r(f32::EPSILON));
             let recip = a.r(1.0 / scale);
-            codes.extend(w.iter().map(|&x| round_even(a.r(x * recip)).clamp(-128.0, 127.0) as i8 as u8));
+            codes.extend(w.iter().map(|&x| f32::round_ties_even(a.r(x * recip)).clamp(-128.0, 127.0) as i8 as u8));
             (scale, None)
         }
         QType::UInt(bits) => {
@@ -125,9 +119,9 @@ fn quantize_group(w: &[f32], qtype: QType, a: Arith, codes: &mut Vec<u8>) -> (f3
             let min_neg = w.iter().fold(0f32, |m, &x| m.min(x));
             let max_pos = w.iter().fold(0f32, |m, &x| m.max(x));
             let scale = a.r(a.r(max_pos - min_neg) / qmax).max(a.r(f32::EPSILON));
-            let zero = (-round_even(a.r(min_neg / scale))).clamp(0.0, qmax);
+            let zero = (-f32::round_ties_even(a.r(min_neg / scale))).clamp(0.0, qmax);
             let recip = a.r(1.0 / scale);
-            codes.extend(w.iter().map(|&x| (round_even(a.r(x * recip)) + zero).clamp(0.0, qmax) as u8));
+            codes.extend(w.iter().map(|&x| (f32::round_ties_even(a.r(x * recip)) + zero).clamp(0.0, qmax) as u8));
             (scale, Some(zero as u8))
         }
     }
