@@ -43,3 +43,24 @@ fn backend_generic_ndarray_matches_too() {
     assert_eq!(report.token_mismatch, None);
     assert!(report.rel_err < 1e-4, "rel_err {}", report.rel_err);
 }
+
+/// With quantized decoder Linears, the stacked hidden states are no further from transformers' f32
+/// output than the reference quantizers' weights run by transformers in bf16 (x1.1;
+/// `tests/fixtures/quant/text_encoder_f32_new_layout.json`, `tools/fixtures/gen_quant_text_encoder.py`).
+#[test]
+fn quantized_encoders_are_as_close_as_the_references() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/quant/text_encoder_f32_new_layout.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("reference errors")).expect("json");
+    let dir = common::materialize("f32_new_layout");
+    for name in ["qfloat8", "float8", "qint8", "int8", "uint4"] {
+        let qtype = flux2_ops::quant::QType::parse(name).expect("supported");
+        let report =
+            parity_check::check_quantized::<B>(dir.path(), DType::BF16, Some(qtype), &Default::default()).unwrap();
+        let theirs = reference["rel_err"][name].as_f64().expect("reference error");
+        println!("{name}: rel_err {:.4e} (reference quantizer in transformers {theirs:.4e})", report.rel_err);
+        assert_eq!(report.token_mismatch, None);
+        assert!(report.rel_err <= 1.1 * theirs, "{name}: {} vs the reference's {theirs}", report.rel_err);
+    }
+}

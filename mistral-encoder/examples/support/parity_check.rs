@@ -40,6 +40,16 @@ pub fn read_prompts(dir: &Path) -> Result<PromptsFile, String> {
 
 /// Encodes the fixture's prompts with `dtype` compute and compares with `expected.safetensors`.
 pub fn check<B: Backend>(dir: &Path, dtype: DType, device: &B::Device) -> Result<ParityReport, String> {
+    check_quantized::<B>(dir, dtype, None, device)
+}
+
+/// [`check`] with the decoder layers' Linears stored as `quantize`.
+pub fn check_quantized<B: Backend>(
+    dir: &Path,
+    dtype: DType,
+    quantize: Option<flux2_ops::quant::QType>,
+    device: &B::Device,
+) -> Result<ParityReport, String> {
     let prompts = read_prompts(dir)?;
     let config = mistral_encoder::MistralConfig::from_file(&dir.join("text_encoder").join("config.json"))
         .map_err(|e| e.to_string())?;
@@ -61,7 +71,7 @@ pub fn check<B: Backend>(dir: &Path, dtype: DType, device: &B::Device) -> Result
         hidden_states_layers: layers,
         system_message: SYSTEM_MESSAGE.to_string(),
         dtype: Some(dtype),
-        quantize: None,
+        quantize,
     };
     let encoder = MistralEncoder::<B>::from_flux2_dir(dir, options, device).map_err(|e| e.to_string())?;
     let ours = encoder.encode(&prompts.prompts).map_err(|e| e.to_string())?;
