@@ -116,17 +116,14 @@ fn base_job_is_valid() {
 }
 
 /// The job as ai-toolkit's UI saves it for FLUX.2 (our copy in its schema) parses unchanged: every key
-/// is known, every value has the right type, its quantization (qfloat8 for both models) is read; what
-/// stops it is exactly the one memory option not implemented yet (low_vram). With that off it resolves
-/// to the UI's settings.
+/// is known, every value has the right type, its quantization (qfloat8 for both models) and low_vram
+/// are read, nothing stops it, and it resolves to the UI's settings.
 #[test]
 fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     let path = jobs_dir().join("ai_toolkit_flux2_ui.yaml");
     let report = check_job(&path).unwrap();
     assert_eq!(paths(&report, Severity::Warning), Vec::<String>::new(), "{:#?}", report.diagnostics);
-    assert_eq!(paths(&report, Severity::Error), ["config.process[0].model.low_vram"]);
-    let shown = report.of(Severity::Error).next().unwrap().to_string();
-    assert!(shown.starts_with("error: config.process[0].model.low_vram: true is not supported yet"), "{shown}");
+    assert_eq!(paths(&report, Severity::Error), Vec::<String>::new(), "{:#?}", report.diagnostics);
     // Recognised keys without effect are notes with reasons, not warnings.
     let notes = paths(&report, Severity::Note);
     for key in ["sqlite_db_path", "network.conv", "train.bypass_guidance_embedding", "save.save_format"] {
@@ -139,9 +136,9 @@ fn ai_toolkit_ui_flux2_job_parses_unchanged() {
     assert_eq!(p.sample.samples.len(), 4);
 
     let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replace("low_vram: true", "low_vram: false");
     let job = load_job_str(&text, JobFormat::Yaml, "ui").unwrap();
     let plan = &job.plan;
+    assert!(plan.model.low_vram);
     let qfloat8 = Some(flux2_ops::quant::QType::QFloat8);
     assert_eq!((plan.model.quantize, plan.model.quantize_te), (qfloat8, qfloat8));
     // An unsupported qtype is one error naming the key and the supported list; qtype_te absent: qtype.
@@ -291,7 +288,7 @@ fn unknown_keys_become_warnings_with_full_paths() {
 fn unsupported_keys_error_with_their_path_only_when_set() {
     // At their ai-toolkit defaults they are accepted silently.
     let quiet = check(&job_with(&[
-        ("config.process[0].model.low_vram", "false"),
+        ("config.process[0].model.layer_offloading", "false"),
         ("config.process[0].datasets[0].mask_path", "null"),
         ("config.process[0].datasets[0].controls", "[]"),
         ("config.process[0].datasets[0].num_frames", "1"),
@@ -303,7 +300,7 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
     assert_eq!(paths(&quiet, Severity::Warning), Vec::<String>::new());
 
     let loud = check(&job_with(&[
-        ("config.process[0].model.low_vram", "true"),
+        ("config.process[0].model.layer_offloading", "true"),
         ("config.process[0].datasets[0].mask_path", "masks/"),
         ("config.process[0].datasets[0].num_frames", "16"),
         ("config.process[0].train.noise_multiplier", "1.1"),
@@ -315,8 +312,8 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
     ]));
     assert!(loud.plan.is_none());
     assert_eq!(
-        error_at(&loud, "config.process[0].model.low_vram"),
-        "true is not supported yet (models are not parked in CPU memory between uses; see docs/user-guide.md)"
+        error_at(&loud, "config.process[0].model.layer_offloading"),
+        "true is not supported yet (layer offloading to CPU memory is not implemented; see docs/user-guide.md)"
     );
     assert!(
         error_at(&loud, "config.process[0].datasets[0].mask_path")

@@ -152,7 +152,7 @@ pub static KEYS: &[KeySpec] = &[
     sup("config.process[].model.qtype_te"),
     ign("config.process[].model.quantize_kwargs", "only used with quantize"),
     uns("config.process[].model.accuracy_recovery_adapter", Empty, "only used with quantize"),
-    uns("config.process[].model.low_vram", False, "models are not parked in CPU memory between uses"),
+    sup("config.process[].model.low_vram"),
     uns("config.process[].model.layer_offloading", False, "layer offloading to CPU memory is not implemented"),
     uns("config.process[].model.auto_memory", False, "layer offloading to CPU memory is not implemented"),
     ign("config.process[].model.layer_offloading_transformer_percent", "only used with layer_offloading"),

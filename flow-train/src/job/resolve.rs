@@ -119,6 +119,9 @@ pub struct ModelPlan {
     pub random_weights: Option<u64>,
     /// Quantized transformer Linears (`quantize` + `qtype`).
     pub quantize: Option<QType>,
+    /// `low_vram`: the VAE is on the device only while it works (dropped and re-read in between); the
+    /// text encoder is freed after encoding the captions in any case.
+    pub low_vram: bool,
     /// Quantized text-encoder Linears (`quantize_te` + `qtype_te`, else `qtype`).
     pub quantize_te: Option<QType>,
 }
@@ -486,6 +489,7 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
             random_weights: None,
             quantize,
             quantize_te,
+            low_vram: p.model.low_vram,
         },
         lora,
         save: SavePlan {

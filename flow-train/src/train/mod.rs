@@ -20,6 +20,7 @@ pub mod prompt_cache;
 pub mod run_lock;
 pub mod step;
 pub mod trainer;
+pub mod vae_slot;
 
 pub use step::{LossOptions, StepLosses, TRAIN_GUIDANCE, TrainBatch, batch_loss};
 pub use trainer::{ADAPTER, RunOptions, TrainModels, TrainSummary, total_updates, train};

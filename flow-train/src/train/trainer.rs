@@ -21,13 +21,14 @@ use mistral_encoder::MistralEncoder;
 
 use super::checkpoint::{self, StateFile, TrainingState};
 use super::clip::clip_grad_norm;
-use super::encoders::{PromptBank, VaeLatents, from_cached};
+use super::encoders::{PromptBank, from_cached};
 use super::loss_log::{LossLog, LossRecord};
 use super::plot::write_plot;
 use super::previews::{self, PreparedPrompt};
 use super::prompt_cache::{self, PromptDisk};
 use super::run_lock;
 use super::step::{LossOptions, StepLosses, TrainBatch, batch_loss};
+use super::vae_slot::{SlotLatents, VaeLoader, VaeSlot};
 use crate::error::{Error, Result};
 use crate::job::{ImageFormat, LoadedJob, TextEncoderPlan, TrainJob};
 use crate::optim::{Optimizer, OptimizerState, build_optimizer};
@@ -60,6 +61,8 @@ pub struct TrainModels<B: AutodiffBackend> {
     /// With cached text embeddings the encoder is not loaded at start: where to load it from when a
     /// caption is missing from the disk cache.
     deferred_text_encoder: Option<(ModelFiles, PipelineOptions)>,
+    /// `model.low_vram`: where to re-read the VAE from after dropping it between uses.
+    parked_vae: Option<(ModelFiles, PipelineOptions)>,
     device: B::Device,
 }
 
@@ -100,6 +103,7 @@ impl<B: AutodiffBackend> TrainModels<B> {
             dtype: options.dtype,
             quantize: options.quantize,
             deferred_text_encoder: defer.then(|| (files.clone(), options.clone())),
+            parked_vae: plan.model.low_vram.then(|| (files.clone(), options.clone())),
             device: device.clone(),
         })
     }
@@ -149,6 +153,8 @@ pub struct TrainSummary {
     pub items: u64,
     /// Whether the text encoder was loaded: false when every caption came from the disk cache.
     pub text_encoder_loaded: bool,
+    /// Times the VAE was re-read after being dropped (`model.low_vram`; 0 otherwise).
+    pub vae_reloads: u32,
     /// This process trained no step but completed the final save (LoRA, samples, pruning) of a run
     /// that stopped inside it.
     pub completed_final: bool,
@@ -200,7 +206,7 @@ fn bar(total: u64, visible: bool, template: &str) -> indicatif::ProgressBar {
 struct Data<'a, B: AutodiffBackend> {
     set: &'a DatasetSet,
     caches: &'a Caches,
-    vae: &'a Vae<B::InnerBackend>,
+    vae: &'a VaeSlot<B::InnerBackend>,
     vae_identity: String,
     bank: PromptBank<B::InnerBackend>,
     /// The current epoch's batches of the main stream, and of the regularization stream if any.
@@ -223,7 +229,7 @@ impl<'a, B: AutodiffBackend> Data<'a, B> {
         plan: &TrainJob,
         set: &'a DatasetSet,
         caches: &'a Caches,
-        vae: &'a Vae<B::InnerBackend>,
+        vae: &'a VaeSlot<B::InnerBackend>,
         vae_identity: String,
         bank: PromptBank<B::InnerBackend>,
         seed: u64,
@@ -273,7 +279,7 @@ impl<'a, B: AutodiffBackend> Data<'a, B> {
 
     fn train_batch(&mut self, n: u64, device: &B::Device, dop: bool) -> Result<TrainBatch<B>> {
         let (batch, is_reg) = self.batch(n)?;
-        let encoder = VaeLatents { vae: self.vae, device: device.clone(), identity: self.vae_identity.clone() };
+        let encoder = SlotLatents { slot: self.vae, device: device.clone(), identity: self.vae_identity.clone() };
         let dataset = self.set.dataset(batch.dataset)?;
         let multiplier = dataset.config().loss_multiplier * if is_reg { self.reg_weight } else { 1.0 };
         let mut latents = Vec::new();
@@ -332,14 +338,25 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let output = plan.output_dir.clone();
     let _lock = open_output(job)?;
     let seed = seed_of(plan, &output);
-    let TrainModels { transformer, vae, text_encoder, identity, dtype, quantize, deferred_text_encoder, device } =
-        models;
+    let TrainModels {
+        transformer,
+        vae,
+        text_encoder,
+        identity,
+        dtype,
+        quantize,
+        deferred_text_encoder,
+        parked_vae,
+        device,
+    } = models;
 
     // ---- setup: datasets, latent cache, prompt embeddings, the transformer ----
     let set = load_datasets(plan, seed)?;
     let caches = Caches::new(CacheOptions { show_progress: options.progress, ..CacheOptions::default() });
     let vae_identity = format!("{identity} vae");
-    caches.build_latents(&set, &VaeLatents { vae: &vae, device: device.clone(), identity: vae_identity.clone() })?;
+    let vae = vae_slot::<B>(vae, parked_vae, &device);
+    caches.build_latents(&set, &SlotLatents { slot: &vae, device: device.clone(), identity: vae_identity.clone() })?;
+    vae.park();
     let sample_prompts = sample_prompt_texts(plan);
     let mut bank = prompt_bank::<B>(&set, &transformer.config, text_encoder, deferred_text_encoder, identity, &device)?;
     encode_captions_ahead::<B::InnerBackend>(plan, &set, &mut bank, &sample_prompts, options.progress, &device)?;
@@ -436,6 +453,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         seconds: started.elapsed().as_secs_f64(),
         interrupted: !finished,
         text_encoder_loaded,
+        vae_reloads: vae.reloads(),
         items,
     })
 }
@@ -473,6 +491,23 @@ fn sample_prompt_texts(plan: &TrainJob) -> Vec<String> {
 /// Setup: unless captions are encoded as they are drawn, every caption a step can draw, its DOP class
 /// variant and the sample prompts are encoded now and the text encoder is freed, so its memory is back
 /// before the transformer's weights arrive (the two largest models never share the device).
+/// The run's VAE: parked between uses with `model.low_vram` (then re-read with the pipeline's options).
+fn vae_slot<B: AutodiffBackend>(
+    vae: Vae<B::InnerBackend>,
+    parked: Option<(ModelFiles, PipelineOptions)>,
+    device: &B::Device,
+) -> VaeSlot<B::InnerBackend> {
+    let park = parked.is_some();
+    let load: VaeLoader<B::InnerBackend> = match parked {
+        Some((files, options)) => {
+            let device = device.clone();
+            Box::new(move || options_vae::<B::InnerBackend>(&files, &options, &device))
+        }
+        None => Box::new(|| Err(Error::Invalid("the VAE was dropped without `model.low_vram`".into()))),
+    };
+    VaeSlot::new(vae, load, park, device.clone())
+}
+
 /// The caption embeddings' source: with cached text embeddings, a bank on the first caching dataset's
 /// `_t_e_cache/prompts` that loads the encoder only on a miss; otherwise the encoder loaded at start.
 fn prompt_bank<B: AutodiffBackend>(
@@ -635,6 +670,21 @@ impl<B: AutodiffBackend> Run<B> {
             human_bytes(state),
             state as f64 / params.max(1) as f64,
         );
+        let m = &plan.model;
+        if m.quantize.is_some() || m.quantize_te.is_some() || m.low_vram {
+            let q =
+                |q: Option<flux2_ops::quant::QType>| q.map_or_else(|| "not quantized".to_string(), |q| q.to_string());
+            eprintln!(
+                "memory: transformer {}, text encoder {}; {}",
+                q(m.quantize),
+                q(m.quantize_te),
+                if m.low_vram {
+                    "low_vram: the VAE is on the device only while it caches latents or renders previews (dropped and re-read from its file in between); the text encoder is freed after encoding captions"
+                } else {
+                    "the VAE stays on the device"
+                }
+            );
+        }
     }
 
     /// Step: one optimizer update (`train:` panel): the accumulated batches' losses and gradients
@@ -827,7 +877,7 @@ impl Checkpoints<'_> {
 /// show what a save would hold (the EMA weights when EMA is on).
 struct Previews<'a, B: AutodiffBackend> {
     prompts: Vec<PreparedPrompt<B::InnerBackend>>,
-    vae: &'a Vae<B::InnerBackend>,
+    vae: &'a VaeSlot<B::InnerBackend>,
     dir: PathBuf,
     format: ImageFormat,
     progress: bool,
@@ -840,7 +890,7 @@ impl<'a, B: AutodiffBackend> Previews<'a, B> {
         plan: &TrainJob,
         bank: &mut PromptBank<B::InnerBackend>,
         texts: &[String],
-        vae: &'a Vae<B::InnerBackend>,
+        vae: &'a VaeSlot<B::InnerBackend>,
         progress: bool,
         device: &B::Device,
     ) -> Result<Self> {
@@ -865,9 +915,12 @@ impl<'a, B: AutodiffBackend> Previews<'a, B> {
         crate::out_of_memory::set_phase(format!("sampling previews at step {step}"));
         let pb = bar(self.prompts.len() as u64, self.progress, "sampling {bar:30} {pos}/{len} eta {eta}");
         let inner = run.with_saved_weights(|m| m.valid())?;
-        previews::render(&inner, self.vae, &run.adapter, &self.prompts, &self.dir, step, self.format, |i, _| {
-            pb.set_position(i as u64)
-        })?;
+        self.vae.with(|vae| {
+            previews::render(&inner, vae, &run.adapter, &self.prompts, &self.dir, step, self.format, |i, _| {
+                pb.set_position(i as u64)
+            })
+        })??;
+        self.vae.park();
         pb.finish_and_clear();
         Ok(())
     }
