@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `HF_HUB_CACHE` | the cache folder (default `$HF_HOME/hub`, else `~/.cache/huggingface/hub`) |
 //! | `HF_HOME` | parent of the default cache and of the stored `token` file |
-//! | `HF_TOKEN` | access token for gated/private repositories (FLUX.2 [dev] is gated); else the stored token |
+//! | `HF_TOKEN` | access token for gated/private repositories (FLUX.2 [dev] is gated); else `HF_TOKEN=` in a `.env` file of the working folder (as ai-toolkit reads one); else the stored token. Never printed (`Debug` shows `<set>`) |
 //! | `HF_HUB_OFFLINE` | `1`/`true`/`yes`/`on`: never touch the network; every needed file must be cached |
 //! | `HF_ENDPOINT` | another Hub endpoint (a mirror) |
 //!
@@ -26,7 +26,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use crate::error::{Error, Result};
 
 /// Where and how to reach the Hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HubOptions {
     /// The Hub cache folder; `None` means no cache could be located (no `HF_HUB_CACHE`, `HF_HOME` or home
     /// folder), which only matters when a repository id is given.
@@ -53,7 +53,57 @@ impl HubOptions {
             });
         let offline = var("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        Self { cache_dir, token: var("HF_TOKEN"), offline, endpoint: var("HF_ENDPOINT") }
+        let token = var("HF_TOKEN").or_else(|| token_from_dotenv(Path::new(".env")));
+        Self { cache_dir, token, offline, endpoint: var("HF_ENDPOINT") }
+    }
+}
+
+/// The token is a secret: debug output (job dumps, error reports) says only whether one is set.
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("cache_dir", &self.cache_dir)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("offline", &self.offline)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// `HF_TOKEN` from a dotenv file (`KEY=value` lines, optional `export `, quotes, `#` comments), as
+/// ai-toolkit loads one from its working folder; the environment takes precedence over it.
+fn token_from_dotenv(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line.split_once('=')?;
+        if key.trim() != "HF_TOKEN" {
+            return None;
+        }
+        let value = value.trim();
+        let value = value.split_once(" #").map_or(value, |(v, _)| v).trim();
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        (!value.is_empty()).then(|| value.to_string())
+    })
+}
+
+#[cfg(test)]
+mod dotenv_tests {
+    use super::{HubOptions, token_from_dotenv};
+
+    #[test]
+    fn dotenv_tokens_are_read_and_never_printed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "# comment\nOTHER=1\nexport HF_TOKEN=\"hf_secret\" # mine\n").expect("write");
+        assert_eq!(token_from_dotenv(&path).as_deref(), Some("hf_secret"));
+        std::fs::write(&path, "HF_TOKEN=\n").expect("write");
+        assert_eq!(token_from_dotenv(&path), None, "empty value");
+        assert_eq!(token_from_dotenv(&dir.path().join("missing")), None);
+        let options = HubOptions { cache_dir: None, token: Some("hf_secret".into()), offline: false, endpoint: None };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("hf_secret") && shown.contains("<set>"), "{shown}");
     }
 }
 
