@@ -13,8 +13,8 @@ use crate::quant::{QType, QuantizedWeight};
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
-    /// [out_features, in_features]; an empty [0, in_features] placeholder of the compute dtype while
-    /// `quantized` holds the base.
+    /// [out_features, in_features]; a one-element placeholder of the compute dtype while `quantized`
+    /// holds the base.
     pub weight: Param<Tensor<B, 2>>,
     /// The frozen base in quantized form ([`crate::quant`]), when the layer was quantized.
     pub quantized: Option<QuantizedWeight<B>>,
@@ -58,9 +58,10 @@ impl<B: Backend> Linear<B> {
             return Err("a trained weight cannot be quantized (quantized bases are frozen)".into());
         }
         let weight = self.weight.val();
-        let (dtype, device, inp) = (weight.dtype(), weight.device(), weight.dims()[1]);
+        let (dtype, device) = (weight.dtype(), weight.device());
         let quantized = QuantizedWeight::quantize(weight, qtype);
-        let placeholder = Tensor::zeros([0, inp], (&device, dtype));
+        // One element, not [0, in]: a zero-size fill is an invalid (zero-grid) kernel launch on CUDA.
+        let placeholder = Tensor::zeros([1, 1], (&device, dtype));
         Ok(Self {
             weight: Param::from_tensor(placeholder).set_require_grad(false),
             quantized: Some(quantized),

@@ -67,7 +67,7 @@ fn a_quantized_base_trains_its_adapters_like_the_dequantized_dense_layer() {
     for qtype in [QType::QFloat8, QType::Int8, QType::UInt(4)] {
         let quantized = linear::<AD>(&w, out, inp, rank).quantize(qtype).expect("frozen base");
         assert_eq!((quantized.out_features(), quantized.in_features()), (out, inp));
-        assert_eq!(quantized.weight.val().dims(), [0, inp], "the dense weight is freed");
+        assert_eq!(quantized.weight.val().dims(), [1, 1], "the dense weight is freed");
         // The dense twin holds exactly the dequantized base.
         let base: Vec<f32> = quantized.base_weight().into_data().to_vec().expect("f32");
         let dense = linear::<AD>(&base, out, inp, rank);
