@@ -59,7 +59,7 @@ impl<B: Backend> Linear<B> {
         }
         let weight = self.weight.val();
         let (dtype, device) = (weight.dtype(), weight.device());
-        let quantized = QuantizedWeight::quantize(weight, qtype);
+        let quantized = QuantizedWeight::quantize(weight, qtype)?;
         // One element, not [0, in]: a zero-size fill is an invalid (zero-grid) kernel launch on CUDA.
         let placeholder = Tensor::zeros([1, 1], (&device, dtype));
         Ok(Self {

@@ -53,8 +53,9 @@ impl<B: Backend> QuantizedWeight<B> {
     }
 
     /// Quantizes `weight` [out, in] (read back to the host one layer at a time) to `qtype`, with the
-    /// arithmetic of the weight's dtype.
-    pub fn quantize(weight: Tensor<B, 2>, qtype: QType) -> Self {
+    /// arithmetic of the weight's dtype. A failed read-back (a device error) is an error, not a
+    /// silently empty weight.
+    pub fn quantize(weight: Tensor<B, 2>, qtype: QType) -> Result<Self, String> {
         let dtype = weight.dtype();
         let device = weight.device();
         let [out, inp] = weight.dims();
@@ -63,9 +64,10 @@ impl<B: Backend> QuantizedWeight<B> {
             DType::F16 => super::Arith::F16,
             _ => super::Arith::F32,
         };
-        let values: Vec<f32> = weight.cast(DType::F32).into_data().to_vec().unwrap_or_default();
+        let data = weight.cast(DType::F32).try_into_data().map_err(|e| format!("reading the weight back: {e:?}"))?;
+        let values: Vec<f32> = data.to_vec().map_err(|e| format!("reading the weight back: {e:?}"))?;
         let host = super::quantize(&values, [out, inp], qtype, arith);
-        Self::from_host(&host, dtype, &device)
+        Ok(Self::from_host(&host, dtype, &device))
     }
 
     /// The code values as floats [out, in]: fp8 codes decoded, int8 codes signed, unsigned as stored.
