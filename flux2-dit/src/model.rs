@@ -13,7 +13,7 @@ use crate::position_ids::PositionIds;
 use crate::rope::RopeTable;
 use crate::single_block::SingleBlock;
 use crate::weight_source::WeightSource;
-use flux2_ops::quant::QType;
+use flux2_ops::quant::{QType, QuantizedWeight};
 use flux2_ops::{Linear, all_finite};
 
 /// Output head: adaptive LayerNorm from the timestep embedding, then the projection to latent channels.
@@ -52,6 +52,11 @@ pub struct Flux2Transformer<B: Backend> {
 /// Where the builder's tensors come from.
 trait Provide<B: Backend> {
     fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>>;
+    /// The Linear `module` when the source stores it pre-quantized (float8 files).
+    fn float8_linear(&mut self, module: &str, shape: [usize; 2]) -> Result<Option<Linear<B>>> {
+        let _ = (module, shape);
+        Ok(None)
+    }
     fn finish(&mut self) -> Result<()>;
 }
 
@@ -72,6 +77,11 @@ impl<B: Backend, S: WeightSource> Provide<B> for FromSource<'_, B, S> {
             return Err(crate::Error::NonFinite { key: name.into(), origin: self.source.origin(name) });
         }
         Ok(tensor)
+    }
+    fn float8_linear(&mut self, module: &str, shape: [usize; 2]) -> Result<Option<Linear<B>>> {
+        Ok(self.source.take_float8(module, shape)?.map(|host| {
+            Linear::from_quantized(QuantizedWeight::from_host(&host, self.dtype, self.device), self.dtype, self.device)
+        }))
     }
     fn finish(&mut self) -> Result<()> {
         self.source.finish()
@@ -112,6 +122,10 @@ impl<B: Backend, P: Provide<B>> Builder<B, P> {
     }
 
     fn linear(&mut self, module: &str, out_features: usize, in_features: usize) -> Result<Linear<B>> {
+        // A layer the checkpoint holds in float8 stays as stored (re-quantizing it would only lose more).
+        if let Some(layer) = self.source.float8_linear(module, [out_features, in_features])? {
+            return Ok(layer);
+        }
         let layer = Linear::new(self.tensor(&format!("{module}.weight"), [out_features, in_features])?);
         match self.quantize {
             Some(qtype) => layer

@@ -13,7 +13,7 @@ use flux2_ops::{PendingTensor, write_safetensors};
 
 fn pending<'a, B: Backend, const D: usize>(name: String, tensor: Tensor<B, D>, dtype: DType) -> PendingTensor<'a> {
     let shape = tensor.shape().dims::<D>().to_vec();
-    PendingTensor { name, dtype, shape, data: Box::new(move || tensor.into_data()) }
+    PendingTensor { name, dtype, shape, float8: false, data: Box::new(move || tensor.into_data()) }
 }
 
 /// The model's tensors under `layout` names, in `dtype`, as lazy writes.

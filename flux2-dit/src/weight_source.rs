@@ -4,6 +4,7 @@
 use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
+use flux2_ops::quant::{HostQuantized, float8_file};
 use flux2_ops::{Rng, TensorStore};
 
 use crate::key_map::{Rows, diffusers_sources};
@@ -12,6 +13,13 @@ pub trait WeightSource {
     /// Host data for the parameter `name` (BFL naming, e.g. `double_blocks.0.img_attn.qkv.weight`) with
     /// exactly `shape`, converted to `dtype`.
     fn take(&mut self, name: &str, shape: &[usize], dtype: DType) -> Result<TensorData>;
+
+    /// The Linear `module` ([out, in] = `shape`) when the checkpoint stores it as float8 codes with a
+    /// scale (a ComfyUI-style fp8 file, [`flux2_ops::quant::float8_file`]); `None` for a dense weight.
+    fn take_float8(&mut self, module: &str, shape: [usize; 2]) -> Result<Option<HostQuantized>> {
+        let _ = (module, shape);
+        Ok(None)
+    }
 
     /// Where parameter `name` comes from, for errors (the checkpoint file).
     fn origin(&self, name: &str) -> String {
@@ -97,6 +105,14 @@ impl WeightSource for StoreSource {
         }
     }
 
+    fn take_float8(&mut self, module: &str, shape: [usize; 2]) -> Result<Option<HostQuantized>> {
+        let module = format!("{}{module}", self.prefix);
+        if self.layout != Layout::Bfl || !float8_file::is_float8(&self.store, &module) {
+            return Ok(None);
+        }
+        Ok(Some(float8_file::read_linear(&self.store, &module, shape)?))
+    }
+
     fn origin(&self, name: &str) -> String {
         let key = match self.layout {
             Layout::Bfl => format!("{}{name}", self.prefix),
@@ -112,7 +128,8 @@ impl WeightSource for StoreSource {
         if !self.strict {
             return Ok(());
         }
-        let unused = self.store.unused_keys();
+        let unused: Vec<String> =
+            self.store.unused_keys().into_iter().filter(|k| !float8_file::is_format_marker(k)).collect();
         if unused.is_empty() {
             return Ok(());
         }

@@ -60,13 +60,18 @@ impl<B: Backend> Linear<B> {
         let weight = self.weight.val();
         let (dtype, device) = (weight.dtype(), weight.device());
         let quantized = QuantizedWeight::quantize(weight, qtype)?;
+        Ok(Self { adapters: self.adapters, ..Self::from_quantized(quantized, dtype, &device) })
+    }
+
+    /// A frozen layer over an already quantized base (a pre-quantized checkpoint's), computing in `dtype`.
+    pub fn from_quantized(quantized: QuantizedWeight<B>, dtype: DType, device: &B::Device) -> Self {
         // One element, not [0, in]: a zero-size fill is an invalid (zero-grid) kernel launch on CUDA.
-        let placeholder = Tensor::zeros([1, 1], (&device, dtype));
-        Ok(Self {
+        let placeholder = Tensor::zeros([1, 1], (device, dtype));
+        Self {
             weight: Param::from_tensor(placeholder).set_require_grad(false),
             quantized: Some(quantized),
-            adapters: self.adapters,
-        })
+            adapters: Vec::new(),
+        }
     }
 
     /// The dense base weight [out, in]: the stored one, or the quantized base dequantized (a fresh

@@ -319,6 +319,14 @@ impl TensorStore {
         Ok(Tensor::from_data(data, (device, DType::F32)))
     }
 
+    /// Marks `key` used without reading it (a tensor consumed through [`Self::get`], or one a format
+    /// defines and this project does not need); unknown keys are ignored.
+    pub fn mark_used(&self, key: &str) {
+        if self.keys.contains_key(key) {
+            self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string());
+        }
+    }
+
     /// Keys read so far, sorted.
     pub fn used_keys(&self) -> Vec<String> {
         self.used.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()

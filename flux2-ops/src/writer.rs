@@ -16,13 +16,16 @@ pub struct PendingTensor<'a> {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
+    /// `U8` data written as `F8_E4M3` (float8 e4m3fn codes, see [`crate::quant::float8_file`]): Burn has
+    /// no float8 dtype, so the codes travel as bytes.
+    pub float8: bool,
     pub data: Box<dyn FnOnce() -> TensorData + 'a>,
 }
 
 impl PendingTensor<'static> {
     /// A tensor whose host data is already at hand, written as `dtype`.
     pub fn ready(name: impl Into<String>, data: TensorData, dtype: DType) -> Self {
-        Self { name: name.into(), dtype, shape: data.shape.to_vec(), data: Box::new(move || data) }
+        Self { name: name.into(), dtype, shape: data.shape.to_vec(), float8: false, data: Box::new(move || data) }
     }
 }
 
@@ -46,6 +49,18 @@ fn dtype_name(dtype: DType, tensor: &str, path: &Path) -> Result<&'static str> {
     })
 }
 
+fn file_dtype(t: &PendingTensor<'_>, path: &Path) -> Result<&'static str> {
+    match (t.float8, t.dtype) {
+        (false, dtype) => dtype_name(dtype, &t.name, path),
+        (true, DType::U8) => Ok("F8_E4M3"),
+        (true, other) => Err(Error::UnsupportedDtype {
+            key: t.name.clone(),
+            file: path.to_path_buf(),
+            dtype: format!("{other:?} (float8 codes are written from U8 data)"),
+        }),
+    }
+}
+
 /// Writes `tensors` (in the given order) and `metadata` (the header's `__metadata__`) to `path`.
 pub fn write_safetensors(
     path: &Path,
@@ -61,7 +76,7 @@ pub fn write_safetensors(
         let len = t.shape.iter().product::<usize>() * t.dtype.size();
         header.insert(
             t.name.clone(),
-            serde_json::json!({"dtype": dtype_name(t.dtype, &t.name, path)?, "shape": t.shape, "data_offsets": [offset, offset + len]}),
+            serde_json::json!({"dtype": file_dtype(t, path)?, "shape": t.shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len;
     }

@@ -14,7 +14,7 @@
 use burn::module::Param;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flux2_ops::TensorStore;
-use flux2_ops::quant::QType;
+use flux2_ops::quant::{QType, QuantizedWeight, float8_file};
 
 use crate::attention::Attention;
 use crate::config::MistralConfig;
@@ -78,12 +78,41 @@ pub trait TensorSource {
         dtype: DType,
         device: &B::Device,
     ) -> Result<Tensor<B, D>>;
+
+    /// The Linear whose weight is `key` when the checkpoint stores it as float8 codes with a scale
+    /// (ComfyUI's `mistral_3_small_flux2_fp8.safetensors`, [`flux2_ops::quant::float8_file`]); `None` for
+    /// a dense weight.
+    fn float8_linear<B: Backend>(
+        &mut self,
+        key: &str,
+        shape: [usize; 2],
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Option<Linear<B>>> {
+        let _ = (key, shape, dtype, device);
+        Ok(None)
+    }
 }
 
 /// Reads weights from a checkpoint: the stored shape is checked against `expected` (`why` names the
 /// config fields it comes from), and every weight is checked for NaN/Inf, which would otherwise give
 /// NaN prompt embeddings and a training error blaming the learning rate.
 impl TensorSource for TensorStore {
+    fn float8_linear<B: Backend>(
+        &mut self,
+        key: &str,
+        shape: [usize; 2],
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Option<Linear<B>>> {
+        let module = key.strip_suffix(".weight").unwrap_or(key);
+        if !float8_file::is_float8(self, module) {
+            return Ok(None);
+        }
+        let host = float8_file::read_linear(self, module, shape)?;
+        Ok(Some(Linear::from_quantized(QuantizedWeight::from_host(&host, dtype, device), dtype, device)))
+    }
+
     fn tensor<B: Backend, const D: usize>(
         &mut self,
         key: &str,
@@ -157,6 +186,10 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
         let p = format!("{prefix}layers.{n}.");
         let mut linear = |name: &str, shape: [usize; 2], why: &str| -> Result<Linear<B>> {
             let key = format!("{p}{name}.weight");
+            // A layer the checkpoint holds in float8 stays as stored (re-quantizing would only lose more).
+            if let Some(layer) = store.float8_linear::<B>(&key, shape, dtype, device)? {
+                return Ok(layer);
+            }
             let layer = Linear::new(store.tensor::<B, 2>(&key, shape, why, dtype, device)?);
             match plan.quantize {
                 Some(qtype) => layer.quantize(qtype).map_err(|e| Error::Invalid(format!("`{key}`: {e}"))),

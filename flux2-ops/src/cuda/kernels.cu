@@ -1,4 +1,4 @@
-// Kernels of flux2-dit's CUDA attention (src/cuda/attention.rs), compiled at run time with NVRTC.
+// Kernels of flux2-ops's CUDA paths (src/cuda/attention.rs, src/cuda/quant.rs), compiled at run time with NVRTC.
 // No headers: bf16 and f16 travel as 16-bit integers and are converted here. Every kernel exists for
 // f32, f16 and bf16 (suffixes _f32, _f16, _bf16); statistics are f32 whatever the storage type.
 typedef unsigned short u16;
@@ -171,3 +171,103 @@ extern "C" __global__ void attention_delta_##SUFFIX(const T* dout, const T* out,
 ALL(f32, float)
 ALL(f16, u16)
 ALL(bf16, u16)
+
+// ---- Quantized base weights (src/cuda/quant.rs; the host twin is src/quant/quantizer.rs) ----
+// Kinds: 0 qfloat8 (quanto), 1 float8 (torchao), 2 qint8 (quanto), 3 int8 (torchao), 4 uintN (torchao uintx).
+
+// x to the nearest float8 e4m3fn code, ties to even, saturating at +-448 (the references clamp first), from
+// the bits; NaN gives the NaN code.
+__device__ __forceinline__ unsigned int e4m3_code(float x) {
+    if (x != x) return 0x7fu;
+    unsigned int sign = (__float_as_uint(x) >> 24) & 0x80u;
+    float a = fminf(fabsf(x), 448.0f);
+    if (a < 0.015625f) return sign | (unsigned int)__float2int_rn(a * 512.0f);  // subnormals: k * 2^-9
+    unsigned int b = __float_as_uint(a);
+    int e = (int)(b >> 23) - 127;                  // -6 ..= 8
+    unsigned int keep = (b & 0x7fffffu) >> 20, rest = b & 0xfffffu;
+    if (rest > 0x80000u || (rest == 0x80000u && (keep & 1u))) keep += 1u;
+    if (keep == 8u) { keep = 0u; e += 1; }
+    return sign | ((unsigned int)(e + 7) << 3) | keep;
+}
+// The value of an e4m3fn code; the NaN codes read as 0, as the host dequantization does.
+__device__ __forceinline__ float e4m3_value(unsigned int c) {
+    unsigned int e = (c >> 3) & 15u, m = c & 7u;
+    float mag = (c & 0x7fu) == 0x7fu ? 0.0f
+              : e == 0u ? (float)m * 0.001953125f
+              : __uint_as_float(((e + 120u) << 23) | (m << 20));
+    return (c & 0x80u) ? -mag : mag;
+}
+
+// One block per (group, row) of w [rows, in]: the group's scale (and zero point), then its codes, with every
+// intermediate rounded to the weight's type as PyTorch computes it. Codes are one byte each, or (packed) two
+// per byte, low nibble first. scales / zeros: [rows, groups] f32.
+#define QUANTIZE_ROWS(SUFFIX, T)                                                                       \
+extern "C" __global__ void quantize_rows_##SUFFIX(const T* w, unsigned char* codes, float* scales,     \
+                                                   float* zeros, int in, int group, int groups,        \
+                                                   int kind, int bits, int packed) {                   \
+    int g = blockIdx.x;                                                                                \
+    long long row = blockIdx.y;                                                                        \
+    int start = g * group, len = min(group, in - start);                                               \
+    const T* src = w + row * in + start;                                                               \
+    float amax = 0.0f, mx = 0.0f, mn = 0.0f;                                                           \
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {                                              \
+        float v = load_##SUFFIX(src[i]);                                                               \
+        amax = fmaxf(amax, fabsf(v)); mx = fmaxf(mx, v); mn = fminf(mn, v);                            \
+    }                                                                                                  \
+    amax = block_max(amax); mx = block_max(mx); mn = -block_max(-mn);                                  \
+    const float eps = R_##SUFFIX(1.1920929e-07f);                                                      \
+    float scale, mul = 0.0f, zero = 0.0f, qmax = (float)((1 << bits) - 1);                             \
+    bool divide = false;                                                                               \
+    if (kind == 0)      { scale = R_##SUFFIX(amax / 448.0f); divide = true; }                          \
+    else if (kind == 1) { scale = fmaxf(R_##SUFFIX(amax / 448.0f), eps); }                             \
+    else if (kind == 2) { scale = R_##SUFFIX(amax / 127.0f); divide = true; }                          \
+    else if (kind == 3) { scale = fmaxf(R_##SUFFIX(amax / 127.5f), eps); }                             \
+    else {                                                                                             \
+        scale = fmaxf(R_##SUFFIX(R_##SUFFIX(mx - mn) / qmax), eps);                                    \
+        zero = fminf(fmaxf(-rintf(R_##SUFFIX(mn / scale)), 0.0f), qmax);                               \
+    }                                                                                                  \
+    if (!divide) mul = R_##SUFFIX(1.0f / scale);                                                       \
+    if (threadIdx.x == 0) {                                                                            \
+        scales[row * groups + g] = scale;                                                              \
+        if (kind == 4) zeros[row * groups + g] = zero;                                                 \
+    }                                                                                                  \
+    int step = packed ? 2 : 1;                                                                         \
+    for (int i = threadIdx.x * step; i < len; i += blockDim.x * step) {                                \
+        unsigned int c[2];                                                                             \
+        for (int j = 0; j < step; ++j) {                                                               \
+            float x = load_##SUFFIX(src[i + j]);                                                       \
+            float q = divide ? (scale == 0.0f ? 0.0f : R_##SUFFIX(x / scale)) : R_##SUFFIX(x * mul);  \
+            /* NaN (0 * inf from a float16 1/eps) gives the NaN code / 0, as the host's casts do */   \
+            if (kind <= 1) c[j] = e4m3_code(q);                                                        \
+            else if (kind <= 3) c[j] = q != q ? 0u : (unsigned int)(unsigned char)(signed char)(int)    \
+                                       fminf(fmaxf(rintf(q), -128.0f), 127.0f);                        \
+            else c[j] = (unsigned int)fminf(fmaxf(rintf(q) + zero, 0.0f), qmax);                       \
+        }                                                                                              \
+        if (packed) codes[(row * in + start + i) / 2] = (unsigned char)(c[0] | (c[1] << 4));           \
+        else codes[row * in + start + i] = (unsigned char)c[0];                                        \
+    }                                                                                                  \
+}
+
+// out[r, i] = (code - zero) * scale of its group, in the weight's type; n = rows * in elements, one per
+// thread (grid-stride). scales / zeros: [rows, groups] in the weight's type.
+#define DEQUANTIZE(SUFFIX, T)                                                                          \
+extern "C" __global__ void dequantize_##SUFFIX(const unsigned char* codes, const T* scales,            \
+                                                const T* zeros, T* out, long long n, int in,           \
+                                                int group, int groups, int kind, int packed) {         \
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < n;                    \
+         idx += (long long)gridDim.x * blockDim.x) {                                                   \
+        long long row = idx / in;                                                                      \
+        int col = (int)(idx - row * in);                                                               \
+        unsigned int c = packed ? (codes[idx >> 1] >> ((col & 1) * 4)) & 15u : codes[idx];             \
+        long long g = row * groups + col / group;                                                      \
+        float v = kind <= 1 ? e4m3_value(c) : kind <= 3 ? (float)(signed char)c                        \
+                : (float)c - load_##SUFFIX(zeros[g]);                                                  \
+        out[idx] = store_##SUFFIX(v * load_##SUFFIX(scales[g]));                                       \
+    }                                                                                                  \
+}
+
+#define R_f32(x) (x)
+#define R_f16(x) load_f16(store_f16(x))
+#define R_bf16(x) load_bf16(store_bf16(x))
+QUANTIZE_ROWS(f32, float) QUANTIZE_ROWS(f16, u16) QUANTIZE_ROWS(bf16, u16)
+DEQUANTIZE(f32, float) DEQUANTIZE(f16, u16) DEQUANTIZE(bf16, u16)

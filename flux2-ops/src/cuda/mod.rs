@@ -13,7 +13,9 @@
 //! - [`device`]: per-device context, stream, cuBLAS handle and compiled kernels; device pointers.
 //! - [`gemm`]: strided-batched cuBLAS products on row-major operand descriptions; `matmul` for tensors.
 //! - [`attention`]: the fused attention's forward and backward for [`crate::fused_attention`].
+//! - [`quant`]: quantizing and dequantizing base weights for [`crate::quant::device`].
 
 pub(crate) mod attention;
 pub mod device;
 pub mod gemm;
+pub(crate) mod quant;

@@ -3,6 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{DType, Int, IntDType, Tensor, TensorData, backend::Backend};
 
+use super::device::QuantLayout;
 use super::fp8::e4m3_to_f32;
 use super::qtype::QType;
 use super::quantizer::HostQuantized;
@@ -29,7 +30,7 @@ impl<B: Backend> QuantizedWeight<B> {
     pub fn from_host(q: &HostQuantized, dtype: DType, device: &B::Device) -> Self {
         let [out, inp] = q.shape;
         let groups = inp.div_ceil(q.group);
-        let packed = q.qtype.bits() <= 4 && inp % 2 == 0;
+        let packed = QuantLayout::new(q.qtype, out, inp).packed;
         let codes = if packed {
             let bytes: Vec<u8> = q.codes.chunks_exact(2).map(|p| p[0] | (p[1] << 4)).collect();
             TensorData::new(bytes, [out, inp / 2])
@@ -52,13 +53,26 @@ impl<B: Backend> QuantizedWeight<B> {
         }
     }
 
-    /// Quantizes `weight` [out, in] (read back to the host one layer at a time) to `qtype`, with the
-    /// arithmetic of the weight's dtype. A failed read-back (a device error) is an error, not a
+    /// Quantizes `weight` [out, in] to `qtype` with the arithmetic of the weight's dtype: on the device
+    /// where the backend has kernels for it ([`super::device`]), else read back to the host one layer at
+    /// a time. A failed read-back (a device error) is an error, not a
     /// silently empty weight.
     pub fn quantize(weight: Tensor<B, 2>, qtype: QType) -> Result<Self, String> {
         let dtype = weight.dtype();
         let device = weight.device();
         let [out, inp] = weight.dims();
+        if let Some((codes, scales, zero_points)) = super::device::quantize(&weight, qtype) {
+            let layout = QuantLayout::new(qtype, out, inp);
+            return Ok(QuantizedWeight {
+                codes,
+                scales,
+                zero_points,
+                qtype,
+                out_features: out,
+                in_features: inp,
+                packed: layout.packed,
+            });
+        }
         let arith = match dtype {
             DType::BF16 => super::Arith::Bf16,
             DType::F16 => super::Arith::F16,
@@ -68,6 +82,11 @@ impl<B: Backend> QuantizedWeight<B> {
         let values: Vec<f32> = data.to_vec().map_err(|e| format!("reading the weight back: {e:?}"))?;
         let host = super::quantize(&values, [out, inp], qtype, arith);
         Ok(Self::from_host(&host, dtype, &device))
+    }
+
+    /// What the dequantizing kernels need to know besides the tensors.
+    pub fn layout(&self) -> QuantLayout {
+        QuantLayout { packed: self.packed, ..QuantLayout::new(self.qtype, self.out_features, self.in_features) }
     }
 
     /// The code values as floats [out, in]: fp8 codes decoded, int8 codes signed, unsigned as stored.
@@ -102,6 +121,11 @@ impl<B: Backend> QuantizedWeight<B> {
     /// The weight [out, in] in `dtype`: `code * scale`, or `(code - zero) * scale` per group. A fresh
     /// tensor of one layer's size, for one product.
     pub fn dequantize(&self, dtype: DType) -> Tensor<B, 2> {
+        let layout = self.layout();
+        if let Some(w) = super::device::dequantize(&self.codes, &self.scales, self.zero_points.as_ref(), layout, dtype)
+        {
+            return w;
+        }
         let (out, inp) = (self.out_features, self.in_features);
         let groups = self.scales.dims()[1];
         let group = inp / groups.max(1);
