@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod quantize_cmd;
 mod sample_cmd;
 mod train_cmd;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Write FLUX.2 [dev]'s pipeline folder with configs and tokenizer but no weights: the model of
     /// a `train --random-weights` rehearsal at the real size.
     Configs(train_cmd::ConfigsArgs),
+    /// Write a bf16 transformer (or text encoder) once as a float8 file in ComfyUI's layout: half the
+    /// bytes to read on every later run, and no quantizing while loading.
+    Quantize(quantize_cmd::QuantizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => train_cmd::run_demo(args),
         Command::Sample(args) => sample_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Configs(args) => train_cmd::run_configs(args),
+        Command::Quantize(args) => quantize_cmd::run(args),
     };
     match result {
         Ok(status) => status,
