@@ -7,7 +7,8 @@
 //! Options: `--small`, `--full` (the whole FLUX.2 [dev]: 8 double + 48 single blocks), `--double N`,
 //! `--single N`, `--img HxW` (image token grid), `--txt N` (text tokens), `--ckpt` (block-level
 //! gradient checkpointing, `flux2_dit::BlockCheckpointing`, what `gradient_checkpointing: true`
-//! selects), `--qtype Q` (quantized base Linears, as `model.quantize`; docs/memory.md),
+//! selects), `--qtype Q` (quantized base Linears, as `model.quantize`; docs/memory.md), `--offload P`
+//! (the first share P of the blocks in host memory, uploaded ahead of use, as `layer_offloading`),
 //! `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32), `--steps N`
 //! (timed, default 12), `--warmup N` (default 3), `--breakdown` (phase timings plus micro-benchmarks
 //! of the step's matmuls, attention and a square matmul ceiling).
@@ -38,7 +39,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
 use flow_train::optim::{AdamW, AdamWSettings, Optimizer};
-use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use flux2_dit::{BaseStorage, BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
 use lora_adapters::{LoraConfig, Targets, inject, trainable};
 
 /// Name of the benchmarked adapter inside the model.
@@ -88,6 +89,8 @@ struct Args {
     ckpt: bool,
     /// Quantized base Linears (`--qtype qfloat8|float8|int8|uint4|...`, as `model.quantize`).
     qtype: Option<flux2_ops::quant::QType>,
+    /// Share of the blocks offloaded to host memory (`--offload 0..1`, as `layer_offloading`).
+    offload: f64,
     device: String,
     dtype: DType,
     steps: usize,
@@ -105,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         txt: None,
         ckpt: false,
         qtype: None,
+        offload: 0.0,
         device: "cuda:0".into(),
         dtype: DType::BF16,
         steps: 12,
@@ -123,6 +127,7 @@ fn parse_args() -> Result<Args, String> {
                 let name = value("--qtype")?;
                 args.qtype = Some(flux2_ops::quant::QType::parse(&name).map_err(|e| format!("--qtype: {e}"))?);
             }
+            "--offload" => args.offload = value("--offload")?.parse().map_err(|e| format!("--offload: {e}"))?,
             "--double" => args.double = Some(value("--double")?.parse().map_err(|e| format!("--double: {e}"))?),
             "--single" => args.single = Some(value("--single")?.parse().map_err(|e| format!("--single: {e}"))?),
             "--txt" => args.txt = Some(value("--txt")?.parse().map_err(|e| format!("--txt: {e}"))?),
@@ -276,11 +281,12 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let c = &shape.config;
     let t0 = Instant::now();
     flow_train::out_of_memory::set_phase("building the model");
+    let storage = BaseStorage { quantize: args.qtype, offload: args.offload };
     let mut model = if memory.is_some() {
         B::seed(device, 0);
-        Flux2Transformer::<B>::random_on_device_quantized(c, args.dtype, args.qtype, device)
+        Flux2Transformer::<B>::random_on_device_with(c, args.dtype, storage, device)
     } else {
-        Flux2Transformer::<B>::from_source_quantized(c, &mut RandomSource::new(0), args.dtype, args.qtype, device)
+        Flux2Transformer::<B>::from_source_with(c, &mut RandomSource::new(0), args.dtype, storage, device)
     }
     .unwrap_or_else(|e| panic!("building the model: {e}"));
     let lora =
@@ -293,6 +299,17 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         sync::<B>(device);
         let (u, r) = probe();
         println!("memory after building: in use {:.2} GiB, reserved {:.2} GiB", gib(u), gib(r));
+    }
+    if args.offload > 0.0 {
+        let r = model.storage_report();
+        println!(
+            "offload: {} of {} blocks in host memory ({:.2} GiB, pinned={}), {:.2} GiB of Linear weights on the device",
+            r.offloaded_blocks,
+            r.blocks,
+            gib(r.host_bytes),
+            r.pinned,
+            gib(r.device_bytes)
+        );
     }
     println!(
         "model: D={} heads={}x{} F={} double={} single={} tokens={}+{} rank={} dtype={:?} ckpt={} adapted_linears={adapted} lora_params={n_factors} build={:.1}s fused_attention={} registered_gemm={}",

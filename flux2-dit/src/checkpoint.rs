@@ -105,6 +105,7 @@ impl<'m, B: AutodiffBackend> BlockCheckpointing<'m, B> {
         let model = self.model;
         // Leaves are the inputs of the embedding stage's graph only if someone asked for their gradient.
         let inputs_train = hidden_states.is_require_grad() || encoder_hidden_states.is_require_grad();
+        model.prefetch_block(0);
         let (img, txt, cond) = model.embed(hidden_states, encoder_hidden_states, timestep, guidance, rope);
         let stage_trains = inputs_train || model.embed_linears().iter().any(|l| l.trains());
         let cut = if stage_trains {
@@ -123,6 +124,7 @@ impl<'m, B: AutodiffBackend> BlockCheckpointing<'m, B> {
         for (i, block) in model.double_blocks.iter().enumerate() {
             double_inputs.push((img.clone().inner(), txt.clone().inner()));
             self.reseed(dropout, call, i);
+            model.prefetch_block(i + 1);
             (img, txt) = block.clone().no_grad().forward(img, txt, &untracked.img_mods, &untracked.txt_mods, rope);
             self.notify();
         }
@@ -131,6 +133,7 @@ impl<'m, B: AutodiffBackend> BlockCheckpointing<'m, B> {
         for (j, block) in model.single_blocks.iter().enumerate() {
             single_inputs.push(h.clone().inner());
             self.reseed(dropout, call, model.double_blocks.len() + j);
+            model.prefetch_block(model.double_blocks.len() + j + 1);
             h = block.clone().no_grad().forward(h, &untracked.single_mod, rope);
             self.notify();
         }
@@ -233,10 +236,19 @@ impl<B: AutodiffBackend> Flux2Transformer<B> {
         let device = self.device();
         let mut cond_grads = CondGrads::default();
         let leaves = &cond.leaves;
+        let blocks = self.double_blocks.len() + self.single_blocks.len();
+        // Offloaded blocks: the one before is uploaded while this one recomputes and back-propagates.
+        let prefetch_before = |index: usize| {
+            if let Some(previous) = index.checked_sub(1) {
+                self.prefetch_block(previous)
+            }
+        };
+        self.prefetch_block(blocks.saturating_sub(1));
 
         for (j, (block, input)) in self.single_blocks.iter().zip(single_inputs).enumerate().rev() {
             let h = Tensor::<B, 3>::from_inner(input).require_grad();
             reseed::<B>(&device, dropout, seed, call, self.double_blocks.len() + j);
+            prefetch_before(self.double_blocks.len() + j);
             let out = block.forward(h.clone(), &leaves.single_mod, &rope);
             notify();
             let local = (out * Tensor::from_inner(upstream)).sum().backward();
@@ -252,6 +264,7 @@ impl<B: AutodiffBackend> Flux2Transformer<B> {
             let img = Tensor::<B, 3>::from_inner(img_in).require_grad();
             let txt = Tensor::<B, 3>::from_inner(txt_in).require_grad();
             reseed::<B>(&device, dropout, seed, call, i);
+            prefetch_before(i);
             let (img_out, txt_out) = block.forward(img.clone(), txt.clone(), &leaves.img_mods, &leaves.txt_mods, &rope);
             notify();
             let surrogate = (img_out * Tensor::from_inner(img_up)).sum() + (txt_out * Tensor::from_inner(txt_up)).sum();

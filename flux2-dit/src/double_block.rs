@@ -56,6 +56,12 @@ pub struct DoubleBlock<B: Backend> {
 pub type StreamMods<B> = [ModParams<B>; 2];
 
 impl<B: Backend> DoubleBlock<B> {
+    /// The block's eight Linears (image stream, then text stream).
+    pub fn linears(&self) -> [&Linear<B>; 8] {
+        let (i, t) = ((&self.img_attn, &self.img_mlp), (&self.txt_attn, &self.txt_mlp));
+        [&i.0.qkv, &i.0.proj, &i.1.fc_in, &i.1.fc_out, &t.0.qkv, &t.0.proj, &t.1.fc_in, &t.1.fc_out]
+    }
+
     /// Returns updated (image, text) streams. `rope` covers [text; image] tokens.
     pub fn forward(
         &self,

@@ -35,6 +35,7 @@ pub mod position_ids;
 pub mod rope;
 pub mod saver;
 pub mod single_block;
+pub mod storage;
 pub mod weight_source;
 
 pub use checkpoint::BlockCheckpointing;
@@ -46,6 +47,7 @@ pub use model::{Conditioning, Flux2Transformer};
 pub use position_ids::{PositionIds, pack_latents, unpack_latents};
 pub use rope::RopeTable;
 pub use saver::{save_bfl_file, save_diffusers_folder};
+pub use storage::{BaseStorage, StorageReport};
 pub use weight_source::{Layout, RandomSource, StoreSource, WeightSource};
 
 pub use flux2_ops::{AdapterSwitch, Linear, LowRankAdapter, TensorStore, all_finite};

@@ -14,6 +14,7 @@ use crate::config::Flux2Config;
 use crate::error::{Error, Result};
 use crate::key_map::BFL_PREFIXES;
 use crate::model::Flux2Transformer;
+use crate::storage::BaseStorage;
 use crate::weight_source::{Layout, StoreSource};
 use flux2_ops::TensorStore;
 
@@ -86,18 +87,18 @@ impl Checkpoint {
     }
 
     pub fn load<B: Backend>(self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
-        self.load_quantized(dtype, None, device)
+        self.load_with(dtype, BaseStorage::default(), device)
     }
 
-    /// [`Self::load`] with every Linear quantized while it streams in (see
-    /// [`Flux2Transformer::from_source_quantized`]).
-    pub fn load_quantized<B: Backend>(
+    /// [`Self::load`] with the base stored as `storage` says (quantized and/or offloaded Linears, each
+    /// converted while it streams in; see [`Flux2Transformer::from_source_with`]).
+    pub fn load_with<B: Backend>(
         mut self,
         dtype: DType,
-        quantize: Option<flux2_ops::quant::QType>,
+        storage: BaseStorage,
         device: &B::Device,
     ) -> Result<Flux2Transformer<B>> {
-        Flux2Transformer::from_source_quantized(&self.config, &mut self.source, dtype, quantize, device)
+        Flux2Transformer::from_source_with(&self.config, &mut self.source, dtype, storage, device)
     }
 }
 

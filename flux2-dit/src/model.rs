@@ -12,8 +12,9 @@ use crate::norm::{RmsNorm, layer_norm};
 use crate::position_ids::PositionIds;
 use crate::rope::RopeTable;
 use crate::single_block::SingleBlock;
+use crate::storage::BaseStorage;
 use crate::weight_source::WeightSource;
-use flux2_ops::quant::{QType, QuantizedWeight};
+use flux2_ops::quant::QuantizedWeight;
 use flux2_ops::{Linear, all_finite};
 
 /// Output head: adaptive LayerNorm from the timestep embedding, then the projection to latent channels.
@@ -109,30 +110,41 @@ impl<B: Backend> Provide<B> for OnDevice<'_, B> {
 }
 
 /// Builds modules from a [`Provide`]r, asking for each parameter by BFL name.
-struct Builder<B, P> {
+struct Builder<'c, B, P> {
     source: P,
-    /// Every Linear is quantized right after it is built (streaming: one dense layer at a time).
-    quantize: Option<QType>,
+    config: &'c Flux2Config,
+    /// Every Linear is quantized (and, in offloaded blocks, moved to host memory) right after it is
+    /// built: streaming, one dense layer at a time.
+    storage: BaseStorage,
     backend: std::marker::PhantomData<B>,
 }
 
-impl<B: Backend, P: Provide<B>> Builder<B, P> {
+impl<B: Backend, P: Provide<B>> Builder<'_, B, P> {
     fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         self.source.tensor(name, shape)
     }
 
     fn linear(&mut self, module: &str, out_features: usize, in_features: usize) -> Result<Linear<B>> {
         // A layer the checkpoint holds in float8 stays as stored (re-quantizing it would only lose more).
-        if let Some(layer) = self.source.float8_linear(module, [out_features, in_features])? {
-            return Ok(layer);
+        let layer = match self.source.float8_linear(module, [out_features, in_features])? {
+            Some(layer) => layer,
+            None => {
+                let layer = Linear::new(self.tensor(&format!("{module}.weight"), [out_features, in_features])?);
+                match self.storage.quantize {
+                    Some(qtype) => layer
+                        .quantize(qtype)
+                        .map_err(|message| Error::Input { name: "qtype", message: format!("`{module}`: {message}") })?,
+                    None => layer,
+                }
+            }
+        };
+        if self.storage.offloads(self.config, module) {
+            return layer.offload().map_err(|message| Error::Input {
+                name: "layer_offloading",
+                message: format!("`{module}`: {message}"),
+            });
         }
-        let layer = Linear::new(self.tensor(&format!("{module}.weight"), [out_features, in_features])?);
-        match self.quantize {
-            Some(qtype) => layer
-                .quantize(qtype)
-                .map_err(|message| Error::Input { name: "qtype", message: format!("`{module}`: {message}") }),
-            None => Ok(layer),
-        }
+        Ok(layer)
     }
 
     fn rms_norm(&mut self, module: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>> {
@@ -233,22 +245,23 @@ impl<B: Backend> Flux2Transformer<B> {
         dtype: DType,
         device: &B::Device,
     ) -> Result<Self> {
-        Self::from_source_quantized(config, source, dtype, None, device)
+        Self::from_source_with(config, source, dtype, BaseStorage::default(), device)
     }
 
-    /// [`Self::from_source`] with every Linear stored as `quantize` (ai-toolkit's `model.quantize` +
-    /// `qtype`: the whole transformer), each quantized as soon as it is read, so the dense model is
-    /// never on the device or the host at once. Norms, biases-free modulation vectors and the
-    /// adapters' factors stay in full precision.
-    pub fn from_source_quantized<S: WeightSource>(
+    /// [`Self::from_source`] with the base stored as `storage` says ([`BaseStorage`]: quantized Linears,
+    /// as ai-toolkit's `model.quantize` + `qtype` quantizes the whole transformer; offloaded blocks),
+    /// each Linear converted as soon as it is read, so the dense model is never on the device or the
+    /// host at once. Norms, biases-free modulation vectors and the adapters' factors stay in full
+    /// precision.
+    pub fn from_source_with<S: WeightSource>(
         config: &Flux2Config,
         source: &mut S,
         dtype: DType,
-        quantize: Option<QType>,
+        storage: BaseStorage,
         device: &B::Device,
     ) -> Result<Self> {
-        Builder { source: FromSource::<B, S> { source, dtype, device }, quantize, backend: std::marker::PhantomData }
-            .model(config)
+        let source = FromSource::<B, S> { source, dtype, device };
+        Builder { source, config, storage, backend: std::marker::PhantomData }.model(config)
     }
 
     /// A model with random weights drawn on the device by the backend's RNG (seed it with
@@ -256,17 +269,30 @@ impl<B: Backend> Flux2Transformer<B> {
     /// Seconds for the full 32B model on a GPU where the host fill takes minutes; the values depend
     /// on the backend, so tests that compare numbers use [`Self::from_source`].
     pub fn random_on_device(config: &Flux2Config, dtype: DType, device: &B::Device) -> Result<Self> {
-        Self::random_on_device_quantized(config, dtype, None, device)
+        Self::random_on_device_with(config, dtype, BaseStorage::default(), device)
     }
 
-    /// [`Self::random_on_device`] with quantized Linears (see [`Self::from_source_quantized`]).
-    pub fn random_on_device_quantized(
+    /// [`Self::random_on_device`] with the base stored as `storage` says (see [`Self::from_source_with`]).
+    pub fn random_on_device_with(
         config: &Flux2Config,
         dtype: DType,
-        quantize: Option<QType>,
+        storage: BaseStorage,
         device: &B::Device,
     ) -> Result<Self> {
-        Builder { source: OnDevice::<B> { dtype, device }, quantize, backend: std::marker::PhantomData }.model(config)
+        let source = OnDevice::<B> { dtype, device };
+        Builder { source, config, storage, backend: std::marker::PhantomData }.model(config)
+    }
+
+    /// Starts uploading the offloaded Linears of block `index` (execution order: the double blocks,
+    /// then the single ones) while the current block computes ([`flux2_ops::offload`]); a no-op for
+    /// resident blocks and indices past the end.
+    pub fn prefetch_block(&self, index: usize) {
+        let nd = self.double_blocks.len();
+        if let Some(block) = self.double_blocks.get(index) {
+            block.linears().iter().for_each(|l| l.prefetch());
+        } else if let Some(block) = index.checked_sub(nd).and_then(|j| self.single_blocks.get(j)) {
+            block.linears().iter().for_each(|l| l.prefetch());
+        }
     }
 
     /// The dtype of the weights; activations run in it.
@@ -317,16 +343,20 @@ impl<B: Backend> Flux2Transformer<B> {
         rope: &RopeTable<B>,
         before_block: &mut dyn FnMut(usize),
     ) -> Tensor<B, 3> {
+        self.prefetch_block(0);
         let (mut img, mut txt, cond) = self.embed(hidden_states, encoder_hidden_states, timestep, guidance, rope);
         let txt_len = txt.dims()[1];
         let img_len = img.dims()[1];
         for (i, block) in self.double_blocks.iter().enumerate() {
             before_block(i);
+            self.prefetch_block(i + 1);
             (img, txt) = block.forward(img, txt, &cond.img_mods, &cond.txt_mods, rope);
         }
         let mut h = Tensor::cat(vec![txt, img], 1);
         for (j, block) in self.single_blocks.iter().enumerate() {
-            before_block(self.double_blocks.len() + j);
+            let index = self.double_blocks.len() + j;
+            before_block(index);
+            self.prefetch_block(index + 1);
             h = block.forward(h, &cond.single_mod, rope);
         }
         self.head(h.narrow(1, txt_len, img_len), cond.temb)

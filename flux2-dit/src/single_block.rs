@@ -23,6 +23,11 @@ pub struct SingleBlock<B: Backend> {
 }
 
 impl<B: Backend> SingleBlock<B> {
+    /// The block's two Linears.
+    pub fn linears(&self) -> [&Linear<B>; 2] {
+        [&self.linear1, &self.linear2]
+    }
+
     pub fn forward(&self, h: Tensor<B, 3>, modulation: &ModParams<B>, rope: &RopeTable<B>) -> Tensor<B, 3> {
         let x = modulation.modulate(layer_norm(h.clone(), self.eps));
         let fused = self.linear1.forward(x);

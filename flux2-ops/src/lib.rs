@@ -11,6 +11,7 @@
 //! | [`compare`] | `relative_error`, the measure every parity check reports | slices: no |
 //! | [`finite`] | the NaN/Inf check every loader runs | yes |
 //! | [`linear`], [`low_rank`] | the [out, in] Linear with its LoRA hook | yes |
+//! | [`offload`] | frozen base weights in host memory, uploaded per use (layer offloading) | yes |
 //! | [`quant`] | float8 / int8 / uintN base weights (ai-toolkit's qtypes) | yes |
 //! | [`matmul`], [`fused_attention`], [`attention`] | backend extensions with generic defaults | yes |
 //! | `cuda` | their CUDA implementations (cuBLAS, NVRTC kernels), feature `cuda` | yes |
@@ -43,6 +44,8 @@ pub mod linear;
 pub mod low_rank;
 #[cfg(feature = "burn")]
 pub mod matmul;
+#[cfg(feature = "burn")]
+pub mod offload;
 #[cfg(feature = "burn")]
 pub mod quant;
 #[cfg(feature = "burn")]

@@ -3,12 +3,14 @@
 //! The weight keeps the checkpoint layout so loading is a straight copy of memory-mapped bytes (no
 //! transposed second copy), and matmul reads it transposed. Burn's `nn::Linear` stores [in, out].
 //! A frozen base can instead be held quantized ([`Linear::quantize`]): then each forward dequantizes
-//! it for its one product, and adapters add their deltas on top as before.
+//! it for its one product, and adapters add their deltas on top as before. It can also live in host
+//! memory ([`Linear::offload`]) and be uploaded for each use.
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::low_rank::LowRankAdapter;
+use crate::offload::OffloadedBase;
 use crate::quant::{QType, QuantizedWeight};
 
 #[derive(Module, Debug)]
@@ -18,6 +20,10 @@ pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     /// The frozen base in quantized form ([`crate::quant`]), when the layer was quantized.
     pub quantized: Option<QuantizedWeight<B>>,
+    /// The frozen base (dense or quantized) in host memory ([`crate::offload`]), when the layer was
+    /// offloaded; uploaded for each use.
+    #[module(skip)]
+    pub offloaded: Option<OffloadedBase>,
     /// LoRA-style deltas added to the output; empty for a plain model. See [`LowRankAdapter`].
     pub adapters: Vec<LowRankAdapter<B>>,
 }
@@ -26,7 +32,12 @@ impl<B: Backend> Linear<B> {
     /// A frozen layer: base weights never get gradients (a trainer unfreezes them explicitly for full
     /// fine-tuning), so autodiff keeps nothing weight-sized for them.
     pub fn new(weight: Tensor<B, 2>) -> Self {
-        Self { weight: Param::from_tensor(weight).set_require_grad(false), quantized: None, adapters: Vec::new() }
+        Self {
+            weight: Param::from_tensor(weight).set_require_grad(false),
+            quantized: None,
+            offloaded: None,
+            adapters: Vec::new(),
+        }
     }
 
     /// A zero-filled layer, used as the target the loader copies checkpoint tensors into.
@@ -35,11 +46,19 @@ impl<B: Backend> Linear<B> {
     }
 
     pub fn out_features(&self) -> usize {
-        self.quantized.as_ref().map_or_else(|| self.weight.shape().dims::<2>()[0], |q| q.out_features)
+        match (&self.offloaded, &self.quantized) {
+            (Some(o), _) => o.out_features(),
+            (None, Some(q)) => q.out_features,
+            (None, None) => self.weight.shape().dims::<2>()[0],
+        }
     }
 
     pub fn in_features(&self) -> usize {
-        self.quantized.as_ref().map_or_else(|| self.weight.shape().dims::<2>()[1], |q| q.in_features)
+        match (&self.offloaded, &self.quantized) {
+            (Some(o), _) => o.in_features(),
+            (None, Some(q)) => q.in_features,
+            (None, None) => self.weight.shape().dims::<2>()[1],
+        }
     }
 
     /// The compute dtype (the weight's, or the quantized base's placeholder's).
@@ -53,6 +72,9 @@ impl<B: Backend> Linear<B> {
     pub fn quantize(self, qtype: QType) -> Result<Self, String> {
         if self.quantized.is_some() {
             return Err("the layer is quantized already".into());
+        }
+        if self.offloaded.is_some() {
+            return Err("an offloaded layer cannot be quantized (quantize first, then offload)".into());
         }
         if self.weight.val().is_require_grad() {
             return Err("a trained weight cannot be quantized (quantized bases are frozen)".into());
@@ -70,16 +92,50 @@ impl<B: Backend> Linear<B> {
         Self {
             weight: Param::from_tensor(placeholder).set_require_grad(false),
             quantized: Some(quantized),
+            offloaded: None,
             adapters: Vec::new(),
+        }
+    }
+
+    /// Moves the frozen base (dense or quantized, in its stored form) to host memory; each forward then
+    /// uploads it ([`crate::offload`]). Offloading an offloaded layer is a no-op; a trained weight is
+    /// an error.
+    pub fn offload(self) -> Result<Self, String> {
+        if self.offloaded.is_some() {
+            return Ok(self);
+        }
+        if self.weight.val().is_require_grad() {
+            return Err("a trained weight cannot be offloaded (offloaded bases are frozen)".into());
+        }
+        let dtype = self.dtype();
+        let device = self.weight.val().device();
+        let offloaded = match self.quantized {
+            Some(q) => OffloadedBase::quantized(q, dtype)?,
+            None => OffloadedBase::dense(self.weight.val())?,
+        };
+        let placeholder = Tensor::zeros([1, 1], (&device, dtype));
+        Ok(Self {
+            weight: Param::from_tensor(placeholder).set_require_grad(false),
+            quantized: None,
+            offloaded: Some(offloaded),
+            adapters: self.adapters,
+        })
+    }
+
+    /// Starts uploading an offloaded base ahead of its use (no-op otherwise).
+    pub fn prefetch(&self) {
+        if let Some(o) = &self.offloaded {
+            o.prefetch::<B>();
         }
     }
 
     /// The dense base weight [out, in]: the stored one, or the quantized base dequantized (a fresh
     /// layer-sized tensor).
     pub fn base_weight(&self) -> Tensor<B, 2> {
-        match &self.quantized {
-            Some(q) => q.dequantize(self.dtype()),
-            None => self.weight.val(),
+        match (&self.offloaded, &self.quantized) {
+            (Some(o), _) => o.upload::<B>(),
+            (None, Some(q)) => q.dequantize(self.dtype()),
+            (None, None) => self.weight.val(),
         }
     }
 

@@ -31,7 +31,7 @@ pub enum Error {
     #[error("no module matches the target selection {0}")]
     NoTargets(String),
     #[error(
-        "cannot merge into `{module}`: its base weight is quantized (adapters on a quantized base stay unmerged; load the model without `quantize` to merge)"
+        "cannot merge into `{module}`: its base weight is quantized or offloaded (adapters on such a base stay unmerged; load the model without `quantize` / layer offloading to merge)"
     )]
     QuantizedBase { module: String },
     #[error("adapter `{0}` is already present in the model")]

@@ -10,9 +10,10 @@ fn fold<B: Backend>(model: &mut Flux2Transformer<B>, name: &str, merge: bool) ->
     let mut found = false;
     for (path, linear) in model.linears_mut() {
         let Some(index) = linear.adapters.iter().position(|a| a.name == name) else { continue };
-        if linear.quantized.is_some() {
+        if linear.quantized.is_some() || linear.offloaded.is_some() {
             // Folding a delta into quantized codes would requantize the base with the adapter in it
-            // (lossy, and not what a reloaded LoRA gives); keep the adapter unmerged on such a model.
+            // (lossy, and not what a reloaded LoRA gives), and an offloaded base lives in host memory
+            // read-only; keep the adapter unmerged on such a model.
             return Err(Error::QuantizedBase { module: path });
         }
         found = true;

@@ -67,7 +67,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), String> {
         };
     }
     let layers = args.layers.min(config.num_hidden_layers);
-    let plan = LoadPlan { layers, final_norm: false, dtype: args.dtype, quantize: args.qtype };
+    let plan = LoadPlan { layers, final_norm: false, dtype: args.dtype, quantize: args.qtype, offload: 0.0 };
     let started = Instant::now();
     let model = build_text_model::<B, _>(&mut RandomWeights::new::<B>(0, device), "", &config, plan, device)
         .map_err(|e| e.to_string())?;

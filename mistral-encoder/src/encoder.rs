@@ -33,6 +33,8 @@ pub struct EncoderOptions {
     pub dtype: Option<DType>,
     /// Quantized Linears (see [`LoadPlan::quantize`]); `None` keeps them in `dtype`.
     pub quantize: Option<flux2_ops::quant::QType>,
+    /// Share of the loaded layers kept in host memory (see [`LoadPlan::offload`]).
+    pub offload: f64,
 }
 
 impl Default for EncoderOptions {
@@ -43,6 +45,7 @@ impl Default for EncoderOptions {
             system_message: SYSTEM_MESSAGE.to_string(),
             dtype: None,
             quantize: None,
+            offload: 0.0,
         }
     }
 }
@@ -140,6 +143,7 @@ impl<B: Backend> MistralEncoder<B> {
             final_norm: options.hidden_states_layers.contains(&config.num_hidden_layers),
             dtype,
             quantize: options.quantize,
+            offload: options.offload,
         }
     }
 

@@ -63,6 +63,16 @@ pub struct LoadPlan {
     /// is read, so the dense text encoder is never on the device at once. The embedding table stays
     /// in `dtype` (it is a lookup, as ai-toolkit leaves it).
     pub quantize: Option<QType>,
+    /// Share of the loaded decoder layers (the first ones) whose Linears live in host memory and are
+    /// uploaded ahead of use (`model.layer_offloading_text_encoder_percent`; `flux2_ops::offload`).
+    pub offload: f64,
+}
+
+impl LoadPlan {
+    /// How many of the loaded layers (from the first) are offloaded.
+    pub fn offloaded_layers(&self) -> usize {
+        ((self.offload.clamp(0.0, 1.0) * self.layers as f64).round() as usize).min(self.layers)
+    }
 }
 
 /// Where [`build_text_model`] takes each weight from: a checkpoint ([`TensorStore`]) or seeded
@@ -184,17 +194,26 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
     let mut layers = Vec::with_capacity(plan.layers);
     for n in 0..plan.layers {
         let p = format!("{prefix}layers.{n}.");
+        let offload = n < plan.offloaded_layers();
         let mut linear = |name: &str, shape: [usize; 2], why: &str| -> Result<Linear<B>> {
             let key = format!("{p}{name}.weight");
             // A layer the checkpoint holds in float8 stays as stored (re-quantizing would only lose more).
             if let Some(layer) = store.float8_linear::<B>(&key, shape, dtype, device)? {
-                return Ok(layer);
+                return if offload {
+                    layer.offload().map_err(|e| Error::Invalid(format!("`{key}`: {e}")))
+                } else {
+                    Ok(layer)
+                };
             }
             let layer = Linear::new(store.tensor::<B, 2>(&key, shape, why, dtype, device)?);
-            match plan.quantize {
-                Some(qtype) => layer.quantize(qtype).map_err(|e| Error::Invalid(format!("`{key}`: {e}"))),
-                None => Ok(layer),
+            let layer = match plan.quantize {
+                Some(qtype) => layer.quantize(qtype).map_err(|e| Error::Invalid(format!("`{key}`: {e}")))?,
+                None => layer,
+            };
+            if offload {
+                return layer.offload().map_err(|e| Error::Invalid(format!("`{key}`: {e}")));
             }
+            Ok(layer)
         };
         let self_attn = Attention {
             q_proj: linear("self_attn.q_proj", [q, h], "num_attention_heads*head_dim x hidden_size")?,

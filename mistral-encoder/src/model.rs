@@ -106,7 +106,14 @@ impl<B: Backend> MistralTextModel<B> {
             }
         };
         record(0, &x);
+        if let Some(first) = self.layers.first() {
+            first.prefetch();
+        }
         for (n, layer) in self.layers.iter().take(deepest).enumerate() {
+            // Offloaded layers: the next one uploads while this one computes.
+            if let Some(next) = self.layers.get(n + 1).filter(|_| n + 1 < deepest) {
+                next.prefetch();
+            }
             x = layer.forward(x, &rope, &mask);
             let k = n + 1;
             if k == self.num_hidden_layers {

@@ -121,7 +121,7 @@ fn run(dir: &Path, plan: LoadPlan, layers: &[usize]) -> (Vec<f32>, Vec<String>) 
     (out.cast(DType::F32).into_data().to_vec::<f32>().unwrap(), store.used_keys())
 }
 
-const FULL: LoadPlan = LoadPlan { layers: 3, final_norm: true, dtype: DType::F32, quantize: None };
+const FULL: LoadPlan = LoadPlan { layers: 3, final_norm: true, dtype: DType::F32, quantize: None, offload: 0.0 };
 
 #[test]
 fn every_key_layout_loads_the_same_model() {
@@ -147,7 +147,7 @@ fn every_key_layout_loads_the_same_model() {
 fn layers_that_are_not_run_are_not_read() {
     let tmp = common::TempDir::new("partial");
     write_checkpoint(tmp.path(), "language_model.model.", Dtype::F32, |_| {});
-    let plan = LoadPlan { layers: 2, final_norm: false, dtype: DType::F32, quantize: None };
+    let plan = LoadPlan { layers: 2, final_norm: false, dtype: DType::F32, quantize: None, offload: 0.0 };
     let (partial, used) = run(tmp.path(), plan, &[1, 2]);
     assert!(used.iter().all(|k| !k.contains("layers.2.") && !k.ends_with("model.norm.weight")), "{used:?}");
     assert_eq!(used.len(), 1 + 2 * 9);
@@ -164,7 +164,7 @@ fn final_hidden_state_is_normed_and_requires_the_norm() {
     let model = load_text_model::<B>(
         &mut store,
         &config(),
-        LoadPlan { layers: 3, final_norm: false, dtype: DType::F32, quantize: None },
+        LoadPlan { layers: 3, final_norm: false, dtype: DType::F32, quantize: None, offload: 0.0 },
         &Default::default(),
     )
     .unwrap();

@@ -28,7 +28,9 @@ pub fn run_fixture_quantized<B: Backend>(
     quantize: Option<flux2_ops::quant::QType>,
 ) -> Result<f64, String> {
     let checkpoint = Checkpoint::open(&dir.join("transformer")).map_err(|e| e.to_string())?;
-    let mut model = checkpoint.load_quantized::<B>(dtype, quantize, device).map_err(|e| e.to_string())?;
+    let mut model = checkpoint
+        .load_with::<B>(dtype, flux2_dit::BaseStorage::quantized(quantize), device)
+        .map_err(|e| e.to_string())?;
     let lora = dir.join("lora.safetensors");
     if lora.is_file() {
         lora_adapters::load_into(&mut model, &lora, "fixture", 1.0).map_err(|e| e.to_string())?;

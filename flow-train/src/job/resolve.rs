@@ -124,6 +124,11 @@ pub struct ModelPlan {
     pub low_vram: bool,
     /// Quantized text-encoder Linears (`quantize_te` + `qtype_te`, else `qtype`).
     pub quantize_te: Option<QType>,
+    /// Share of the transformer's blocks in host memory (`layer_offloading` +
+    /// `layer_offloading_transformer_percent`; 0 without offloading).
+    pub offload_transformer: f64,
+    /// Share of the text encoder's layers in host memory (`layer_offloading_text_encoder_percent`).
+    pub offload_text_encoder: f64,
 }
 
 /// Checkpoints.
@@ -376,8 +381,25 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
         None => ("qtype", m.qtype.as_str()),
     };
     let quantize_te = qtype(m.quantize_te.unwrap_or(m.quantize), te_key, te_name);
+    let mut share = |key: &str, value: f64| -> Result<f64, ()> {
+        if !m.layer_offloading {
+            return Ok(0.0);
+        }
+        if (0.0..=1.0).contains(&value) {
+            Ok(value)
+        } else {
+            out.push(Diagnostic::error(
+                format!("{path}.model.{key}"),
+                format!("{value} is not a share between 0 and 1 (ai-toolkit's UI writes 0.5 for 50%)"),
+            ));
+            Err(())
+        }
+    };
+    let offload_transformer = share("layer_offloading_transformer_percent", m.layer_offloading_transformer_percent);
+    let offload_text_encoder = share("layer_offloading_text_encoder_percent", m.layer_offloading_text_encoder_percent);
     let (device, optimizer, lr_schedule) = (device?, optimizer?, lr_schedule?);
     let (quantize, quantize_te) = (quantize.ok()?, quantize_te.ok()?);
+    let (offload_transformer, offload_text_encoder) = (offload_transformer.ok()?, offload_text_encoder.ok()?);
 
     let net = &p.network;
     let kw = &net.network_kwargs;
@@ -490,6 +512,8 @@ pub fn resolve(file: &JobFile, out: &mut Vec<Diagnostic>) -> Option<TrainJob> {
             quantize,
             quantize_te,
             low_vram: p.model.low_vram,
+            offload_transformer,
+            offload_text_encoder,
         },
         lora,
         save: SavePlan {

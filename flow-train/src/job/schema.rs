@@ -465,10 +465,15 @@ pub struct ModelConfig {
     /// Text-encoder quantization type, read with `quantize_te`; absent: `qtype` (what ai-toolkit's
     /// FLUX.2 model does, which ignores `qtype_te`).
     pub qtype_te: Option<String>,
-    /// Keep idle models in CPU memory: not supported yet, must stay `false`.
+    /// The VAE (and text encoder) on the device only while they work (`train/vae_slot.rs`).
     pub low_vram: bool,
-    /// Stream layers from CPU memory: not supported yet, must stay `false`.
+    /// Keep a share of the transformer's blocks (and of the text encoder's layers) in host memory and
+    /// upload them ahead of use (`flux2_ops::offload`).
     pub layer_offloading: bool,
+    /// Share of the transformer's blocks offloaded (0-1, ai-toolkit's default 1), with `layer_offloading`.
+    pub layer_offloading_transformer_percent: f64,
+    /// Share of the text encoder's layers offloaded (0-1, default 1), with `layer_offloading`.
+    pub layer_offloading_text_encoder_percent: f64,
     pub model_kwargs: ModelKwargs,
 }
 
@@ -486,6 +491,8 @@ impl Default for ModelConfig {
             qtype_te: None,
             low_vram: false,
             layer_offloading: false,
+            layer_offloading_transformer_percent: 1.0,
+            layer_offloading_text_encoder_percent: 1.0,
             model_kwargs: ModelKwargs::default(),
         }
     }

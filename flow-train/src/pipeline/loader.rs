@@ -4,7 +4,7 @@
 //! caption is encoded.
 
 use burn::tensor::{DType, backend::Backend};
-use flux2_dit::{Checkpoint, Flux2Config, Flux2Transformer};
+use flux2_dit::{BaseStorage, Checkpoint, Flux2Config, Flux2Transformer};
 use flux2_ops::quant::QType;
 use flux2_vae::{LoadOptions, Parts, Vae, VaeConfig};
 use lora_adapters::AdapterHandle;
@@ -45,6 +45,10 @@ pub struct PipelineOptions {
     pub quantize: Option<QType>,
     /// The text encoder's Linears stored quantized (`model.quantize_te`).
     pub quantize_text_encoder: Option<QType>,
+    /// Share of the transformer's blocks / the text encoder's layers kept in host memory and uploaded
+    /// ahead of use (`model.layer_offloading`; [`flux2_ops::offload`]).
+    pub offload_transformer: f64,
+    pub offload_text_encoder: f64,
 }
 
 impl Default for PipelineOptions {
@@ -60,11 +64,21 @@ impl Default for PipelineOptions {
             random_weights: None,
             quantize: None,
             quantize_text_encoder: None,
+            offload_transformer: 0.0,
+            offload_text_encoder: 0.0,
         }
     }
 }
 
 impl PipelineOptions {
+    /// How the transformer's base is stored on backend `B`: offloading only where `B` uploads from
+    /// page-locked memory (CUDA); on the CPU backends host and device memory are one, and offloading
+    /// would only add copies, so it is off there (the trainer's start-up line says so).
+    pub fn transformer_storage<B: Backend>(&self) -> BaseStorage {
+        let offload = if flux2_ops::offload::is_accelerated::<B>() { self.offload_transformer } else { 0.0 };
+        BaseStorage { quantize: self.quantize, offload }
+    }
+
     /// The layers actually used.
     pub fn out_layers(&self) -> Vec<usize> {
         self.text_encoder_out_layers.clone().unwrap_or_else(|| DEFAULT_TEXT_ENCODER_OUT_LAYERS.to_vec())
@@ -87,6 +101,7 @@ impl PipelineOptions {
             hidden_states_layers: self.out_layers(),
             dtype: Some(self.dtype),
             quantize: self.quantize_text_encoder,
+            offload: self.offload_text_encoder,
             ..EncoderOptions::default()
         }
     }
@@ -148,21 +163,22 @@ impl PendingTransformer {
 
     /// Loads (or draws) the weights in `dtype` on `device`.
     pub fn load<B: Backend>(self, dtype: DType, device: &B::Device) -> Result<Flux2Transformer<B>> {
-        self.load_quantized(dtype, None, device)
+        self.load_with(dtype, BaseStorage::default(), device)
     }
 
-    /// [`Self::load`] with the Linears quantized as they stream in (`quantize`).
-    pub fn load_quantized<B: Backend>(
+    /// [`Self::load`] with the base stored as `storage` says (quantized and/or offloaded Linears,
+    /// converted as they stream in).
+    pub fn load_with<B: Backend>(
         self,
         dtype: DType,
-        quantize: Option<QType>,
+        storage: BaseStorage,
         device: &B::Device,
     ) -> Result<Flux2Transformer<B>> {
         let model = match self.source {
-            Pending::Checkpoint(checkpoint) => checkpoint.load_quantized::<B>(dtype, quantize, device),
+            Pending::Checkpoint(checkpoint) => checkpoint.load_with::<B>(dtype, storage, device),
             Pending::Random(seed) => {
                 B::seed(device, seed);
-                Flux2Transformer::random_on_device_quantized(&self.config, dtype, quantize, device)
+                Flux2Transformer::random_on_device_with(&self.config, dtype, storage, device)
             }
         };
         model.map_err(|e| transformer_error(&self.path, e))
@@ -303,10 +319,15 @@ pub fn options_text_encoder<B: Backend>(
     options: &PipelineOptions,
     device: &B::Device,
 ) -> Result<Option<MistralEncoder<B>>> {
+    let mut encoder_options = options.encoder_options();
+    if !flux2_ops::offload::is_accelerated::<B>() {
+        // As for the transformer (PipelineOptions::transformer_storage): no offloading on the CPU.
+        encoder_options.offload = 0.0;
+    }
     match (&files.text_encoder, options.load_text_encoder) {
         (Some(te), true) => Ok(Some(match options.random_weights {
-            Some(seed) => random_text_encoder(te, options.encoder_options(), seed ^ 0x5445, device)?,
-            None => load_text_encoder(te, options.encoder_options(), device)?,
+            Some(seed) => random_text_encoder(te, encoder_options, seed ^ 0x5445, device)?,
+            None => load_text_encoder(te, encoder_options, device)?,
         })),
         (None, true) => Err(Error::Invalid(format!("model `{}`: no text encoder was found to load", files.name))),
         (_, false) => Ok(None),
@@ -335,7 +356,7 @@ impl<B: Backend> Flux2Pipeline<B> {
         let transformer = PendingTransformer::open(&files, options.random_weights)?;
         let vae = options_vae(&files, options, device)?;
         check_compatible(&files, &transformer.config, &vae, text_encoder.as_ref())?;
-        let transformer = transformer.load_quantized(options.dtype, options.quantize, device)?;
+        let transformer = transformer.load_with(options.dtype, options.transformer_storage::<B>(), device)?;
         Ok(Self { transformer, vae, text_encoder, files })
     }
 

@@ -56,8 +56,8 @@ pub struct TrainModels<B: AutodiffBackend> {
     /// Names the checkpoint for cache keys and LoRA metadata (path, dtype).
     pub identity: String,
     dtype: burn::tensor::DType,
-    /// The transformer's quantization (`model.quantize` + `qtype`).
-    quantize: Option<flux2_ops::quant::QType>,
+    /// The transformer's base storage (`model.quantize` + `qtype`, `layer_offloading`).
+    storage: flux2_dit::BaseStorage,
     /// With cached text embeddings the encoder is not loaded at start: where to load it from when a
     /// caption is missing from the disk cache.
     deferred_text_encoder: Option<(ModelFiles, PipelineOptions)>,
@@ -81,6 +81,8 @@ impl<B: AutodiffBackend> TrainModels<B> {
             random_weights: plan.model.random_weights,
             quantize: plan.model.quantize,
             quantize_text_encoder: plan.model.quantize_te,
+            offload_transformer: plan.model.offload_transformer,
+            offload_text_encoder: plan.model.offload_text_encoder,
             ..PipelineOptions::default()
         };
         let files = resolve_model(&plan.model.name_or_path, &options.source_options())?;
@@ -101,7 +103,7 @@ impl<B: AutodiffBackend> TrainModels<B> {
             text_encoder,
             identity: format!("{} {:?}{te_qtype}{random}", plan.model.name_or_path, plan.model.dtype),
             dtype: options.dtype,
-            quantize: options.quantize,
+            storage: options.transformer_storage::<B::InnerBackend>(),
             deferred_text_encoder: defer.then(|| (files.clone(), options.clone())),
             parked_vae: plan.model.low_vram.then(|| (files.clone(), options.clone())),
             device: device.clone(),
@@ -344,7 +346,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         text_encoder,
         identity,
         dtype,
-        quantize,
+        storage,
         deferred_text_encoder,
         parked_vae,
         device,
@@ -362,7 +364,8 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     encode_captions_ahead::<B::InnerBackend>(plan, &set, &mut bank, &sample_prompts, options.progress, &device)?;
     let text_encoder_loaded = bank.used_encoder();
     crate::out_of_memory::set_phase("loading the transformer");
-    let model = Flux2Transformer::<B>::from_inner(transformer.load_quantized(dtype, quantize, &device)?);
+    let model = Flux2Transformer::<B>::from_inner(transformer.load_with(dtype, storage, &device)?);
+    report_offloading(plan, &model);
     let mut run = Run::new(plan, model, seed, &device)?;
 
     // ---- resume ----
@@ -955,4 +958,38 @@ fn mean_losses(losses: &[StepLosses], step: u32, lr: f64, grad_norm: f64, elapse
     let preservation =
         losses.iter().map(|l| l.preservation).collect::<Option<Vec<f32>>>().map(|v| v.iter().sum::<f32>() / n);
     LossRecord { step, loss, preservation, lr, grad_norm: grad_norm as f32, elapsed_s }
+}
+
+/// The start-up line of `layer_offloading`: what is in host memory, what stays on the device, and the
+/// upload traffic per step, or why nothing was offloaded.
+fn report_offloading<B: AutodiffBackend>(plan: &TrainJob, model: &Flux2Transformer<B>) {
+    let m = &plan.model;
+    if m.offload_transformer == 0.0 && m.offload_text_encoder == 0.0 {
+        return;
+    }
+    let r = model.storage_report();
+    let gb = |b: u64| b as f64 / 1e9;
+    if r.host_bytes == 0 {
+        eprintln!(
+            "offloading: nothing offloaded on this backend (host and device memory are the same memory on the CPU; \
+             layer_offloading takes effect on CUDA)"
+        );
+        return;
+    }
+    eprintln!(
+        "offloading: transformer blocks 1-{} of {} in host memory ({:.2} GB{}), {:.2} GB of Linear weights on the device; \
+         {:.2} GB uploaded per step ({}); text encoder: {:.0}% of its layers",
+        r.offloaded_blocks,
+        r.blocks,
+        gb(r.host_bytes),
+        if r.pinned { ", page-locked" } else { "" },
+        gb(r.device_bytes),
+        gb(if plan.train.gradient_checkpointing { r.upload_bytes_per_step() } else { r.host_bytes }),
+        if plan.train.gradient_checkpointing {
+            "forward + recompute, each next block uploading while the current one computes"
+        } else {
+            "without gradient_checkpointing autodiff keeps every uploaded weight until the backward: the saving is lost"
+        },
+        m.offload_text_encoder * 100.0
+    );
 }

@@ -16,6 +16,8 @@ const KERNELS: &str = include_str!("kernels.cu");
 pub(crate) struct Device {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
+    /// Uploads of offloaded weights ([`crate::offload`]), beside the compute.
+    pub copy_stream: Arc<CudaStream>,
     pub blas: CudaBlas,
     module: Option<Arc<CudaModule>>,
 }
@@ -55,9 +57,10 @@ fn open(ordinal: usize) -> Device {
     // `CudaContext::new` retains the device's primary context, the one cubecl uses.
     let ctx = CudaContext::new(ordinal).unwrap_or_else(|e| panic!("CUDA context for device {ordinal}: {e}"));
     let stream = ctx.new_stream().unwrap_or_else(|e| panic!("CUDA stream on device {ordinal}: {e}"));
+    let copy_stream = ctx.new_stream().unwrap_or_else(|e| panic!("CUDA copy stream on device {ordinal}: {e}"));
     let blas = CudaBlas::new(stream.clone())
         .unwrap_or_else(|e| panic!("cuBLAS on device {ordinal} (is libcublas on the library path?): {e}"));
-    Device { ctx, stream, blas, module: None }
+    Device { ctx, stream, copy_stream, blas, module: None }
 }
 
 pub(crate) struct DeviceGuard {

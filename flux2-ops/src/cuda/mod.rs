@@ -13,9 +13,11 @@
 //! - [`device`]: per-device context, stream, cuBLAS handle and compiled kernels; device pointers.
 //! - [`gemm`]: strided-batched cuBLAS products on row-major operand descriptions; `matmul` for tensors.
 //! - [`attention`]: the fused attention's forward and backward for [`crate::fused_attention`].
+//! - [`offload`]: page-locked copies and copy-stream uploads for [`crate::offload`].
 //! - [`quant`]: quantizing and dequantizing base weights for [`crate::quant::device`].
 
 pub(crate) mod attention;
 pub mod device;
 pub mod gemm;
+pub(crate) mod offload;
 pub(crate) mod quant;

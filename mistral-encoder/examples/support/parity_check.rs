@@ -72,6 +72,7 @@ pub fn check_quantized<B: Backend>(
         system_message: SYSTEM_MESSAGE.to_string(),
         dtype: Some(dtype),
         quantize,
+        offload: 0.0,
     };
     let encoder = MistralEncoder::<B>::from_flux2_dir(dir, options, device).map_err(|e| e.to_string())?;
     let ours = encoder.encode(&prompts.prompts).map_err(|e| e.to_string())?;
