@@ -78,7 +78,7 @@ impl DeviceGuard {
 /// Device buffers of cubecl tensors, held (so cubecl cannot reuse them) while a foreign op uses their
 /// pointers.
 pub(crate) struct Buffers {
-    held: Vec<Box<dyn std::any::Any>>,
+    held: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl Buffers {
@@ -87,7 +87,7 @@ impl Buffers {
     }
 
     /// Keeps `value` (a tensor whose buffer a queued op reads or writes) alive with the buffers.
-    pub fn keep<T: 'static>(&mut self, value: T) {
+    pub fn keep<T: Send + 'static>(&mut self, value: T) {
         self.held.push(Box::new(value));
     }
 
