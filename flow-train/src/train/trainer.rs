@@ -157,6 +157,9 @@ pub struct TrainSummary {
     pub text_encoder_loaded: bool,
     /// Times the VAE was re-read after being dropped (`model.low_vram`; 0 otherwise).
     pub vae_reloads: u32,
+    /// Bytes of transformer weights held in host memory (`model.layer_offloading`; 0 on the CPU
+    /// backends, where offloading is off).
+    pub offloaded_bytes: u64,
     /// This process trained no step but completed the final save (LoRA, samples, pruning) of a run
     /// that stopped inside it.
     pub completed_final: bool,
@@ -366,6 +369,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     crate::out_of_memory::set_phase("loading the transformer");
     let model = Flux2Transformer::<B>::from_inner(transformer.load_with(dtype, storage, &device)?);
     report_offloading(plan, &model);
+    let offloaded_bytes = model.storage_report().host_bytes;
     let mut run = Run::new(plan, model, seed, &device)?;
 
     // ---- resume ----
@@ -457,6 +461,7 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
         interrupted: !finished,
         text_encoder_loaded,
         vae_reloads: vae.reloads(),
+        offloaded_bytes,
         items,
     })
 }
