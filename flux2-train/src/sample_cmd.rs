@@ -94,6 +94,10 @@ pub struct SampleArgs {
     /// The same for the text encoder's Linears.
     #[arg(long = "qtype-te", value_name = "QTYPE", value_parser = parse_qtype)]
     pub qtype_te: Option<QType>,
+    /// Keep this share (0-1) of the transformer's blocks and of the text encoder's layers in host memory,
+    /// uploaded ahead of use (`layer_offloading`; CUDA only, a no-op on the CPU).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0, value_parser = parse_share)]
+    pub offload: f64,
     /// Output image (.png, .jpg or .webp).
     #[arg(long, default_value = "image.png")]
     pub out: PathBuf,
@@ -146,6 +150,8 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
         text_encoder: args.text_encoder.clone(),
         quantize: args.qtype,
         quantize_text_encoder: args.qtype_te,
+        offload_transformer: args.offload,
+        offload_text_encoder: args.offload,
         ..PipelineOptions::default()
     };
 
@@ -196,6 +202,13 @@ fn run_on<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<(), Strin
     }
     eprintln!("{}x{} image written to {} in {:.1} s", w, h, args.out.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn parse_share(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{v}`: a share between 0 and 1 (0.5 = half of the blocks)")),
+    }
 }
 
 fn parse_qtype(name: &str) -> Result<QType, String> {
