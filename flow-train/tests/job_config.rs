@@ -284,11 +284,33 @@ fn unknown_keys_become_warnings_with_full_paths() {
     assert_eq!(job.warnings().count(), 5);
 }
 
+/// Layer offloading's shares are read with it, in 0..=1 (ai-toolkit's UI writes 0.5 for 50%).
+#[test]
+fn layer_offloading_shares_are_checked() {
+    let on = |percent: &str| {
+        check(&job_with(&[
+            ("config.process[0].model.layer_offloading", "true"),
+            ("config.process[0].model.layer_offloading_transformer_percent", percent),
+        ]))
+    };
+    let half = on("0.5");
+    let plan = half.plan.as_ref().expect("valid");
+    assert_eq!((plan.model.offload_transformer, plan.model.offload_text_encoder), (0.5, 1.0));
+    let bad = on("50");
+    assert!(
+        error_at(&bad, "config.process[0].model.layer_offloading_transformer_percent").contains("between 0 and 1"),
+        "{:#?}",
+        bad.diagnostics
+    );
+    let off = check(&job_with(&[("config.process[0].model.layer_offloading_transformer_percent", "0.3")]));
+    assert_eq!(off.plan.as_ref().expect("valid").model.offload_transformer, 0.0, "read only with layer_offloading");
+}
+
 #[test]
 fn unsupported_keys_error_with_their_path_only_when_set() {
     // At their ai-toolkit defaults they are accepted silently.
     let quiet = check(&job_with(&[
-        ("config.process[0].model.layer_offloading", "false"),
+        ("config.process[0].model.auto_memory", "false"),
         ("config.process[0].datasets[0].mask_path", "null"),
         ("config.process[0].datasets[0].controls", "[]"),
         ("config.process[0].datasets[0].num_frames", "1"),
@@ -300,7 +322,7 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
     assert_eq!(paths(&quiet, Severity::Warning), Vec::<String>::new());
 
     let loud = check(&job_with(&[
-        ("config.process[0].model.layer_offloading", "true"),
+        ("config.process[0].model.auto_memory", "true"),
         ("config.process[0].datasets[0].mask_path", "masks/"),
         ("config.process[0].datasets[0].num_frames", "16"),
         ("config.process[0].train.noise_multiplier", "1.1"),
@@ -311,9 +333,10 @@ fn unsupported_keys_error_with_their_path_only_when_set() {
         ("config.process[0].logging.use_wandb", "true"),
     ]));
     assert!(loud.plan.is_none());
-    assert_eq!(
-        error_at(&loud, "config.process[0].model.layer_offloading"),
-        "true is not supported yet (layer offloading to CPU memory is not implemented; see docs/user-guide.md)"
+    assert!(
+        error_at(&loud, "config.process[0].model.auto_memory").starts_with("true is not supported yet"),
+        "{}",
+        error_at(&loud, "config.process[0].model.auto_memory")
     );
     assert!(
         error_at(&loud, "config.process[0].datasets[0].mask_path")
