@@ -9,7 +9,7 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
 use flux2_dit::checkpoint::dropout_seed;
-use flux2_dit::{BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource, RopeTable};
+use flux2_dit::{BlockCheckpointing, Flux2Transformer, PositionIds, RandomSource, RopeTable};
 use flux2_ops::relative_error;
 use lora_adapters::{AdapterHandle, LoraConfig, Targets, inject};
 
@@ -23,19 +23,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn tiny() -> Flux2Config {
-    Flux2Config {
-        in_channels: 8,
-        num_layers: 2,
-        num_single_layers: 3,
-        attention_head_dim: 8,
-        num_attention_heads: 2,
-        joint_attention_dim: 12,
-        timestep_guidance_channels: 16,
-        axes_dims_rope: vec![2, 2, 2, 2],
-        ..Flux2Config::dev()
-    }
-}
+use flux2_test_support::tiny_dit::tiny_config as tiny;
 
 struct Case {
     model: Flux2Transformer<B>,

@@ -7,25 +7,13 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
-use flux2_dit::{BaseStorage, BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use flux2_dit::{BaseStorage, BlockCheckpointing, Flux2Transformer, PositionIds, RandomSource};
 use flux2_ops::quant::QType;
 use lora_adapters::{LoraConfig, Targets, inject};
 
 type B = Autodiff<Flex>;
 
-fn tiny() -> Flux2Config {
-    Flux2Config {
-        in_channels: 8,
-        num_layers: 2,
-        num_single_layers: 3,
-        attention_head_dim: 8,
-        num_attention_heads: 2,
-        joint_attention_dim: 12,
-        timestep_guidance_channels: 16,
-        axes_dims_rope: vec![2, 2, 2, 2],
-        ..Flux2Config::dev()
-    }
-}
+use flux2_test_support::tiny_dit::tiny_config as tiny;
 
 fn model(storage: BaseStorage) -> Flux2Transformer<B> {
     let device = Default::default();

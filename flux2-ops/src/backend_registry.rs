@@ -68,3 +68,22 @@ macro_rules! for_builtin_backends {
     };
 }
 pub(crate) use for_builtin_backends;
+
+/// Fills `$map` with `Entry<B>` values made by `$entry::<B>()` (both names resolved where the macro is
+/// invoked) for CUDA and its `Autodiff` wrappers under the `cuda` feature: the registries whose ops
+/// only CUDA accelerates (GEMMs, quantized weights, offloading).
+macro_rules! cuda_entries {
+    ($map:ident, $entry:ident) => {
+        #[cfg(feature = "cuda")]
+        {
+            macro_rules! add {
+                ($b:ty) => {
+                    $crate::backend_registry::insert::<$b, Entry<$b>>($map, $entry::<$b>());
+                };
+            }
+            $crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Cuda);
+        }
+        let _ = $map;
+    };
+}
+pub(crate) use cuda_entries;

@@ -197,16 +197,7 @@ static REGISTRY: OpRegistry = OpRegistry::new(builtin);
 
 /// CUDA and its `Autodiff` wrappers when the `cuda` feature is on; nothing else by default.
 fn builtin(map: &mut OpMap) {
-    #[cfg(feature = "cuda")]
-    {
-        macro_rules! add {
-            ($b:ty) => {
-                crate::backend_registry::insert::<$b, Entry<$b>>(map, entry::<$b>());
-            };
-        }
-        crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Cuda);
-    }
-    let _ = map;
+    crate::backend_registry::cuda_entries!(map, entry);
 }
 
 /// Routes [`matmul`] for backend `B` through `B::fast_matmul` (register the `Autodiff` backend you train

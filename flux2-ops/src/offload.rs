@@ -314,16 +314,7 @@ fn entry<B: OffloadBackend>() -> Entry<B> {
 static REGISTRY: OpRegistry = OpRegistry::new(builtin);
 
 fn builtin(map: &mut OpMap) {
-    #[cfg(feature = "cuda")]
-    {
-        macro_rules! add {
-            ($b:ty) => {
-                crate::backend_registry::insert::<$b, Entry<$b>>(map, entry::<$b>());
-            };
-        }
-        crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Cuda);
-    }
-    let _ = map;
+    crate::backend_registry::cuda_entries!(map, entry);
 }
 
 /// Registers `B`'s pinned uploads (CUDA and its autodiff wrappers are registered already).

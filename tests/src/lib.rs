@@ -3,3 +3,4 @@
 //! under `tests/fixtures/<component>/` (generators in `tools/fixtures/`).
 
 pub mod dit_fixture;
+pub mod tiny_dit;

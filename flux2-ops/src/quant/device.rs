@@ -93,24 +93,16 @@ impl<B: Backend> Copy for Entry<B> {}
 static REGISTRY: OpRegistry = OpRegistry::new(builtin);
 
 fn builtin(map: &mut OpMap) {
-    #[cfg(feature = "cuda")]
-    {
-        macro_rules! add {
-            ($b:ty) => {
-                crate::backend_registry::insert::<$b, Entry<$b>>(
-                    map,
-                    Entry { quantize: <$b>::quantize_weight, dequantize: <$b>::dequantize_weight },
-                );
-            };
-        }
-        crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Cuda);
-    }
-    let _ = map;
+    crate::backend_registry::cuda_entries!(map, entry);
 }
 
 /// Registers `B`'s kernels (the CUDA backend and its autodiff wrappers are registered already).
 pub fn register<B: QuantBackend>() {
-    REGISTRY.insert::<B, Entry<B>>(Entry { quantize: B::quantize_weight, dequantize: B::dequantize_weight });
+    REGISTRY.insert::<B, Entry<B>>(entry::<B>());
+}
+
+fn entry<B: QuantBackend>() -> Entry<B> {
+    Entry { quantize: B::quantize_weight, dequantize: B::dequantize_weight }
 }
 
 /// Whether `B` quantizes on its device.
