@@ -10,8 +10,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::low_rank::LowRankAdapter;
-use crate::offload::OffloadedBase;
-use crate::quant::{QType, QuantizedWeight};
+use crate::offload::{OffloadedBase, StoredBase};
+use crate::quant::{QType, QuantizedWeight, quantized_product};
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -154,7 +154,17 @@ impl<B: Backend> Linear<B> {
         let dims = x.shape().dims::<D>();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
-        let mut y = crate::matmul::matmul(x2.clone(), self.base_weight().transpose());
+        // A quantized base goes through its own product, whose backward dequantizes again instead of
+        // keeping a dense copy in the graph (`quant::product`).
+        let dtype = self.dtype();
+        let mut y = match (&self.offloaded, &self.quantized) {
+            (Some(o), _) => match o.upload_stored::<B>() {
+                StoredBase::Dense(w) => crate::matmul::matmul(x2.clone(), w.transpose()),
+                StoredBase::Quantized(q) => quantized_product(x2.clone(), &q, dtype),
+            },
+            (None, Some(q)) => quantized_product(x2.clone(), q, dtype),
+            (None, None) => crate::matmul::matmul(x2.clone(), self.weight.val().transpose()),
+        };
         for adapter in &self.adapters {
             if let Some(delta) = adapter.forward(x2.clone()) {
                 let dtype = y.dtype();

@@ -174,6 +174,14 @@ impl OffloadedBase {
 
     /// The base on the device: the dense weight, or the quantized one dequantized, in the compute dtype.
     pub fn upload<B: Backend>(&self) -> Tensor<B, 2> {
+        match self.upload_stored::<B>() {
+            StoredBase::Dense(w) => w,
+            StoredBase::Quantized(q) => q.dequantize(self.inner.dtype),
+        }
+    }
+
+    /// The base on the device in its stored form (quantized codes stay quantized).
+    pub fn upload_stored<B: Backend>(&self) -> StoredBase<B> {
         let device = self.device::<B>();
         let ops = REGISTRY.get::<B, Entry<B>>();
         let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -202,19 +210,31 @@ impl OffloadedBase {
                 (_, _, Storage::Pinned(_)) => panic!("a pinned offloaded weight without its backend's uploader"),
             }
         };
-        let (out, inp, dtype) = (self.inner.out_features, self.inner.in_features, self.inner.dtype);
+        let (out, inp) = (self.inner.out_features, self.inner.in_features);
         match self.inner.form {
-            Form::Dense => part(0).float(),
+            Form::Dense => StoredBase::Dense(part(0).float()),
             Form::Quantized { qtype, packed, zeros } => {
                 let codes = part(0).int();
                 let scales = part(1).float();
                 let zero_points = zeros.then(|| part(2).float());
-                let q =
-                    QuantizedWeight { codes, scales, zero_points, qtype, out_features: out, in_features: inp, packed };
-                q.dequantize(dtype)
+                StoredBase::Quantized(QuantizedWeight {
+                    codes,
+                    scales,
+                    zero_points,
+                    qtype,
+                    out_features: out,
+                    in_features: inp,
+                    packed,
+                })
             }
         }
     }
+}
+
+/// An uploaded base in its stored form.
+pub enum StoredBase<B: Backend> {
+    Dense(Tensor<B, 2>),
+    Quantized(QuantizedWeight<B>),
 }
 
 enum Uploaded<B: Backend> {

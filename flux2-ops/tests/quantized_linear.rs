@@ -63,7 +63,9 @@ fn a_quantized_base_trains_its_adapters_like_the_dequantized_dense_layer() {
     let (out, inp, rank) = (16, 64, 4);
     let w = random(&mut Rng::new(2), out * inp, 0.05);
     let device = Default::default();
-    let x = Tensor::<AD, 2>::from_data(TensorData::new(random(&mut Rng::new(3), 5 * inp, 1.0), [5, inp]), &device);
+    let x = Tensor::<AD, 2>::from_data(TensorData::new(random(&mut Rng::new(3), 5 * inp, 1.0), [5, inp]), &device)
+        .require_grad();
+    assert!(flux2_ops::quant::product::is_registered::<AD>(), "the quantized product op serves Autodiff<Flex>");
     for qtype in [QType::QFloat8, QType::Int8, QType::UInt(4)] {
         let quantized = linear::<AD>(&w, out, inp, rank).quantize(qtype).expect("frozen base");
         assert_eq!((quantized.out_features(), quantized.in_features()), (out, inp));
@@ -79,12 +81,15 @@ fn a_quantized_base_trains_its_adapters_like_the_dequantized_dense_layer() {
                 p.val().grad(&grads).expect("adapter gradient").into_data().to_vec().expect("f32")
             };
             let out: Vec<f32> = y.into_data().to_vec().expect("f32");
-            (out, g(&layer.adapters[0].down), g(&layer.adapters[0].up), layer.weight.val().grad(&grads).is_none())
+            let dx: Vec<f32> = x.grad(&grads).expect("input gradient").into_data().to_vec().expect("f32");
+            let no_base_grad = layer.weight.val().grad(&grads).is_none();
+            (out, g(&layer.adapters[0].down), g(&layer.adapters[0].up), dx, no_base_grad)
         };
-        let (yq, dq, uq, no_base_grad) = grads_of(&quantized);
-        let (yd, dd, ud, _) = grads_of(&dense);
+        let (yq, dq, uq, xq, no_base_grad) = grads_of(&quantized);
+        let (yd, dd, ud, xd, _) = grads_of(&dense);
         assert!(no_base_grad, "{qtype}: the quantized base gets no gradient");
-        for (a, b, what) in [(&yq, &yd, "output"), (&dq, &dd, "down grad"), (&uq, &ud, "up grad")] {
+        let pairs = [(&yq, &yd, "output"), (&dq, &dd, "down grad"), (&uq, &ud, "up grad"), (&xq, &xd, "input grad")];
+        for (a, b, what) in pairs {
             let err = flux2_ops::relative_error_slices(a, b).expect("same length");
             assert!(err < 1e-6, "{qtype} {what}: {err}");
         }
@@ -92,6 +97,10 @@ fn a_quantized_base_trains_its_adapters_like_the_dequantized_dense_layer() {
         let exact: Vec<f32> = linear::<AD>(&w, out, inp, rank).forward(x.clone()).into_data().to_vec().expect("f32");
         let err = flux2_ops::relative_error_slices(&yq, &exact).expect("same length");
         assert!(err < 0.1, "{qtype}: {err}");
+        // Offloaded (host copy, uploaded per use): the same output and gradients, bit for bit.
+        let offloaded = quantized.clone().offload().expect("frozen base");
+        let (yo, dqo, uqo, xo, _) = grads_of(&offloaded);
+        assert_eq!((yo, dqo, uqo, xo), (yq.clone(), dq.clone(), uq.clone(), xq.clone()), "{qtype}: offloaded");
         assert!(quantized.quantize(QType::Int8).is_err(), "quantizing twice is refused");
     }
 }

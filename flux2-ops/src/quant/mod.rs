@@ -6,11 +6,13 @@
 pub mod device;
 pub mod float8_file;
 pub mod fp8;
+pub mod product;
 pub mod qtype;
 pub mod quantizer;
 pub mod weight;
 
 pub use device::{QuantBackend, QuantLayout};
+pub use product::quantized_product;
 pub use qtype::{QType, SUPPORTED, UINT_GROUP, UnsupportedQType};
 pub use quantizer::{Arith, HostQuantized, quantize};
 pub use weight::QuantizedWeight;
