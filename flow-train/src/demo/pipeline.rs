@@ -19,6 +19,14 @@ use crate::error::{Error, Result};
 
 /// The real Tekken tokenizer (`tokenizer.json` of FLUX.2 [dev]), zstd-compressed.
 const TOKENIZER_ZST: &[u8] = include_bytes!("../../../tests/fixtures/text_encoder/tokenizer.json.zst");
+/// What transformers needs beside `tokenizer.json` for diffusers' `Flux2Pipeline` (left padding, special
+/// tokens) and the FLUX.2 chat format (`[SYSTEM_PROMPT]..[/SYSTEM_PROMPT][INST]..[/INST]`): the files of the
+/// committed pipeline fixture, which diffusers itself loads (`tools/fixtures/gen_pipeline.py`).
+const TOKENIZER_CONFIG: &str = include_str!("../../../tests/fixtures/pipeline/model/tokenizer/tokenizer_config.json");
+const CHAT_TEMPLATE: &str = include_str!("../../../tests/fixtures/pipeline/model/tokenizer/chat_template.jinja");
+
+/// The files of a pipeline folder's `tokenizer/` ([`write_pipeline`] writes all of them).
+pub const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"];
 
 /// Sizes of the demo pipeline.
 #[derive(Clone, Debug, PartialEq)]
@@ -209,8 +217,15 @@ fn write_tokenizer(dir: &Path) -> Result<()> {
     let mut json = Vec::new();
     std::io::Read::read_to_end(&mut decoder, &mut json)
         .map_err(|e| Error::Invalid(format!("embedded tokenizer: {e}")))?;
-    let path = dir.join("tokenizer.json");
-    std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+    for (name, bytes) in [
+        ("tokenizer.json", json.as_slice()),
+        ("tokenizer_config.json", TOKENIZER_CONFIG.as_bytes()),
+        ("chat_template.jinja", CHAT_TEMPLATE.as_bytes()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// Writes the pipeline folder (`model_index.json`, `scheduler/`, `text_encoder/`, `tokenizer/`,
@@ -249,7 +264,7 @@ fn write_index(root: &Path) -> Result<()> {
             "_diffusers_version": "0.42.1",
             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
             "text_encoder": ["transformers", "MistralForCausalLM"],
-            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+            "tokenizer": ["transformers", "TokenizersBackend"],
             "transformer": ["diffusers", "Flux2Transformer2DModel"],
             "vae": ["diffusers", "AutoencoderKLFlux2"],
         }),
