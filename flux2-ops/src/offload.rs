@@ -90,7 +90,7 @@ impl OffloadedBase {
     pub fn dense<B: Backend>(weight: Tensor<B, 2>) -> Result<Self, String> {
         let [out, inp] = weight.dims();
         let (dtype, device) = (weight.dtype(), weight.device());
-        let parts = vec![host_part::<B>(read_back(weight)?, &device)];
+        let parts = vec![host_part::<B>(read_back(weight)?, &device)?];
         Ok(Self::new::<B>(Form::Dense, out, inp, dtype, parts, device))
     }
 
@@ -100,9 +100,9 @@ impl OffloadedBase {
         let form = Form::Quantized { qtype: q.qtype, packed: q.packed, zeros: q.zero_points.is_some() };
         let (out, inp) = (q.out_features, q.in_features);
         let mut parts =
-            vec![host_part::<B>(read_back(q.codes)?, &device), host_part::<B>(read_back(q.scales)?, &device)];
+            vec![host_part::<B>(read_back(q.codes)?, &device)?, host_part::<B>(read_back(q.scales)?, &device)?];
         if let Some(z) = q.zero_points {
-            parts.push(host_part::<B>(read_back(z)?, &device));
+            parts.push(host_part::<B>(read_back(z)?, &device)?);
         }
         Ok(Self::new::<B>(form, out, inp, dtype, parts, device))
     }
@@ -257,13 +257,13 @@ impl<B: Backend> Uploaded<B> {
     }
 }
 
-fn host_part<B: Backend>(data: TensorData, device: &B::Device) -> HostPart {
+fn host_part<B: Backend>(data: TensorData, device: &B::Device) -> Result<HostPart, String> {
     let (shape, dtype) = (data.shape.to_vec(), data.dtype);
     let storage = match REGISTRY.get::<B, Entry<B>>() {
-        Some(ops) => Storage::Pinned((ops.pin)(&data, device)),
+        Some(ops) => Storage::Pinned((ops.pin)(&data, device)?),
         None => Storage::Data(data),
     };
-    HostPart { shape, dtype, storage }
+    Ok(HostPart { shape, dtype, storage })
 }
 
 fn start<B: Backend>(ops: &Entry<B>, part: &HostPart, device: &B::Device) -> Box<dyn Any + Send> {
@@ -276,7 +276,8 @@ fn start<B: Backend>(ops: &Entry<B>, part: &HostPart, device: &B::Device) -> Box
 /// A backend with asynchronous uploads from page-locked host memory.
 pub trait OffloadBackend: Backend {
     /// A page-locked copy of `data` for uploads to `device`.
-    fn pin(data: &TensorData, device: &Self::Device) -> Arc<dyn Any + Send + Sync>;
+    /// Fails (with the reason) when the host cannot lock that much memory.
+    fn pin(data: &TensorData, device: &Self::Device) -> Result<Arc<dyn Any + Send + Sync>, String>;
     /// Starts copying a pinned part (`shape`, `dtype`) to `device`; the result goes to a `finish_*`.
     fn start_upload(
         pinned: &Arc<dyn Any + Send + Sync>,
@@ -293,7 +294,7 @@ pub trait OffloadBackend: Backend {
 impl<B: OffloadBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> OffloadBackend
     for burn::backend::Autodiff<B, C>
 {
-    fn pin(data: &TensorData, device: &Self::Device) -> Arc<dyn Any + Send + Sync> {
+    fn pin(data: &TensorData, device: &Self::Device) -> Result<Arc<dyn Any + Send + Sync>, String> {
         B::pin(data, device)
     }
     fn start_upload(
@@ -314,7 +315,7 @@ impl<B: OffloadBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkp
 
 #[allow(clippy::type_complexity)]
 struct Entry<B: Backend> {
-    pin: fn(&TensorData, &B::Device) -> Arc<dyn Any + Send + Sync>,
+    pin: fn(&TensorData, &B::Device) -> Result<Arc<dyn Any + Send + Sync>, String>,
     start: fn(&Arc<dyn Any + Send + Sync>, &[usize], DType, &B::Device) -> Box<dyn Any + Send>,
     finish_float: fn(Box<dyn Any + Send>) -> FloatTensor<B>,
     finish_int: fn(Box<dyn Any + Send>) -> IntTensor<B>,

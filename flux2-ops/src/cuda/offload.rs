@@ -35,17 +35,23 @@ struct InFlight {
     _host: Arc<dyn Any + Send + Sync>,
 }
 
-fn pin(data: &TensorData, cuda: &CudaDevice) -> Arc<dyn Any + Send + Sync> {
+fn pin(data: &TensorData, cuda: &CudaDevice) -> Result<Arc<dyn Any + Send + Sync>, String> {
     let bytes = data.as_bytes();
     let guard = device(cuda.index);
     let dev = guard.lock();
+    let failed = |e| {
+        format!(
+            "cannot lock {:.2} GiB of host memory for an offloaded weight ({e}): the offloaded share needs that much free RAM; lower layer_offloading_transformer_percent or use a smaller qtype",
+            bytes.len() as f64 / (1u64 << 30) as f64
+        )
+    };
     // SAFETY: the buffer is filled completely right below, before anyone reads it.
-    let mut pinned: PinnedHostSlice<u8> = unsafe { dev.ctx.alloc_pinned_with_flags(bytes.len().max(1), 0) }
-        .unwrap_or_else(|e| panic!("page-locked host memory for an offloaded weight ({} bytes): {e}", bytes.len()));
-    let dst = pinned.as_mut_ptr().unwrap_or_else(|e| panic!("page-locked host memory: {e}"));
+    let mut pinned: PinnedHostSlice<u8> =
+        unsafe { dev.ctx.alloc_pinned_with_flags(bytes.len().max(1), 0) }.map_err(failed)?;
+    let dst = pinned.as_mut_ptr().map_err(failed)?;
     // SAFETY: `dst` holds at least `bytes.len()` bytes and does not overlap `bytes`.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
-    Arc::new(pinned)
+    Ok(Arc::new(pinned))
 }
 
 fn start(host: &Arc<dyn Any + Send + Sync>, shape: &[usize], dtype: DType, cuda: &CudaDevice) -> Box<dyn Any + Send> {
@@ -93,7 +99,7 @@ fn finish(upload: Box<dyn Any + Send>) -> T {
 }
 
 impl OffloadBackend for Cuda {
-    fn pin(data: &TensorData, device: &CudaDevice) -> Arc<dyn Any + Send + Sync> {
+    fn pin(data: &TensorData, device: &CudaDevice) -> Result<Arc<dyn Any + Send + Sync>, String> {
         pin(data, device)
     }
     fn start_upload(
