@@ -184,6 +184,7 @@ pub fn write_file(
         });
     }
     let mut summary = WriteSummary::default();
+    let failed = FirstError::default();
     let mut tensors = Vec::new();
     let mut float8_modules = Vec::new();
     for key in keys {
@@ -201,15 +202,14 @@ pub fn write_file(
             }
             Action::Float8 => {
                 let module = key.strip_suffix(".weight").unwrap_or(key).to_string();
+                let failed = &failed;
                 let read = move || -> Vec<f32> {
                     let data = store.read(key, DType::F32).and_then(|d| {
                         d.to_vec::<f32>()
                             .map_err(|e| Error::Safetensors { path: store.file_of(key), message: format!("{e:?}") })
                     });
                     progress(bytes);
-                    // A read error here cannot be returned through the writer's closure: the writer
-                    // then fails on the length check, naming the tensor, and the file is not created.
-                    data.unwrap_or_default()
+                    data.unwrap_or_else(|e| failed.fail(e, Vec::new()))
                 };
                 let (codes, scale) = linear_tensors(&module, [shape[0], shape[1]], read);
                 tensors.push(codes);
@@ -229,10 +229,13 @@ pub fn write_file(
                     dtype,
                     shape: shape.clone(),
                     float8: false,
-                    data: Box::new(move || {
-                        let data = store.read_as_stored(key);
-                        progress(bytes);
-                        data.unwrap_or_else(|_| TensorData::new(Vec::<u8>::new(), [0]))
+                    data: Box::new({
+                        let failed = &failed;
+                        move || {
+                            let data = store.read_as_stored(key);
+                            progress(bytes);
+                            data.unwrap_or_else(|e| failed.fail(e, TensorData::new(Vec::<u8>::new(), [0])))
+                        }
                     }),
                 });
                 summary.kept += 1;
@@ -245,8 +248,29 @@ pub fn write_file(
     meta.insert("format".into(), "pt".into());
     let (k, v) = metadata(&float8_modules);
     meta.insert(k, v);
-    crate::write_safetensors(out, tensors, &meta)?;
+    let written = crate::write_safetensors(out, tensors, &meta);
+    // A source tensor that could not be read is the cause, not the length mismatch the writer then saw.
+    if let Some(e) = failed.take() {
+        return Err(e);
+    }
+    written?;
     Ok(summary)
+}
+
+/// The first read error inside the writer's closures (which return data, not results): the closure
+/// returns an empty tensor, the writer stops on its length, and [`write_file`] reports this error.
+#[derive(Default)]
+struct FirstError(std::cell::RefCell<Option<Error>>);
+
+impl FirstError {
+    fn fail<T>(&self, e: Error, empty: T) -> T {
+        self.0.borrow_mut().get_or_insert(e);
+        empty
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.0.borrow_mut().take()
+    }
 }
 
 #[cfg(test)]
