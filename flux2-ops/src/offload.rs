@@ -23,7 +23,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 
 use crate::backend_registry::{OpMap, OpRegistry};
-use crate::quant::{QType, QuantizedWeight};
+use crate::quant::{QType, QuantLayout, QuantizedWeight};
 
 /// One tensor of an offloaded base in host memory.
 #[derive(Clone)]
@@ -217,15 +217,8 @@ impl OffloadedBase {
                 let codes = part(0).int();
                 let scales = part(1).float();
                 let zero_points = zeros.then(|| part(2).float());
-                StoredBase::Quantized(QuantizedWeight {
-                    codes,
-                    scales,
-                    zero_points,
-                    qtype,
-                    out_features: out,
-                    in_features: inp,
-                    packed,
-                })
+                let layout = QuantLayout { packed, ..QuantLayout::new(qtype, out, inp) };
+                StoredBase::Quantized(QuantizedWeight::from_parts(codes, scales, zero_points, layout))
             }
         }
     }

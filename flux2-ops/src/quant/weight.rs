@@ -62,16 +62,7 @@ impl<B: Backend> QuantizedWeight<B> {
         let device = weight.device();
         let [out, inp] = weight.dims();
         if let Some((codes, scales, zero_points)) = super::device::quantize(&weight, qtype) {
-            let layout = QuantLayout::new(qtype, out, inp);
-            return Ok(QuantizedWeight {
-                codes,
-                scales,
-                zero_points,
-                qtype,
-                out_features: out,
-                in_features: inp,
-                packed: layout.packed,
-            });
+            return Ok(Self::from_parts(codes, scales, zero_points, QuantLayout::new(qtype, out, inp)));
         }
         let arith = match dtype {
             DType::BF16 => super::Arith::Bf16,
@@ -82,6 +73,24 @@ impl<B: Backend> QuantizedWeight<B> {
         let values: Vec<f32> = data.to_vec().map_err(|e| format!("reading the weight back: {e:?}"))?;
         let host = super::quantize(&values, [out, inp], qtype, arith);
         Ok(Self::from_host(&host, dtype, &device))
+    }
+
+    /// A weight from its device tensors (codes as `layout` packs them; scales and zero points [out, groups]).
+    pub fn from_parts(
+        codes: Tensor<B, 2, Int>,
+        scales: Tensor<B, 2>,
+        zero_points: Option<Tensor<B, 2>>,
+        layout: QuantLayout,
+    ) -> Self {
+        QuantizedWeight {
+            codes,
+            scales,
+            zero_points,
+            qtype: layout.qtype,
+            out_features: layout.out_features,
+            in_features: layout.in_features,
+            packed: layout.packed,
+        }
     }
 
     /// What the dequantizing kernels need to know besides the tensors.
