@@ -25,9 +25,6 @@ const TOKENIZER_ZST: &[u8] = include_bytes!("../../../tests/fixtures/text_encode
 const TOKENIZER_CONFIG: &str = include_str!("../../../tests/fixtures/pipeline/model/tokenizer/tokenizer_config.json");
 const CHAT_TEMPLATE: &str = include_str!("../../../tests/fixtures/pipeline/model/tokenizer/chat_template.jinja");
 
-/// The files of a pipeline folder's `tokenizer/` ([`write_pipeline`] writes all of them).
-pub const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"];
-
 /// Sizes of the demo pipeline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoPipelineSpec {

@@ -974,10 +974,18 @@ fn report_offloading<B: AutodiffBackend>(plan: &TrainJob, model: &Flux2Transform
     }
     let r = model.storage_report();
     let gb = |b: u64| b as f64 / 1e9;
-    if r.host_bytes == 0 {
+    if !flux2_ops::offload::is_accelerated::<B::InnerBackend>() {
         eprintln!(
             "offloading: nothing offloaded on this backend (host and device memory are the same memory on the CPU; \
              layer_offloading takes effect on CUDA)"
+        );
+        return;
+    }
+    if r.host_bytes == 0 {
+        eprintln!(
+            "offloading: no transformer block offloaded (layer_offloading_transformer_percent {}); text encoder: {:.0}% of its layers",
+            m.offload_transformer,
+            m.offload_text_encoder * 100.0
         );
         return;
     }
