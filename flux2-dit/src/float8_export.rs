@@ -22,8 +22,8 @@ pub fn action(key: &str) -> Action {
 }
 
 /// Writes `checkpoint` (a BFL-layout file, e.g. `flux2-dev.safetensors`) to `out` as float8; see the
-/// module docs. `progress` gets the source bytes of each tensor as it is written.
-pub fn write_float8_file(checkpoint: &Checkpoint, out: &Path, progress: &dyn Fn(u64)) -> Result<WriteSummary> {
+/// module docs. `progress` gets the source bytes of each tensor as it is written, and of the whole file.
+pub fn write_float8_file(checkpoint: &Checkpoint, out: &Path, progress: &dyn Fn(u64, u64)) -> Result<WriteSummary> {
     let source = &checkpoint.source;
     if source.layout != Layout::Bfl {
         return Err(Error::Input {

@@ -14,7 +14,6 @@ use crate::rope::RopeTable;
 use crate::single_block::SingleBlock;
 use crate::storage::BaseStorage;
 use crate::weight_source::WeightSource;
-use flux2_ops::quant::QuantizedWeight;
 use flux2_ops::{Linear, all_finite};
 
 /// Output head: adaptive LayerNorm from the timestep embedding, then the projection to latent channels.
@@ -80,9 +79,10 @@ impl<B: Backend, S: WeightSource> Provide<B> for FromSource<'_, B, S> {
         Ok(tensor)
     }
     fn float8_linear(&mut self, module: &str, shape: [usize; 2]) -> Result<Option<Linear<B>>> {
-        Ok(self.source.take_float8(module, shape)?.map(|host| {
-            Linear::from_quantized(QuantizedWeight::from_host(&host, self.dtype, self.device), self.dtype, self.device)
-        }))
+        Ok(self
+            .source
+            .take_float8(module, shape)?
+            .map(|host| Linear::from_host_quantized(&host, self.dtype, self.device)))
     }
     fn finish(&mut self) -> Result<()> {
         self.source.finish()
@@ -181,7 +181,8 @@ impl<B: Backend, P: Provide<B>> Builder<'_, B, P> {
         Ok((attn, mlp))
     }
 
-    fn model(&mut self, c: &Flux2Config) -> Result<Flux2Transformer<B>> {
+    fn model(&mut self) -> Result<Flux2Transformer<B>> {
+        let c = self.config;
         c.validate()?;
         let (d, f) = (c.inner_dim(), c.mlp_hidden_dim());
         let img_in = self.linear("img_in", d, c.in_channels)?;
@@ -261,7 +262,7 @@ impl<B: Backend> Flux2Transformer<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let source = FromSource::<B, S> { source, dtype, device };
-        Builder { source, config, storage, backend: std::marker::PhantomData }.model(config)
+        Builder { source, config, storage, backend: std::marker::PhantomData }.model()
     }
 
     /// A model with random weights drawn on the device by the backend's RNG (seed it with
@@ -280,7 +281,7 @@ impl<B: Backend> Flux2Transformer<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let source = OnDevice::<B> { dtype, device };
-        Builder { source, config, storage, backend: std::marker::PhantomData }.model(config)
+        Builder { source, config, storage, backend: std::marker::PhantomData }.model()
     }
 
     /// Starts uploading the offloaded Linears of block `index` (execution order: the double blocks,

@@ -107,10 +107,10 @@ impl WeightSource for StoreSource {
 
     fn take_float8(&mut self, module: &str, shape: [usize; 2]) -> Result<Option<HostQuantized>> {
         let module = format!("{}{module}", self.prefix);
-        if self.layout != Layout::Bfl || !float8_file::is_float8(&self.store, &module) {
+        if self.layout != Layout::Bfl {
             return Ok(None);
         }
-        Ok(Some(float8_file::read_linear(&self.store, &module, shape)?))
+        Ok(float8_file::read_if_float8(&self.store, &module, shape)?)
     }
 
     fn origin(&self, name: &str) -> String {

@@ -55,7 +55,7 @@ fn write_fp8(root: &Path) -> (PathBuf, PathBuf) {
     let bf16 = case_dir(root, "bf16").join("transformer/flux2.safetensors");
     save_bfl_file(&model, &bf16, "model.diffusion_model.", DType::BF16).unwrap();
     let fp8 = case_dir(root, "fp8").join("transformer/flux2.safetensors");
-    let summary = write_float8_file(&Checkpoint::open(&bf16).unwrap(), &fp8, &|_| {}).unwrap();
+    let summary = write_float8_file(&Checkpoint::open(&bf16).unwrap(), &fp8, &|_, _| {}).unwrap();
     assert!(summary.float8_layers > 0 && summary.bytes_written < summary.bytes_read, "{summary:?}");
     (bf16, fp8)
 }
@@ -139,7 +139,7 @@ fn damaged_float8_files_are_errors_naming_the_key() {
     assert!(e.contains(scale) && e.contains("NaN"), "{e}");
 
     // Quantizing a float8 file again is refused, naming a float8 tensor.
-    let again = write_float8_file(&Checkpoint::open(&fp8).unwrap(), &tmp.path().join("again.safetensors"), &|_| {});
+    let again = write_float8_file(&Checkpoint::open(&fp8).unwrap(), &tmp.path().join("again.safetensors"), &|_, _| {});
     let e = again.map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("F8_E4M3") && e.contains(".weight"), "{e}");
 }

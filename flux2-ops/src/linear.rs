@@ -11,7 +11,7 @@ use burn::tensor::{DType, Tensor, backend::Backend};
 
 use crate::low_rank::LowRankAdapter;
 use crate::offload::{OffloadedBase, StoredBase};
-use crate::quant::{QType, QuantizedWeight, quantized_product};
+use crate::quant::{HostQuantized, QType, QuantizedWeight, quantized_product};
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -87,14 +87,12 @@ impl<B: Backend> Linear<B> {
 
     /// A frozen layer over an already quantized base (a pre-quantized checkpoint's), computing in `dtype`.
     pub fn from_quantized(quantized: QuantizedWeight<B>, dtype: DType, device: &B::Device) -> Self {
-        // One element, not [0, in]: a zero-size fill is an invalid (zero-grid) kernel launch on CUDA.
-        let placeholder = Tensor::zeros([1, 1], (device, dtype));
-        Self {
-            weight: Param::from_tensor(placeholder).set_require_grad(false),
-            quantized: Some(quantized),
-            offloaded: None,
-            adapters: Vec::new(),
-        }
+        Self { weight: placeholder(dtype, device), quantized: Some(quantized), offloaded: None, adapters: Vec::new() }
+    }
+
+    /// A frozen layer over host codes and scales (a float8 file's layer), uploaded to `device`.
+    pub fn from_host_quantized(host: &HostQuantized, dtype: DType, device: &B::Device) -> Self {
+        Self::from_quantized(QuantizedWeight::from_host(host, dtype, device), dtype, device)
     }
 
     /// Moves the frozen base (dense or quantized, in its stored form) to host memory; each forward then
@@ -110,12 +108,11 @@ impl<B: Backend> Linear<B> {
         let dtype = self.dtype();
         let device = self.weight.val().device();
         let offloaded = match self.quantized {
-            Some(q) => OffloadedBase::quantized(q, dtype)?,
+            Some(q) => OffloadedBase::quantized(q)?,
             None => OffloadedBase::dense(self.weight.val())?,
         };
-        let placeholder = Tensor::zeros([1, 1], (&device, dtype));
         Ok(Self {
-            weight: Param::from_tensor(placeholder).set_require_grad(false),
+            weight: placeholder(dtype, &device),
             quantized: None,
             offloaded: Some(offloaded),
             adapters: self.adapters,
@@ -132,10 +129,19 @@ impl<B: Backend> Linear<B> {
     /// The dense base weight [out, in]: the stored one, or the quantized base dequantized (a fresh
     /// layer-sized tensor).
     pub fn base_weight(&self) -> Tensor<B, 2> {
+        match self.stored_base() {
+            StoredBase::Dense(w) => w,
+            StoredBase::Quantized(q) => q.dequantize(self.dtype()),
+        }
+    }
+
+    /// The base on the device in its stored form: the dense weight, the quantized one, or an offloaded
+    /// one uploaded (quantized codes stay quantized).
+    fn stored_base(&self) -> StoredBase<B> {
         match (&self.offloaded, &self.quantized) {
-            (Some(o), _) => o.upload::<B>(),
-            (None, Some(q)) => q.dequantize(self.dtype()),
-            (None, None) => self.weight.val(),
+            (Some(o), _) => o.upload_stored::<B>(),
+            (None, Some(q)) => StoredBase::Quantized(q.clone()),
+            (None, None) => StoredBase::Dense(self.weight.val()),
         }
     }
 
@@ -156,14 +162,9 @@ impl<B: Backend> Linear<B> {
         let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
         // A quantized base goes through its own product, whose backward dequantizes again instead of
         // keeping a dense copy in the graph (`quant::product`).
-        let dtype = self.dtype();
-        let mut y = match (&self.offloaded, &self.quantized) {
-            (Some(o), _) => match o.upload_stored::<B>() {
-                StoredBase::Dense(w) => crate::matmul::matmul(x2.clone(), w.transpose()),
-                StoredBase::Quantized(q) => quantized_product(x2.clone(), &q, dtype),
-            },
-            (None, Some(q)) => quantized_product(x2.clone(), q, dtype),
-            (None, None) => crate::matmul::matmul(x2.clone(), self.weight.val().transpose()),
+        let mut y = match self.stored_base() {
+            StoredBase::Dense(w) => crate::matmul::matmul(x2.clone(), w.transpose()),
+            StoredBase::Quantized(q) => quantized_product(x2.clone(), &q, self.dtype()),
         };
         for adapter in &self.adapters {
             if let Some(delta) = adapter.forward(x2.clone()) {
@@ -175,4 +176,10 @@ impl<B: Backend> Linear<B> {
         out[D - 1] = self.out_features();
         y.reshape(out)
     }
+}
+
+/// The weight of a layer whose base is held elsewhere (quantized, offloaded): one element of the compute
+/// dtype, not [0, in], because a zero-size fill is an invalid (zero-grid) kernel launch on CUDA.
+fn placeholder<B: Backend>(dtype: DType, device: &B::Device) -> Param<Tensor<B, 2>> {
+    Param::from_tensor(Tensor::zeros([1, 1], (device, dtype))).set_require_grad(false)
 }

@@ -4,7 +4,7 @@
 //! A weight is needed on the device only while its block runs. With block checkpointing that is twice
 //! per training step (the forward, then the recompute whose graph also serves the block's backward),
 //! once per sampling step. [`OffloadedBase::prefetch`] starts the next block's uploads while the
-//! current block computes; [`OffloadedBase::upload`] takes them (or uploads now). The copies travel in the
+//! current block computes; [`OffloadedBase::upload_stored`] takes them (or uploads now). The copies travel in the
 //! stored form: float8 codes are one byte per weight, half of bf16's traffic.
 //!
 //! Backends: on CUDA ([`crate::cuda`]) the host copy is page-locked and uploads run on a copy stream of
@@ -23,7 +23,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 
 use crate::backend_registry::{OpMap, OpRegistry};
-use crate::quant::{QType, QuantLayout, QuantizedWeight};
+use crate::quant::{QuantLayout, QuantizedWeight};
 
 /// One tensor of an offloaded base in host memory.
 #[derive(Clone)]
@@ -41,19 +41,18 @@ enum Storage {
     Pinned(Arc<dyn Any + Send + Sync>),
 }
 
-/// What the parts are: a dense weight, or a quantized one's codes, scales and zero points.
+/// What the parts are: a dense weight, or a quantized one's codes, scales and (a third part, for the
+/// unsigned types) zero points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Form {
     Dense,
-    Quantized { qtype: QType, packed: bool, zeros: bool },
+    Quantized(QuantLayout),
 }
 
 struct Inner {
     form: Form,
     out_features: usize,
     in_features: usize,
-    /// The compute dtype.
-    dtype: DType,
     parts: Vec<HostPart>,
     /// The backend's device (`B::Device`, also `Autodiff<B>`'s).
     device: Arc<dyn Any + Send + Sync>,
@@ -89,37 +88,29 @@ impl OffloadedBase {
     /// Moves a dense weight [out, in] to host memory.
     pub fn dense<B: Backend>(weight: Tensor<B, 2>) -> Result<Self, String> {
         let [out, inp] = weight.dims();
-        let (dtype, device) = (weight.dtype(), weight.device());
+        let device = weight.device();
         let parts = vec![host_part::<B>(read_back(weight)?, &device)?];
-        Ok(Self::new::<B>(Form::Dense, out, inp, dtype, parts, device))
+        Ok(Self::new::<B>(Form::Dense, out, inp, parts, device))
     }
 
     /// Moves a quantized weight's codes, scales and zero points to host memory.
-    pub fn quantized<B: Backend>(q: QuantizedWeight<B>, dtype: DType) -> Result<Self, String> {
+    pub fn quantized<B: Backend>(q: QuantizedWeight<B>) -> Result<Self, String> {
         let device = q.codes.device();
-        let form = Form::Quantized { qtype: q.qtype, packed: q.packed, zeros: q.zero_points.is_some() };
+        let form = Form::Quantized(q.layout());
         let (out, inp) = (q.out_features, q.in_features);
         let mut parts =
             vec![host_part::<B>(read_back(q.codes)?, &device)?, host_part::<B>(read_back(q.scales)?, &device)?];
         if let Some(z) = q.zero_points {
             parts.push(host_part::<B>(read_back(z)?, &device)?);
         }
-        Ok(Self::new::<B>(form, out, inp, dtype, parts, device))
+        Ok(Self::new::<B>(form, out, inp, parts, device))
     }
 
-    fn new<B: Backend>(
-        form: Form,
-        out: usize,
-        inp: usize,
-        dtype: DType,
-        parts: Vec<HostPart>,
-        device: B::Device,
-    ) -> Self {
+    fn new<B: Backend>(form: Form, out: usize, inp: usize, parts: Vec<HostPart>, device: B::Device) -> Self {
         let inner = Inner {
             form,
             out_features: out,
             in_features: inp,
-            dtype,
             parts,
             device: Arc::new(device),
             pending: Mutex::new(None),
@@ -133,15 +124,6 @@ impl OffloadedBase {
 
     pub fn in_features(&self) -> usize {
         self.inner.in_features
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.inner.dtype
-    }
-
-    /// Whether the base is stored quantized.
-    pub fn is_quantized(&self) -> bool {
-        matches!(self.inner.form, Form::Quantized { .. })
     }
 
     /// Bytes held in host memory (what each use uploads).
@@ -162,21 +144,13 @@ impl OffloadedBase {
     }
 
     /// Starts uploading the base (when the backend uploads asynchronously and nothing is pending yet),
-    /// so that [`Self::upload`] finds it there.
+    /// so that [`Self::upload_stored`] finds it there.
     pub fn prefetch<B: Backend>(&self) {
         let Some(ops) = REGISTRY.get::<B, Entry<B>>() else { return };
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_none() {
             let device = self.device::<B>();
             *pending = Some(self.inner.parts.iter().map(|p| start::<B>(&ops, p, &device)).collect());
-        }
-    }
-
-    /// The base on the device: the dense weight, or the quantized one dequantized, in the compute dtype.
-    pub fn upload<B: Backend>(&self) -> Tensor<B, 2> {
-        match self.upload_stored::<B>() {
-            StoredBase::Dense(w) => w,
-            StoredBase::Quantized(q) => q.dequantize(self.inner.dtype),
         }
     }
 
@@ -210,14 +184,12 @@ impl OffloadedBase {
                 (_, _, Storage::Pinned(_)) => panic!("a pinned offloaded weight without its backend's uploader"),
             }
         };
-        let (out, inp) = (self.inner.out_features, self.inner.in_features);
         match self.inner.form {
             Form::Dense => StoredBase::Dense(part(0).float()),
-            Form::Quantized { qtype, packed, zeros } => {
+            Form::Quantized(layout) => {
                 let codes = part(0).int();
                 let scales = part(1).float();
-                let zero_points = zeros.then(|| part(2).float());
-                let layout = QuantLayout { packed, ..QuantLayout::new(qtype, out, inp) };
+                let zero_points = (self.inner.parts.len() == 3).then(|| part(2).float());
                 StoredBase::Quantized(QuantizedWeight::from_parts(codes, scales, zero_points, layout))
             }
         }
@@ -235,17 +207,19 @@ enum Uploaded<B: Backend> {
     Int(Tensor<B, 2, Int>),
 }
 
+/// The parts keep their stored dtype (codes integer, scales float): a mismatch is a bug here, not data
+/// to convert.
 impl<B: Backend> Uploaded<B> {
     fn float(self) -> Tensor<B, 2> {
         match self {
             Uploaded::Float(t) => t,
-            Uploaded::Int(t) => t.float(),
+            Uploaded::Int(_) => unreachable!("an offloaded float part uploaded as integers"),
         }
     }
     fn int(self) -> Tensor<B, 2, Int> {
         match self {
             Uploaded::Int(t) => t,
-            Uploaded::Float(t) => t.int(),
+            Uploaded::Float(_) => unreachable!("offloaded codes uploaded as floats"),
         }
     }
 }

@@ -47,14 +47,20 @@ fn parse_qtype(name: &str) -> Result<QType, String> {
     }
 }
 
-fn bar(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
+fn bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
     if let Ok(style) = ProgressStyle::with_template(
         "quantizing [{bar:30}] {bytes}/{total_bytes} read, {bytes_per_sec}, ETA {eta}, {elapsed} elapsed",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// One tensor written: `bytes` more of the `total` source bytes the file holds.
+fn advance(bar: &ProgressBar, bytes: u64, total: u64) {
+    bar.set_length(total);
+    bar.inc(bytes);
 }
 
 pub fn run(args: QuantizeArgs) -> Result<ExitCode, String> {
@@ -86,9 +92,9 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode, String> {
 
 fn quantize_transformer(model: &Path, out: &Path) -> Result<WriteSummary, String> {
     let checkpoint = flux2_dit::Checkpoint::open(model).map_err(|e| e.to_string())?;
-    let store = &checkpoint.source.store;
-    let bar = bar(store.keys().filter_map(|k| store.get(k).ok()).map(|t| t.bytes.len() as u64).sum());
-    let summary = flux2_dit::write_float8_file(&checkpoint, out, &|bytes| bar.inc(bytes)).map_err(|e| e.to_string());
+    let bar = bar();
+    let summary = flux2_dit::write_float8_file(&checkpoint, out, &|bytes, total| advance(&bar, bytes, total))
+        .map_err(|e| e.to_string());
     bar.finish_and_clear();
     summary
 }
@@ -101,17 +107,9 @@ fn quantize_text_encoder(dir: &Path, layers: Option<usize>, out: &Path) -> Resul
     if layers == 0 || layers > config.num_hidden_layers {
         return Err(format!("--layers {layers}: the checkpoint has {} layers", config.num_hidden_layers));
     }
-    // The bytes of the tensors the file will hold (later layers, LM head and vision tower are skipped).
-    let prefix = mistral_encoder::loader::detect_prefix(&store).map_err(|e| e.to_string())?;
-    let kept = |k: &&str| {
-        k.strip_prefix(prefix).is_some_and(|b| {
-            mistral_encoder::float8_export::action(b, layers) != flux2_ops::quant::float8_file::Action::Drop
-        })
-    };
-    let total = store.keys().filter(kept).filter_map(|k| store.get(k).ok()).map(|t| t.bytes.len() as u64).sum();
-    let bar = bar(total);
-    let summary =
-        mistral_encoder::write_float8_file(&store, layers, out, &|bytes| bar.inc(bytes)).map_err(|e| e.to_string());
+    let bar = bar();
+    let summary = mistral_encoder::write_float8_file(&store, layers, out, &|bytes, total| advance(&bar, bytes, total))
+        .map_err(|e| e.to_string());
     bar.finish_and_clear();
     let summary = summary?;
     let beside = out.parent().unwrap_or(Path::new(".")).join("config.json");

@@ -33,12 +33,12 @@ pub fn action(bare: &str, layers: usize) -> Action {
 }
 
 /// Writes the first `layers` decoder layers of the checkpoint in `store` to `out` as float8 (see the
-/// module docs); `progress` gets the source bytes of each tensor as it is written.
+/// module docs); `progress` gets the source bytes of each tensor as it is written, and of the whole file.
 pub fn write_float8_file(
     store: &TensorStore,
     layers: usize,
     out: &Path,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(u64, u64),
 ) -> Result<WriteSummary> {
     let prefix = detect_prefix(store)?;
     let select = |key: &str, _shape: &[usize]| match key.strip_prefix(prefix) {

@@ -14,7 +14,7 @@
 use burn::module::Param;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use flux2_ops::TensorStore;
-use flux2_ops::quant::{QType, QuantizedWeight, float8_file};
+use flux2_ops::quant::{QType, float8_file};
 
 use crate::attention::Attention;
 use crate::config::MistralConfig;
@@ -116,11 +116,8 @@ impl TensorSource for TensorStore {
         device: &B::Device,
     ) -> Result<Option<Linear<B>>> {
         let module = key.strip_suffix(".weight").unwrap_or(key);
-        if !float8_file::is_float8(self, module) {
-            return Ok(None);
-        }
-        let host = float8_file::read_linear(self, module, shape)?;
-        Ok(Some(Linear::from_quantized(QuantizedWeight::from_host(&host, dtype, device), dtype, device)))
+        let host = float8_file::read_if_float8(self, module, shape)?;
+        Ok(host.map(|h| Linear::from_host_quantized(&h, dtype, device)))
     }
 
     fn tensor<B: Backend, const D: usize>(
@@ -198,22 +195,17 @@ pub fn build_text_model<B: Backend, S: TensorSource>(
         let mut linear = |name: &str, shape: [usize; 2], why: &str| -> Result<Linear<B>> {
             let key = format!("{p}{name}.weight");
             // A layer the checkpoint holds in float8 stays as stored (re-quantizing would only lose more).
-            if let Some(layer) = store.float8_linear::<B>(&key, shape, dtype, device)? {
-                return if offload {
-                    layer.offload().map_err(|e| Error::Invalid(format!("`{key}`: {e}")))
-                } else {
-                    Ok(layer)
-                };
-            }
-            let layer = Linear::new(store.tensor::<B, 2>(&key, shape, why, dtype, device)?);
-            let layer = match plan.quantize {
-                Some(qtype) => layer.quantize(qtype).map_err(|e| Error::Invalid(format!("`{key}`: {e}")))?,
-                None => layer,
+            let layer = match store.float8_linear::<B>(&key, shape, dtype, device)? {
+                Some(layer) => layer,
+                None => {
+                    let layer = Linear::new(store.tensor::<B, 2>(&key, shape, why, dtype, device)?);
+                    match plan.quantize {
+                        Some(qtype) => layer.quantize(qtype).map_err(|e| Error::Invalid(format!("`{key}`: {e}")))?,
+                        None => layer,
+                    }
+                }
             };
-            if offload {
-                return layer.offload().map_err(|e| Error::Invalid(format!("`{key}`: {e}")));
-            }
-            Ok(layer)
+            if offload { layer.offload().map_err(|e| Error::Invalid(format!("`{key}`: {e}"))) } else { Ok(layer) }
         };
         let self_attn = Attention {
             q_proj: linear("self_attn.q_proj", [q, h], "num_attention_heads*head_dim x hidden_size")?,

@@ -368,8 +368,9 @@ pub fn train<B: AutodiffBackend>(job: &LoadedJob, models: TrainModels<B>, option
     let text_encoder_loaded = bank.used_encoder();
     crate::out_of_memory::set_phase("loading the transformer");
     let model = Flux2Transformer::<B>::from_inner(transformer.load_with(dtype, storage, &device)?);
-    report_offloading(plan, &model);
-    let offloaded_bytes = model.storage_report().host_bytes;
+    let placement = model.storage_report();
+    report_offloading::<B>(plan, &placement);
+    let offloaded_bytes = placement.host_bytes;
     let mut run = Run::new(plan, model, seed, &device)?;
 
     // ---- resume ----
@@ -967,12 +968,11 @@ fn mean_losses(losses: &[StepLosses], step: u32, lr: f64, grad_norm: f64, elapse
 
 /// The start-up line of `layer_offloading`: what is in host memory, what stays on the device, and the
 /// upload traffic per step, or why nothing was offloaded.
-fn report_offloading<B: AutodiffBackend>(plan: &TrainJob, model: &Flux2Transformer<B>) {
+fn report_offloading<B: AutodiffBackend>(plan: &TrainJob, r: &flux2_dit::StorageReport) {
     let m = &plan.model;
     if m.offload_transformer == 0.0 && m.offload_text_encoder == 0.0 {
         return;
     }
-    let r = model.storage_report();
     let gb = |b: u64| b as f64 / 1e9;
     if !flux2_ops::offload::is_accelerated::<B::InnerBackend>() {
         eprintln!(

@@ -44,6 +44,15 @@ pub fn is_float8(store: &TensorStore, module: &str) -> bool {
     store.dtype(&format!("{module}.weight")) == Some(Dtype::F8_E4M3)
 }
 
+/// [`read_linear`] when `<module>.weight` is stored as float8 codes, `None` for a dense weight (what the
+/// model loaders ask for every Linear).
+pub fn read_if_float8(store: &TensorStore, module: &str, shape: [usize; 2]) -> Result<Option<HostQuantized>> {
+    if !is_float8(store, module) {
+        return Ok(None);
+    }
+    read_linear(store, module, shape).map(Some)
+}
+
 /// The float8 Linear `module` ([out, in] = `shape`) as host codes and per-row scales (a per-tensor
 /// scale repeated), marking its weight, scale and input-scale keys used. Errors name the file and key:
 /// a missing scale, a wrong shape, NaN codes, a non-finite or negative scale.
@@ -166,13 +175,14 @@ pub struct WriteSummary {
 
 /// Writes `store` to `out` as a float8 file ComfyUI and this project load: each tensor as `select`
 /// says (by key and stored shape), keys unchanged, one tensor in memory at a time (the writer pulls
-/// each when it reaches it), atomically. `progress` gets the source bytes of each tensor as it is done.
+/// each when it reaches it), atomically. `progress` gets the source bytes of each tensor as it is done
+/// and the source bytes of all the tensors written (for a progress bar's length).
 /// A source that already holds float8 codes is refused (quantizing twice only loses accuracy).
 pub fn write_file(
     store: &TensorStore,
     out: &std::path::Path,
     select: impl Fn(&str, &[usize]) -> Action,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(u64, u64),
 ) -> Result<WriteSummary> {
     let mut keys: Vec<&str> = store.keys().collect();
     keys.sort_unstable();
@@ -185,6 +195,8 @@ pub fn write_file(
     }
     let mut summary = WriteSummary::default();
     let failed = FirstError::default();
+    // Known once every tensor is planned, read when the writer runs the closures.
+    let total = std::cell::Cell::new(0u64);
     let mut tensors = Vec::new();
     let mut float8_modules = Vec::new();
     for key in keys {
@@ -202,13 +214,13 @@ pub fn write_file(
             }
             Action::Float8 => {
                 let module = key.strip_suffix(".weight").unwrap_or(key).to_string();
-                let failed = &failed;
+                let (failed, total) = (&failed, &total);
                 let read = move || -> Vec<f32> {
                     let data = store.read(key, DType::F32).and_then(|d| {
                         d.to_vec::<f32>()
                             .map_err(|e| Error::Safetensors { path: store.file_of(key), message: format!("{e:?}") })
                     });
-                    progress(bytes);
+                    progress(bytes, total.get());
                     data.unwrap_or_else(|e| failed.fail(e, Vec::new()))
                 };
                 let (codes, scale) = linear_tensors(&module, [shape[0], shape[1]], read);
@@ -230,10 +242,10 @@ pub fn write_file(
                     shape: shape.clone(),
                     float8: false,
                     data: Box::new({
-                        let failed = &failed;
+                        let (failed, total) = (&failed, &total);
                         move || {
                             let data = store.read_as_stored(key);
-                            progress(bytes);
+                            progress(bytes, total.get());
                             data.unwrap_or_else(|e| failed.fail(e, TensorData::new(Vec::<u8>::new(), [0])))
                         }
                     }),
@@ -248,6 +260,7 @@ pub fn write_file(
     meta.insert("format".into(), "pt".into());
     let (k, v) = metadata(&float8_modules);
     meta.insert(k, v);
+    total.set(summary.bytes_read);
     let written = crate::write_safetensors(out, tensors, &meta);
     // A source tensor that could not be read is the cause, not the length mismatch the writer then saw.
     if let Some(e) = failed.take() {

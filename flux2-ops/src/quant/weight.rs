@@ -29,9 +29,9 @@ impl<B: Backend> QuantizedWeight<B> {
     /// Uploads host codes; scales and zero points in `dtype` (the model's compute dtype).
     pub fn from_host(q: &HostQuantized, dtype: DType, device: &B::Device) -> Self {
         let [out, inp] = q.shape;
-        let groups = inp.div_ceil(q.group);
-        let packed = QuantLayout::new(q.qtype, out, inp).packed;
-        let codes = if packed {
+        let layout = QuantLayout { group: q.group, ..QuantLayout::new(q.qtype, out, inp) };
+        let groups = layout.groups();
+        let codes = if layout.packed {
             let bytes: Vec<u8> = q.codes.chunks_exact(2).map(|p| p[0] | (p[1] << 4)).collect();
             TensorData::new(bytes, [out, inp / 2])
         } else {
@@ -42,15 +42,7 @@ impl<B: Backend> QuantizedWeight<B> {
         };
         let zero_points =
             (!q.zero_points.is_empty()).then(|| floats(q.zero_points.iter().map(|&z| f32::from(z)).collect()));
-        QuantizedWeight {
-            codes: Tensor::from_data(codes, (device, DType::U8)),
-            scales: floats(q.scales.clone()),
-            zero_points,
-            qtype: q.qtype,
-            out_features: out,
-            in_features: inp,
-            packed,
-        }
+        Self::from_parts(Tensor::from_data(codes, (device, DType::U8)), floats(q.scales.clone()), zero_points, layout)
     }
 
     /// Quantizes `weight` [out, in] to `qtype` with the arithmetic of the weight's dtype: on the device
