@@ -2,7 +2,7 @@
 //! Linears of every double and single block as float8 codes with one scale each
 //! ([`flux2_ops::quant::float8_file`]), everything else (embedders, modulation, final layer, norms) as
 //! stored. The blocks are 97% of FLUX.2 [dev]'s weights, so the file is about half the bf16 one
-//! (32.8 GB instead of 64.4), and the layers that condition every block keep full precision, as
+//! (33.0 GB instead of 64.4, from the shapes), and the layers that condition every block keep full precision, as
 //! Comfy-Org's own float8 files do. Loading such a file ([`crate::Checkpoint`]) keeps those layers
 //! quantized as stored.
 

@@ -2,7 +2,7 @@
 //! --text-encoder`): the decoder layers FLUX.2 runs with their seven projections as float8 codes and one
 //! scale each ([`flux2_ops::quant::float8_file`]), the embedding table and norms as stored, and nothing
 //! FLUX.2 never runs (later layers, the LM head, the vision tower): for Mistral Small 3.x and FLUX.2's
-//! 30 layers, 18 GB instead of 48. Keys keep the checkpoint's prefix; the loader finds it.
+//! 30 layers, 18.0 GB instead of 47.1 (from the shapes). Keys keep the checkpoint's prefix; the loader finds it.
 
 use std::path::Path;
 
