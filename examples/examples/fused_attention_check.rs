@@ -106,6 +106,12 @@ fn check<B: AutodiffBackend + FusedAttentionBackend>(device: &B::Device, f32_tol
             f32_tol,
         ),
         ("bf16 1000 tokens x 128, default blocks", [1, 8, 1000, 128], [1, 8, 1000, 128], None, DType::BF16, 3e-2),
+        // Lengths that are no multiple of the CUDA one-kernel path's 64/32-row tiles, cross attention, batch 2.
+        ("bf16 77x533 cross x 128, batch 2", [2, 3, 77, 128], [2, 3, 533, 128], None, DType::BF16, 3e-2),
+        ("bf16 533x77 cross x 128, batch 2", [2, 3, 533, 128], [2, 3, 77, 128], None, DType::BF16, 3e-2),
+        ("f16 1000 tokens x 128, default blocks", [1, 8, 1000, 128], [1, 8, 1000, 128], None, DType::F16, 1e-2),
+        // Head dim 64: the block path on CUDA.
+        ("bf16 300 tokens x 64, default blocks", [1, 4, 300, 64], [1, 4, 300, 64], None, DType::BF16, 3e-2),
         (
             "bf16 4608 tokens x 128, 48 heads, default blocks",
             [1, 48, 4608, 128],

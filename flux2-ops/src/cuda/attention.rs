@@ -23,7 +23,7 @@ use crate::fused_attention::{AttentionBlocks, ranges, tiled_backward, tiled_forw
 type Cuda = burn::backend::Cuda;
 type T = CubeTensor<CudaRuntime>;
 
-fn suffix(dtype: DType) -> Option<&'static str> {
+pub(super) fn suffix(dtype: DType) -> Option<&'static str> {
     match dtype {
         DType::F32 => Some("f32"),
         DType::F16 => Some("f16"),
@@ -40,12 +40,12 @@ fn unwrap(t: Tensor<Cuda, 4>) -> T {
     t.into_primitive().tensor()
 }
 
-fn contiguous(t: T) -> T {
+pub(super) fn contiguous(t: T) -> T {
     if t.is_contiguous() { t } else { into_contiguous(t) }
 }
 
 /// A new uninitialised contiguous tensor on the device of `like`.
-fn empty(like: &T, shape: [usize; 4], dtype: DType) -> T {
+pub(super) fn empty(like: &T, shape: [usize; 4], dtype: DType) -> T {
     let handle = like.client.empty(shape.iter().product::<usize>() * dtype.size());
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape.to_vec()), handle, dtype)
 }
@@ -67,6 +67,9 @@ fn per_row(rows: usize) -> LaunchConfig {
 }
 
 pub(crate) fn forward(q: T, k: T, v: T, scale: f32, blocks: AttentionBlocks) -> (T, T) {
+    if super::flash::applies(&q, &k, &v) {
+        return super::flash::forward(q, k, v, scale);
+    }
     if !supported(&q, &k, &v, blocks) {
         let (out, lse) = tiled_forward::<Cuda>(wrap(q), wrap(k), wrap(v), scale, blocks);
         return (unwrap(out), unwrap(lse));
@@ -124,15 +127,18 @@ pub(crate) fn forward(q: T, k: T, v: T, scale: f32, blocks: AttentionBlocks) -> 
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(q: T, k: T, v: T, out: T, lse: T, grad_out: T, scale: f32, blocks: AttentionBlocks) -> [T; 3] {
-    if !supported(&q, &k, &v, blocks) {
-        return tiled_backward::<Cuda>(wrap(q), wrap(k), wrap(v), wrap(out), wrap(lse), wrap(grad_out), scale, blocks)
-            .map(unwrap);
-    }
     let dt = q.dtype;
     let cast = |t: T, to: DType| if t.dtype == to { t } else { Cuda::float_cast(t, FloatDType::from(to)) };
     let grad_out = contiguous(cast(grad_out, dt));
     let out = contiguous(cast(out, dt));
     let lse = contiguous(cast(lse, DType::F32));
+    if super::flash::applies(&q, &k, &v) {
+        return super::flash::backward(q, k, v, out, lse, grad_out, scale);
+    }
+    if !supported(&q, &k, &v, blocks) {
+        return tiled_backward::<Cuda>(wrap(q), wrap(k), wrap(v), wrap(out), wrap(lse), wrap(grad_out), scale, blocks)
+            .map(unwrap);
+    }
     let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
     let (b, h, lq, lk, d) = dims(&q, &k);
     let bh = b * h;

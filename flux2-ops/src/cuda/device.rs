@@ -13,6 +13,10 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 /// The CUDA source of this crate's kernels, compiled with NVRTC on first use.
 const KERNELS: &str = include_str!("kernels.cu");
 
+/// The one-kernel attention ([`super::flash`]): tensor-core `mma.sync`, so compiled for compute 8.0 (the
+/// driver translates the PTX for newer cards) and used only on cards of compute capability 8.0 or later.
+const FLASH: &str = include_str!("flash.cu");
+
 pub(crate) struct Device {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
@@ -20,17 +24,31 @@ pub(crate) struct Device {
     pub copy_stream: Arc<CudaStream>,
     pub blas: CudaBlas,
     module: Option<Arc<CudaModule>>,
+    flash: Option<Arc<CudaModule>>,
+    /// (major, minor) compute capability.
+    pub capability: (i32, i32),
 }
 
 impl Device {
     /// A kernel of `kernels.cu` by name (the module is compiled once per device).
     pub fn kernel(&mut self, name: &str) -> CudaFunction {
-        if self.module.is_none() {
-            let ptx = cudarc::nvrtc::compile_ptx(KERNELS).unwrap_or_else(|e| panic!("NVRTC: flux2-dit kernels: {e}"));
-            let module = self.ctx.load_module(ptx).unwrap_or_else(|e| panic!("loading flux2-dit kernels: {e}"));
-            self.module = Some(module);
-        }
-        let module = self.module.as_ref().expect("module loaded above");
+        let ctx = &self.ctx;
+        let module = self.module.get_or_insert_with(|| {
+            let ptx = cudarc::nvrtc::compile_ptx(KERNELS).unwrap_or_else(|e| panic!("NVRTC: flux2-ops kernels: {e}"));
+            ctx.load_module(ptx).unwrap_or_else(|e| panic!("loading flux2-ops kernels: {e}"))
+        });
+        module.load_function(name).unwrap_or_else(|e| panic!("kernel {name}: {e}"))
+    }
+
+    /// A kernel of `flash.cu` by name; callers check [`Self::capability`] first.
+    pub fn flash_kernel(&mut self, name: &str) -> CudaFunction {
+        let ctx = &self.ctx;
+        let module = self.flash.get_or_insert_with(|| {
+            let opts = cudarc::nvrtc::CompileOptions { arch: Some("compute_80"), ..Default::default() };
+            let ptx = cudarc::nvrtc::compile_ptx_with_opts(FLASH, opts)
+                .unwrap_or_else(|e| panic!("NVRTC: flux2-ops flash attention: {e}"));
+            ctx.load_module(ptx).unwrap_or_else(|e| panic!("loading flux2-ops flash attention: {e}"))
+        });
         module.load_function(name).unwrap_or_else(|e| panic!("kernel {name}: {e}"))
     }
 
@@ -60,7 +78,8 @@ fn open(ordinal: usize) -> Device {
     let copy_stream = ctx.new_stream().unwrap_or_else(|e| panic!("CUDA copy stream on device {ordinal}: {e}"));
     let blas = CudaBlas::new(stream.clone())
         .unwrap_or_else(|e| panic!("cuBLAS on device {ordinal} (is libcublas on the library path?): {e}"));
-    Device { ctx, stream, copy_stream, blas, module: None }
+    let capability = ctx.compute_capability().unwrap_or((0, 0));
+    Device { ctx, stream, copy_stream, blas, module: None, flash: None, capability }
 }
 
 pub(crate) struct DeviceGuard {
