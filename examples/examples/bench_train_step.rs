@@ -11,7 +11,10 @@
 //! (the first share P of the blocks in host memory, uploaded ahead of use, as `layer_offloading`),
 //! `--device cpu|cuda:N`, `--dtype bf16|f32` (base weights; adapters are f32), `--steps N`
 //! (timed, default 12), `--warmup N` (default 3), `--breakdown` (phase timings plus micro-benchmarks
-//! of the step's matmuls, attention and a square matmul ceiling).
+//! of the step's matmuls, attention and a square matmul ceiling), `--load FILE` (the base weights read
+//! from a checkpoint whose config is the benchmarked one, through `Checkpoint::load_with` with the same
+//! `--qtype`/`--offload` storage, instead of random weights: with a file from `sparse_checkpoint` this
+//! measures loading's peak host memory at the real size, issue 17, `tools/bench/host_rss.sh`).
 //!
 //! Default (the slice): D=6144 (48 heads x 128), F=18432, 2 double + 6 single blocks, 64x64 = 4096
 //! image + 512 text tokens, batch 1, LoRA rank 32 (alpha 32) on every Linear inside the blocks, random bf16 base weights,
@@ -20,6 +23,10 @@
 //! prediction against a random target. The step is forward, backward, optimizer, then a device sync; the
 //! median over the timed steps is reported. On CUDA the weights are drawn on the device
 //! (`Flux2Transformer::random_on_device`: seconds for 32B parameters), on the CPU by `RandomSource`.
+//!
+//! Host memory: after building and after the timed steps, the process's peak resident set (`VmHWM`,
+//! which counts the touched pages of a memory-mapped checkpoint) and anonymous resident memory
+//! (`RssAnon`), from `/proc/self/status` (Linux; "n/a" elsewhere).
 //!
 //! Memory (CUDA): after the timed steps, one more step runs with the allocator sampled (after a device
 //! sync) at every point where the step's memory can peak: after every block of the forward, after the
@@ -33,13 +40,17 @@
 //! twice that backward (input and factor gradients); attention 4·H·L²·d forward and twice that
 //! backward. Norms, RoPE, modulation and the optimizer are not counted.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Distribution, Tensor};
 use flow_train::optim::{AdamW, AdamWSettings, Optimizer};
-use flux2_dit::{BaseStorage, BlockCheckpointing, Flux2Config, Flux2Transformer, PositionIds, RandomSource};
+use flux2_dit::{
+    BaseStorage, BlockCheckpointing, Checkpoint, Flux2Config, Flux2Transformer, PositionIds, RandomSource,
+};
+use flux2_ops::host_memory::HostMemory;
 use lora_adapters::{LoraConfig, Targets, inject, trainable};
 
 /// Name of the benchmarked adapter inside the model.
@@ -65,18 +76,7 @@ fn full() -> Shape {
 }
 
 fn small() -> Shape {
-    let config = Flux2Config {
-        in_channels: 16,
-        num_layers: 2,
-        num_single_layers: 2,
-        attention_head_dim: 32,
-        num_attention_heads: 4,
-        joint_attention_dim: 64,
-        timestep_guidance_channels: 32,
-        axes_dims_rope: vec![8, 8, 8, 8],
-        ..Flux2Config::dev()
-    };
-    Shape { config, img_h: 16, img_w: 16, txt: 64, rank: 8 }
+    Shape { config: examples::small_config(), img_h: 16, img_w: 16, txt: 64, rank: 8 }
 }
 
 struct Args {
@@ -96,6 +96,8 @@ struct Args {
     steps: usize,
     warmup: usize,
     breakdown: bool,
+    /// Base weights from this checkpoint instead of random ones (`--load FILE`).
+    load: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -114,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
         steps: 12,
         warmup: 3,
         breakdown: false,
+        load: None,
     };
     let mut it = std::env::args().skip(1);
     let mut device_given = false;
@@ -138,6 +141,7 @@ fn parse_args() -> Result<Args, String> {
                 args.img = Some((parse(h)?, parse(w)?));
             }
             "--breakdown" => args.breakdown = true,
+            "--load" => args.load = Some(value("--load")?.into()),
             "--device" => {
                 args.device = value("--device")?;
                 device_given = true;
@@ -282,11 +286,14 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
     let t0 = Instant::now();
     flow_train::out_of_memory::set_phase("building the model");
     let storage = BaseStorage { quantize: args.qtype, offload: args.offload };
-    let mut model = if memory.is_some() {
-        B::seed(device, 0);
-        Flux2Transformer::<B>::random_on_device_with(c, args.dtype, storage, device)
-    } else {
-        Flux2Transformer::<B>::from_source_with(c, &mut RandomSource::new(0), args.dtype, storage, device)
+    let mut model = match &args.load {
+        Some(path) => load(path, c, args.dtype, storage, device),
+        None if memory.is_some() => {
+            B::seed(device, 0);
+            Flux2Transformer::<B>::random_on_device_with(c, args.dtype, storage, device).map_err(|e| e.to_string())
+        }
+        None => Flux2Transformer::<B>::from_source_with(c, &mut RandomSource::new(0), args.dtype, storage, device)
+            .map_err(|e| e.to_string()),
     }
     .unwrap_or_else(|e| panic!("building the model: {e}"));
     let lora =
@@ -300,6 +307,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         let (u, r) = probe();
         println!("memory after building: in use {:.2} GiB, reserved {:.2} GiB", gib(u), gib(r));
     }
+    println!("host memory after building: {}", HostMemory::describe());
     if args.offload > 0.0 {
         let r = model.storage_report();
         println!(
@@ -447,6 +455,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         );
         micro::<B>(&model, &shape, args.dtype, device, total, step);
     }
+    println!("host memory after the steps: {}", HostMemory::describe());
     println!(
         "RESULT ours_ms={:.3} ours_peak_in_use_gib={:.3} ours_peak_reserved_gib={:.3} ours_tflops={:.2}",
         step * 1e3,
@@ -454,6 +463,33 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
         gib(peak_reserved),
         total / step / 1e12
     );
+}
+
+/// The model read from the checkpoint `path` (`--load`), stored as `storage` says; the file's config
+/// (from its shapes, or a `config.json` beside it) must be the benchmarked one.
+fn load<B: Backend>(
+    path: &std::path::Path,
+    config: &Flux2Config,
+    dtype: DType,
+    storage: BaseStorage,
+    device: &B::Device,
+) -> Result<Flux2Transformer<B>, String> {
+    let checkpoint = Checkpoint::open(path).map_err(|e| e.to_string())?;
+    let file = &checkpoint.config;
+    if file != config {
+        return Err(format!(
+            "--load {}: its config (D={}, {} double + {} single blocks) is not the benchmarked one (D={}, {} + {}): \
+             choose it with --full, --small, --double, --single",
+            path.display(),
+            file.inner_dim(),
+            file.num_layers,
+            file.num_single_layers,
+            config.inner_dim(),
+            config.num_layers,
+            config.num_single_layers
+        ));
+    }
+    checkpoint.load_with(dtype, storage, device).map_err(|e| e.to_string())
 }
 
 trait ScalarF32 {

@@ -35,6 +35,7 @@ pub mod position_ids;
 pub mod rope;
 pub mod saver;
 pub mod single_block;
+pub mod sparse_file;
 pub mod storage;
 pub mod weight_source;
 
@@ -47,6 +48,7 @@ pub use model::{Conditioning, Flux2Transformer};
 pub use position_ids::{PositionIds, pack_latents, unpack_latents};
 pub use rope::RopeTable;
 pub use saver::{save_bfl_file, save_diffusers_folder};
+pub use sparse_file::write_sparse_file;
 pub use storage::{BaseStorage, StorageReport};
 pub use weight_source::{Layout, RandomSource, StoreSource, WeightSource};
 

@@ -109,6 +109,23 @@ impl<B: Backend> Provide<B> for OnDevice<'_, B> {
     }
 }
 
+/// Records each parameter's name and shape and gives a zero-element placeholder in its place: the
+/// builder run for its key list alone ([`Flux2Transformer::checkpoint_layout`]).
+struct Names<'a, B: Backend> {
+    names: Vec<(String, Vec<usize>)>,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Provide<B> for Names<'_, B> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        self.names.push((name.to_string(), shape.to_vec()));
+        Ok(Tensor::empty([0; D], self.device))
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Builds modules from a [`Provide`]r, asking for each parameter by BFL name.
 struct Builder<'c, B, P> {
     source: P,
@@ -282,6 +299,21 @@ impl<B: Backend> Flux2Transformer<B> {
     ) -> Result<Self> {
         let source = OnDevice::<B> { dtype, device };
         Builder { source, config, storage, backend: std::marker::PhantomData }.model()
+    }
+
+    /// Every parameter's BFL checkpoint key and shape for `config`, in the order the loaders read them:
+    /// the builder itself run with zero-element placeholders on `device` (nothing is allocated, any
+    /// backend), so the list is exactly the keys and shapes a BFL file must hold
+    /// ([`crate::sparse_file`] writes files from it).
+    pub fn checkpoint_layout(config: &Flux2Config, device: &B::Device) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut builder = Builder {
+            source: Names::<B> { names: Vec::new(), device },
+            config,
+            storage: BaseStorage::default(),
+            backend: std::marker::PhantomData,
+        };
+        builder.model()?;
+        Ok(builder.source.names)
     }
 
     /// Starts uploading the offloaded Linears of block `index` (execution order: the double blocks,

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`rng`] | the seeded, counter-based generator (noise, timesteps, shuffles, weight init) | no |
 //! | [`atomic_file`] | write-then-rename files; stale temporary files | no |
+//! | [`host_memory`] | the process's peak and anonymous resident memory (Linux) | no |
 //! | [`store`] | memory-mapped safetensors checkpoints (files, folders, sharded indexes) | yes |
 //! | [`writer`] | the streaming, atomic safetensors writer | yes |
 //! | [`compare`] | `relative_error`, the measure every parity check reports | slices: no |
@@ -22,6 +23,7 @@
 
 pub mod atomic_file;
 pub mod compare;
+pub mod host_memory;
 pub mod rng;
 
 #[cfg(feature = "burn")]
@@ -69,4 +71,4 @@ pub use low_rank::{AdapterSwitch, LowRankAdapter};
 #[cfg(feature = "burn")]
 pub use store::{StoredTensor, TensorStore};
 #[cfg(feature = "burn")]
-pub use writer::{PendingTensor, write_safetensors};
+pub use writer::{PendingTensor, write_safetensors, write_safetensors_sparse};

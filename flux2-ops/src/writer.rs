@@ -61,18 +61,15 @@ fn file_dtype(t: &PendingTensor<'_>, path: &Path) -> Result<&'static str> {
     }
 }
 
-/// Writes `tensors` (in the given order) and `metadata` (the header's `__metadata__`) to `path`.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: Vec<PendingTensor<'_>>,
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
+/// The header (length prefix excluded, padded to 8 bytes) of a file holding `tensors` in order, and the
+/// length of their data.
+fn header(tensors: &[PendingTensor<'_>], metadata: &BTreeMap<String, String>, path: &Path) -> Result<(Vec<u8>, u64)> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map serializes"));
     }
     let mut offset = 0usize;
-    for t in &tensors {
+    for t in tensors {
         let len = t.shape.iter().product::<usize>() * t.dtype.size();
         header.insert(
             t.name.clone(),
@@ -84,6 +81,16 @@ pub fn write_safetensors(
     while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
+    Ok((header_bytes, offset as u64))
+}
+
+/// Writes `tensors` (in the given order) and `metadata` (the header's `__metadata__`) to `path`.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: Vec<PendingTensor<'_>>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let (header_bytes, _) = header(&tensors, metadata, path)?;
 
     write_atomic_with(path, |out| {
         out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
@@ -104,4 +111,26 @@ pub fn write_safetensors(
         Ok(())
     })
     .map_err(|source| Error::Write { path: path.to_path_buf(), source })
+}
+
+/// Writes the header [`write_safetensors`] would write for `tensors` and extends the file to its full
+/// length without writing any data (the tensors' data closures are never called): the data region is a
+/// hole, which reads back as zeros and takes no disk on file systems with sparse files (ext4, xfs,
+/// overlayfs; on tmpfs a read hole still takes memory). For measuring loaders at the real size on a
+/// machine whose disk cannot hold the real file (`examples/sparse_checkpoint`); returns the file length.
+pub fn write_safetensors_sparse(
+    path: &Path,
+    tensors: &[PendingTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<u64> {
+    let (header_bytes, data_len) = header(tensors, metadata, path)?;
+    let len = 8 + header_bytes.len() as u64 + data_len;
+    write_atomic_with(path, |out| {
+        out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+        out.write_all(&header_bytes)?;
+        out.flush()?;
+        out.get_ref().set_len(len)
+    })
+    .map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
+    Ok(len)
 }

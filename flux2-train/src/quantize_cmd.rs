@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use flux2_ops::host_memory::HostMemory;
 use flux2_ops::quant::QType;
 use flux2_ops::quant::float8_file::WriteSummary;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,6 +88,10 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode, String> {
         gb(summary.bytes_read),
         gb(summary.bytes_written)
     );
+    // The source is memory-mapped: its pages read count in the peak (issue 17's budget is file + 8 GiB).
+    if let Some(memory) = HostMemory::now() {
+        eprintln!("host memory: {memory}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
