@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
 use crate::modulation::ModParams;
-use crate::norm::{RmsNorm, layer_norm};
+use crate::norm::RmsNorm;
 use crate::rope::RopeTable;
 use flux2_ops::Linear;
 
@@ -72,13 +72,14 @@ impl<B: Backend> DoubleBlock<B> {
         rope: &RopeTable<B>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let txt_len = txt.shape().dims::<3>()[1];
+        // Text tokens come first in the joint sequence, so the image stream's rotary rows start at txt_len.
         let [img_q, img_k, img_v] =
-            self.project(&self.img_attn, img_mod[0].modulate(layer_norm(img.clone(), self.eps)));
+            self.project(&self.img_attn, img_mod[0].modulate_norm(img.clone(), self.eps), rope, txt_len);
         let [txt_q, txt_k, txt_v] =
-            self.project(&self.txt_attn, txt_mod[0].modulate(layer_norm(txt.clone(), self.eps)));
+            self.project(&self.txt_attn, txt_mod[0].modulate_norm(txt.clone(), self.eps), rope, 0);
 
-        let q = rope.apply(Tensor::cat(vec![txt_q, img_q], 2));
-        let k = rope.apply(Tensor::cat(vec![txt_k, img_k], 2));
+        let q = Tensor::cat(vec![txt_q, img_q], 2);
+        let k = Tensor::cat(vec![txt_k, img_k], 2);
         let v = Tensor::cat(vec![txt_v, img_v], 2);
         let attn = merge_heads(scaled_dot_product(q, k, v));
         let total = attn.shape().dims::<3>()[1];
@@ -86,16 +87,21 @@ impl<B: Backend> DoubleBlock<B> {
         let img_attn = attn.narrow(1, txt_len, total - txt_len);
 
         let img = img + img_mod[0].gate.clone() * self.img_attn.proj.forward(img_attn);
-        let img = img.clone()
-            + img_mod[1].gate.clone() * self.img_mlp.forward(img_mod[1].modulate(layer_norm(img, self.eps)));
+        let img = img.clone() + img_mod[1].gate.clone() * self.img_mlp.forward(img_mod[1].modulate_norm(img, self.eps));
         let txt = txt + txt_mod[0].gate.clone() * self.txt_attn.proj.forward(txt_attn);
-        let txt = txt.clone()
-            + txt_mod[1].gate.clone() * self.txt_mlp.forward(txt_mod[1].modulate(layer_norm(txt, self.eps)));
+        let txt = txt.clone() + txt_mod[1].gate.clone() * self.txt_mlp.forward(txt_mod[1].modulate_norm(txt, self.eps));
         (img, txt)
     }
 
-    fn project(&self, attn: &StreamAttention<B>, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
+    /// q, k (normalized and rotated with the table rows from `offset`) and v of one stream.
+    fn project(
+        &self,
+        attn: &StreamAttention<B>,
+        x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+        offset: usize,
+    ) -> [Tensor<B, 4>; 3] {
         let [q, k, v] = split_qkv(attn.qkv.forward(x), self.heads);
-        [attn.norm.query_norm.forward(q), attn.norm.key_norm.forward(k), v]
+        [rope.norm_apply(&attn.norm.query_norm, q, offset), rope.norm_apply(&attn.norm.key_norm, k, offset), v]
     }
 }

@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
+use crate::norm::layer_norm;
 use flux2_ops::Linear;
 
 /// One (shift, scale, gate) triple, each [B, 1, D] so it broadcasts over tokens.
@@ -18,6 +19,13 @@ impl<B: Backend> ModParams<B> {
     /// `(1 + scale) * x + shift`.
     pub fn modulate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         x * (self.scale.clone() + 1.0) + self.shift.clone()
+    }
+
+    /// `(1 + scale) * LayerNorm(x) + shift`, the input of every attention and MLP: one fused kernel
+    /// where the backend has it ([`flux2_ops::fused_norm`]), else this composition.
+    pub fn modulate_norm(&self, x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
+        flux2_ops::fused_norm::modulated_layer_norm(x, &self.shift, &self.scale, eps)
+            .unwrap_or_else(|x| self.modulate(layer_norm(x, eps)))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
+use crate::norm::RmsNorm;
 use crate::position_ids::PositionIds;
 
 /// cos/sin tables for one token sequence, [S, head_dim] each, f32.
@@ -48,6 +49,19 @@ impl<B: Backend> RopeTable<B> {
 
     /// Rotates x [B, H, S, head_dim]: out[2j] = x[2j] cos - x[2j+1] sin, out[2j+1] = x[2j+1] cos + x[2j] sin.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.apply_at(x, 0)
+    }
+
+    /// `apply(norm(x))` for the S tokens at `offset..offset + S` of the table (one stream of the joint
+    /// sequence): one fused kernel where the backend has it ([`flux2_ops::fused_norm`]), else the
+    /// composition.
+    pub fn norm_apply(&self, norm: &RmsNorm<B>, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
+        flux2_ops::fused_norm::rms_norm_rope(x, &norm.weight.val(), &self.cos, &self.sin, offset, norm.eps)
+            .unwrap_or_else(|x| self.apply_at(norm.forward(x), offset))
+    }
+
+    /// [`Self::apply`] with the table rows `offset..offset + S`.
+    fn apply_at(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
         let dtype = x.dtype();
         let [b, h, s, d] = x.shape().dims();
         let x = x.cast(DType::F32);
@@ -55,8 +69,10 @@ impl<B: Backend> RopeTable<B> {
         let real = pairs.clone().narrow(4, 0, 1);
         let imag = pairs.narrow(4, 1, 1);
         let rotated: Tensor<B, 4> = Tensor::cat(vec![imag.neg(), real], 4).reshape([b, h, s, d]);
-        let cos = self.cos.clone().unsqueeze::<4>();
-        let sin = self.sin.clone().unsqueeze::<4>();
+        let rows =
+            |t: &Tensor<B, 2>| if offset == 0 && s == self.len() { t.clone() } else { t.clone().narrow(0, offset, s) };
+        let cos = rows(&self.cos).unsqueeze::<4>();
+        let sin = rows(&self.sin).unsqueeze::<4>();
         (x * cos + rotated * sin).cast(dtype)
     }
 }

@@ -7,7 +7,6 @@ use burn::tensor::{Tensor, activation::silu, backend::Backend};
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
 use crate::double_block::QkNorm;
 use crate::modulation::ModParams;
-use crate::norm::layer_norm;
 use crate::rope::RopeTable;
 use flux2_ops::Linear;
 
@@ -29,14 +28,14 @@ impl<B: Backend> SingleBlock<B> {
     }
 
     pub fn forward(&self, h: Tensor<B, 3>, modulation: &ModParams<B>, rope: &RopeTable<B>) -> Tensor<B, 3> {
-        let x = modulation.modulate(layer_norm(h.clone(), self.eps));
+        let x = modulation.modulate_norm(h.clone(), self.eps);
         let fused = self.linear1.forward(x);
         let width = fused.shape().dims::<3>()[2];
         let inner = self.linear2.out_features();
         let mlp_width = (width - 3 * inner) / 2;
         let [q, k, v] = split_qkv(fused.clone().narrow(2, 0, 3 * inner), self.heads);
-        let q = rope.apply(self.norm.query_norm.forward(q));
-        let k = rope.apply(self.norm.key_norm.forward(k));
+        let q = rope.norm_apply(&self.norm.query_norm, q, 0);
+        let k = rope.norm_apply(&self.norm.key_norm, k, 0);
         let attn = merge_heads(scaled_dot_product(q, k, v));
         let gate = fused.clone().narrow(2, 3 * inner, mlp_width);
         let up = fused.narrow(2, 3 * inner + mlp_width, mlp_width);

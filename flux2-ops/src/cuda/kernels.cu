@@ -271,3 +271,110 @@ extern "C" __global__ void dequantize_##SUFFIX(const unsigned char* codes, const
 #define R_bf16(x) load_bf16(store_bf16(x))
 QUANTIZE_ROWS(f32, float) QUANTIZE_ROWS(f16, u16) QUANTIZE_ROWS(bf16, u16)
 DEQUANTIZE(f32, float) DEQUANTIZE(f16, u16) DEQUANTIZE(bf16, u16)
+
+// ---- Fused normalizations (src/cuda/norm.rs; the compositions they reproduce: src/fused_norm.rs) ----
+
+// rope(RMSNorm(x) w) per row of d values, one warp per row: rows = B·H·S, row r rotated by table row
+// offset + r % seq. The normalized value is rounded to the storage type before the rotation, as the
+// composition's cast does.
+#define RMS_ROPE(SUFFIX, T)                                                                            \
+extern "C" __global__ void rms_rope_##SUFFIX(const T* x, const T* w, const float* cs, const float* sn, \
+                                             T* out, long long rows, int seq, int offset, int d,       \
+                                             float eps) {                                              \
+    long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);                    \
+    if (row >= rows) return;                                                                           \
+    int lane = threadIdx.x & 31;                                                                       \
+    const T* xr = x + row * d;                                                                         \
+    T* orow = out + row * d;                                                                           \
+    long long t = (long long)(offset + (int)(row % seq)) * d;                                          \
+    float ss = 0.0f;                                                                                   \
+    for (int i = lane; i < d; i += 32) { float v = load_##SUFFIX(xr[i]); ss += v * v; }                \
+    float rms = sqrtf(warp_sum(ss) / (float)d + eps);                                                  \
+    for (int i = 2 * lane; i < d; i += 64) {                                                           \
+        float y0 = R_##SUFFIX((load_##SUFFIX(xr[i]) / rms) * load_##SUFFIX(w[i]));                     \
+        float y1 = R_##SUFFIX((load_##SUFFIX(xr[i + 1]) / rms) * load_##SUFFIX(w[i + 1]));             \
+        orow[i] = store_##SUFFIX(y0 * cs[t + i] - y1 * sn[t + i]);                                     \
+        orow[i + 1] = store_##SUFFIX(y1 * cs[t + i + 1] + y0 * sn[t + i + 1]);                         \
+    }                                                                                                  \
+}                                                                                                      \
+/* dx of the above: dy = Rᵀ g (the inverse rotation), dx = w dy / rms - x <x, w dy> / (d rms³). */    \
+extern "C" __global__ void rms_rope_backward_##SUFFIX(const T* x, const T* w, const float* cs,        \
+                                                      const float* sn, const T* g, T* dx,              \
+                                                      long long rows, int seq, int offset, int d,      \
+                                                      float eps) {                                     \
+    long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);                    \
+    if (row >= rows) return;                                                                           \
+    int lane = threadIdx.x & 31;                                                                       \
+    const T* xr = x + row * d;                                                                         \
+    const T* gr = g + row * d;                                                                         \
+    T* dr = dx + row * d;                                                                              \
+    long long t = (long long)(offset + (int)(row % seq)) * d;                                          \
+    float ss = 0.0f, dot = 0.0f;                                                                       \
+    for (int i = 2 * lane; i < d; i += 64) {                                                           \
+        float x0 = load_##SUFFIX(xr[i]), x1 = load_##SUFFIX(xr[i + 1]);                                \
+        float g0 = load_##SUFFIX(gr[i]), g1 = load_##SUFFIX(gr[i + 1]);                                \
+        float dy0 = g0 * cs[t + i] + g1 * sn[t + i + 1], dy1 = g1 * cs[t + i + 1] - g0 * sn[t + i];    \
+        ss += x0 * x0 + x1 * x1;                                                                       \
+        dot += x0 * load_##SUFFIX(w[i]) * dy0 + x1 * load_##SUFFIX(w[i + 1]) * dy1;                    \
+    }                                                                                                  \
+    float rms = sqrtf(warp_sum(ss) / (float)d + eps);                                                  \
+    float k = warp_sum(dot) / ((float)d * rms * rms * rms);                                            \
+    for (int i = 2 * lane; i < d; i += 64) {                                                           \
+        float x0 = load_##SUFFIX(xr[i]), x1 = load_##SUFFIX(xr[i + 1]);                                \
+        float g0 = load_##SUFFIX(gr[i]), g1 = load_##SUFFIX(gr[i + 1]);                                \
+        float dy0 = g0 * cs[t + i] + g1 * sn[t + i + 1], dy1 = g1 * cs[t + i + 1] - g0 * sn[t + i];    \
+        dr[i] = store_##SUFFIX(load_##SUFFIX(w[i]) * dy0 / rms - x0 * k);                              \
+        dr[i + 1] = store_##SUFFIX(load_##SUFFIX(w[i + 1]) * dy1 / rms - x1 * k);                      \
+    }                                                                                                  \
+}
+
+// (1 + scale) LayerNorm(x) + shift, one block per row of x [B·S, d]; shift/scale [B, d]. Roundings as the
+// composition: LayerNorm output, 1 + scale, the product, the sum, each to the storage type.
+#define MOD_LAYER_NORM(SUFFIX, T)                                                                      \
+__device__ __forceinline__ void row_stats_##SUFFIX(const T* xr, int d, float eps, float* mean,          \
+                                                   float* sigma) {                                     \
+    float sum = 0.0f;                                                                                  \
+    for (int i = threadIdx.x; i < d; i += blockDim.x) sum += load_##SUFFIX(xr[i]);                     \
+    float m = block_sum(sum) / (float)d, sq = 0.0f;                                                    \
+    for (int i = threadIdx.x; i < d; i += blockDim.x) { float c = load_##SUFFIX(xr[i]) - m; sq += c * c; } \
+    *mean = m;                                                                                         \
+    *sigma = sqrtf(block_sum(sq) / (float)d + eps);                                                    \
+}                                                                                                      \
+extern "C" __global__ void modulated_layer_norm_##SUFFIX(const T* x, const T* shift, const T* scale,  \
+                                                         T* out, int seq, int d, float eps) {          \
+    long long row = blockIdx.x, b = row / seq;                                                         \
+    const T* xr = x + row * d;                                                                         \
+    float mean, sigma;                                                                                 \
+    row_stats_##SUFFIX(xr, d, eps, &mean, &sigma);                                                     \
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {                                                \
+        float xh = R_##SUFFIX((load_##SUFFIX(xr[i]) - mean) / sigma);                                  \
+        float s1 = R_##SUFFIX(load_##SUFFIX(scale[b * d + i]) + 1.0f);                                 \
+        out[row * d + i] = store_##SUFFIX(R_##SUFFIX(xh * s1) + load_##SUFFIX(shift[b * d + i]));      \
+    }                                                                                                  \
+}                                                                                                      \
+/* dx = (dxh - mean(dxh) - xh mean(dxh xh)) / sigma with dxh = g (1 + scale). */                        \
+extern "C" __global__ void modulated_layer_norm_backward_##SUFFIX(const T* x, const T* scale,         \
+                                                                  const T* g, T* dx, int seq, int d,   \
+                                                                  float eps) {                         \
+    long long row = blockIdx.x, b = row / seq;                                                         \
+    const T* xr = x + row * d;                                                                         \
+    const T* gr = g + row * d;                                                                         \
+    float mean, sigma;                                                                                 \
+    row_stats_##SUFFIX(xr, d, eps, &mean, &sigma);                                                     \
+    float m1 = 0.0f, m2 = 0.0f;                                                                        \
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {                                                \
+        float xh = (load_##SUFFIX(xr[i]) - mean) / sigma;                                              \
+        float dxh = load_##SUFFIX(gr[i]) * R_##SUFFIX(load_##SUFFIX(scale[b * d + i]) + 1.0f);         \
+        m1 += dxh; m2 += dxh * xh;                                                                     \
+    }                                                                                                  \
+    m1 = block_sum(m1) / (float)d;                                                                     \
+    m2 = block_sum(m2) / (float)d;                                                                     \
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {                                                \
+        float xh = (load_##SUFFIX(xr[i]) - mean) / sigma;                                              \
+        float dxh = load_##SUFFIX(gr[i]) * R_##SUFFIX(load_##SUFFIX(scale[b * d + i]) + 1.0f);         \
+        dx[row * d + i] = store_##SUFFIX((dxh - m1 - xh * m2) / sigma);                                \
+    }                                                                                                  \
+}
+
+RMS_ROPE(f32, float) RMS_ROPE(f16, u16) RMS_ROPE(bf16, u16)
+MOD_LAYER_NORM(f32, float) MOD_LAYER_NORM(f16, u16) MOD_LAYER_NORM(bf16, u16)

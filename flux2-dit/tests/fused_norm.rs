@@ -1,0 +1,35 @@
+//! The CPU backends' fused normalizations (flux2-ops `fused_norm::host`, the formulas of the CUDA kernels)
+//! give the tensor-op compositions' values and gradients, in f32 and bf16; and the model takes them.
+
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::DType;
+use flux2_test_support::fused_norm_cases::{self, CaseResult};
+
+fn assert_all_pass(results: &[(CaseResult, [f32; 2])], expected: usize) {
+    for (r, tol) in results {
+        println!("{}", r.line(*tol));
+    }
+    let failures: Vec<String> =
+        results.iter().filter(|(r, tol)| !r.passes(*tol)).map(|(r, tol)| r.line(*tol)).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(results.len(), expected);
+}
+
+#[test]
+fn fused_normalizations_match_the_compositions_on_flex() {
+    let results = fused_norm_cases::all::<Autodiff<Flex>>(&Default::default(), &[DType::F32, DType::BF16], false);
+    assert_all_pass(&results, 8);
+}
+
+/// NdArray has no bf16.
+#[test]
+fn fused_normalizations_match_the_compositions_on_ndarray() {
+    assert_all_pass(&fused_norm_cases::all::<Autodiff<NdArray>>(&Default::default(), &[DType::F32], false), 4);
+}
+
+#[test]
+fn the_cpu_backends_have_the_fused_normalizations() {
+    assert!(flux2_ops::fused_norm::is_registered::<Flex>());
+    assert!(flux2_ops::fused_norm::is_registered::<Autodiff<Flex>>());
+    assert!(flux2_ops::fused_norm::is_registered::<NdArray>());
+}

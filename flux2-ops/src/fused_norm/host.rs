@@ -1,0 +1,137 @@
+//! The fused normalizations on host memory, for the CPU backends: the arithmetic of the CUDA kernels
+//! (`cuda/kernels.cu`, `RMS_ROPE` and `MOD_LAYER_NORM`) row by row in f32, rows spread over the cores.
+//!
+//! On the CPU this replaces chains of strided element-wise passes over f32 copies with one read and one
+//! write per row, and it is the executable statement of the kernels' formulas: the CPU tests check it
+//! against the tensor-op compositions, forward and backward.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use rayon::prelude::*;
+
+fn values<B: Backend, const D: usize>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>, DType) {
+    let t = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
+    let (dtype, dims) = (t.dtype(), t.dims().to_vec());
+    let data = t.into_data().convert::<f32>();
+    (data.into_vec::<f32>().unwrap_or_else(|e| panic!("fused normalization: reading values: {e:?}")), dims, dtype)
+}
+
+fn tensor<B: Backend>(v: Vec<f32>, dims: Vec<usize>, dtype: DType, device: &B::Device) -> FloatTensor<B> {
+    B::float_from_data(TensorData::new(v, dims).convert_dtype(dtype), device)
+}
+
+/// Rounding of an intermediate to the storage type (the compositions' casts).
+fn rounding(dtype: DType) -> fn(f32) -> f32 {
+    match dtype {
+        DType::BF16 => |x| half::bf16::from_f32(x).to_f32(),
+        DType::F16 => |x| half::f16::from_f32(x).to_f32(),
+        _ => |x| x,
+    }
+}
+
+/// The forward (`grad` None) or input gradient of `rope(RMSNorm(x) w)` over rows of d values.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn rms_norm_rope<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+    seq: usize,
+    offset: usize,
+    eps: f32,
+    grad: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    let device = B::float_device(&x);
+    let (x, dims, dtype) = values::<B, 2>(x);
+    let (w, _, _) = values::<B, 1>(weight);
+    let (cs, _, _) = values::<B, 2>(cos);
+    let (sn, _, _) = values::<B, 2>(sin);
+    let g = grad.map(|g| values::<B, 2>(g).0);
+    let d = dims[1];
+    let round = rounding(dtype);
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
+        let xr = &x[row * d..(row + 1) * d];
+        let t = (offset + row % seq) * d;
+        let (c, s) = (&cs[t..t + d], &sn[t..t + d]);
+        let rms = (xr.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
+        match &g {
+            None => {
+                for i in (0..d).step_by(2) {
+                    let y0 = round((xr[i] / rms) * w[i]);
+                    let y1 = round((xr[i + 1] / rms) * w[i + 1]);
+                    o[i] = y0 * c[i] - y1 * s[i];
+                    o[i + 1] = y1 * c[i + 1] + y0 * s[i + 1];
+                }
+            }
+            Some(g) => {
+                let gr = &g[row * d..(row + 1) * d];
+                // dy = Rᵀ g, then dx = w dy / rms - x <x, w dy> / (d rms³).
+                let dy = |i: usize| (gr[i] * c[i] + gr[i + 1] * s[i + 1], gr[i + 1] * c[i + 1] - gr[i] * s[i]);
+                let mut dot = 0.0f32;
+                for i in (0..d).step_by(2) {
+                    let (dy0, dy1) = dy(i);
+                    dot += xr[i] * w[i] * dy0 + xr[i + 1] * w[i + 1] * dy1;
+                }
+                let k = dot / (d as f32 * rms * rms * rms);
+                for i in (0..d).step_by(2) {
+                    let (dy0, dy1) = dy(i);
+                    o[i] = w[i] * dy0 / rms - xr[i] * k;
+                    o[i + 1] = w[i + 1] * dy1 / rms - xr[i + 1] * k;
+                }
+            }
+        }
+    });
+    tensor::<B>(out, dims, dtype, &device)
+}
+
+/// The forward (`grad` None, `shift` given) or input gradient of `(1 + scale) LayerNorm(x) + shift` for
+/// x [B, S, D] and shift/scale [B, 1, D].
+pub(super) fn modulated_layer_norm<B: Backend>(
+    x: FloatTensor<B>,
+    shift: Option<FloatTensor<B>>,
+    scale: FloatTensor<B>,
+    eps: f32,
+    grad: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    let device = B::float_device(&x);
+    let (x, dims, dtype) = values::<B, 3>(x);
+    let shift = shift.map(|t| values::<B, 3>(t).0);
+    let (scale, _, _) = values::<B, 3>(scale);
+    let g = grad.map(|g| values::<B, 3>(g).0);
+    let (seq, d) = (dims[1], dims[2]);
+    let round = rounding(dtype);
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
+        let xr = &x[row * d..(row + 1) * d];
+        let b = row / seq;
+        let sc = &scale[b * d..(b + 1) * d];
+        let mean = xr.iter().sum::<f32>() / d as f32;
+        let sigma = (xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32 + eps).sqrt();
+        match (&g, &shift) {
+            (None, Some(shift)) => {
+                let sh = &shift[b * d..(b + 1) * d];
+                for i in 0..d {
+                    let xh = round((xr[i] - mean) / sigma);
+                    o[i] = round(xh * round(sc[i] + 1.0)) + sh[i];
+                }
+            }
+            (Some(g), _) => {
+                let gr = &g[row * d..(row + 1) * d];
+                let dxh = |i: usize| gr[i] * round(sc[i] + 1.0);
+                let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                for i in 0..d {
+                    m1 += dxh(i);
+                    m2 += dxh(i) * (xr[i] - mean) / sigma;
+                }
+                let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+                for i in 0..d {
+                    o[i] = (dxh(i) - m1 - (xr[i] - mean) / sigma * m2) / sigma;
+                }
+            }
+            (None, None) => unreachable!("the forward passes shift"),
+        }
+    });
+    tensor::<B>(out, dims, dtype, &device)
+}
