@@ -1,32 +1,39 @@
-//! The fused attention (tiled forward, recomputing backward) against plain matmul-softmax-matmul under
-//! `Autodiff<Flex>`: outputs and dq, dk, dv agree to 2e-5 relative (max |difference| over max |reference|;
-//! f32, only summation order differs), for lengths that are not multiples of the block sizes, with
-//! several key blocks (online softmax) and with query length != key length.
+//! The fused attention against plain matmul-softmax-matmul under autodiff, on both CPU implementations:
+//! `Flex` runs the host row loops (`fused_attention/host.rs`), `NdArray` the generic tensor-op version
+//! (tiled forward with online softmax over key blocks, recomputing backward). Outputs and dq, dk, dv agree
+//! to 2e-5 relative (max |difference| over max |reference|; f32, only summation order differs), for lengths
+//! that are not multiples of the block sizes, with several key blocks and with query length != key length;
+//! bf16 inputs on the host loops to 3e-2 of the f32 reference.
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, Distribution, Tensor};
 use flux2_ops::attention::scaled_dot_product;
-use flux2_ops::fused_attention::{AttentionBlocks, fused_attention_with, inspect, is_registered};
+use flux2_ops::fused_attention::{
+    AttentionBlocks, FusedAttentionBackend, fused_attention_with, inspect, is_registered,
+};
 
 type B = Autodiff<Flex>;
 
 /// Relative tolerance for f32 (outputs and gradients are O(1); observed errors are ~1e-7).
 const TOL: f32 = 2e-5;
 
-fn plain(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f32) -> Tensor<B, 4> {
+fn plain<A: AutodiffBackend>(q: Tensor<A, 4>, k: Tensor<A, 4>, v: Tensor<A, 4>, scale: f32) -> Tensor<A, 4> {
     softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
 }
 
-fn rel(a: &Tensor<B, 4>, b: &Tensor<B, 4>) -> f32 {
-    let a = a.clone().inner();
-    let b = b.clone().inner();
-    let diff: f32 = (a - b.clone()).abs().max().into_scalar();
-    let norm: f32 = b.abs().max().into_scalar();
+fn rel<A: AutodiffBackend>(a: &Tensor<A, 4>, b: &Tensor<A, 4>) -> f32 {
+    let a = a.clone().inner().cast(DType::F32);
+    let b = b.clone().inner().cast(DType::F32);
+    let diff: f32 = (a - b.clone()).abs().max().into_scalar().elem();
+    let norm: f32 = b.abs().max().into_scalar().elem();
     diff / norm
 }
 
-fn inputs(shape_q: [usize; 4], shape_k: [usize; 4]) -> [Tensor<burn::backend::Flex, 4>; 3] {
+use burn::tensor::ElementConversion;
+
+fn inputs<A: AutodiffBackend>(shape_q: [usize; 4], shape_k: [usize; 4]) -> [Tensor<A::InnerBackend, 4>; 3] {
     let device = Default::default();
     let n = Distribution::Normal(0.0, 1.0);
     // Scores of several units, so the softmax is far from uniform and errors would show.
@@ -36,22 +43,28 @@ fn inputs(shape_q: [usize; 4], shape_k: [usize; 4]) -> [Tensor<burn::backend::Fl
     [q, k, v]
 }
 
-/// Forward and the three gradients of both implementations for `sum(out * w)` with a random `w`.
-fn compare(shape_q: [usize; 4], shape_k: [usize; 4], blocks: AttentionBlocks) -> [f32; 4] {
-    let [q0, k0, v0] = inputs(shape_q, shape_k);
-    let w: Tensor<B, 4> = Tensor::random(shape_q, Distribution::Normal(0.0, 1.0), &Default::default());
+/// Forward and the three gradients of both implementations for `sum(out * w)` with a random `w`, the
+/// fused one on inputs in `dtype`, the plain one in f32 on the same (rounded) values.
+fn compare<A>(shape_q: [usize; 4], shape_k: [usize; 4], blocks: AttentionBlocks, dtype: DType) -> [f32; 4]
+where
+    A: AutodiffBackend + FusedAttentionBackend,
+    A::Device: Default,
+{
+    let [q0, k0, v0] = inputs::<A>(shape_q, shape_k).map(|t| t.cast(dtype));
+    let w: Tensor<A, 4> = Tensor::random(shape_q, Distribution::Normal(0.0, 1.0), &Default::default());
     let scale = 1.0 / (shape_q[3] as f32).sqrt();
     let run = |fused: bool| {
-        let q = Tensor::<B, 4>::from_inner(q0.clone()).require_grad();
-        let k = Tensor::<B, 4>::from_inner(k0.clone()).require_grad();
-        let v = Tensor::<B, 4>::from_inner(v0.clone()).require_grad();
+        let cast = |t: &Tensor<A::InnerBackend, 4>| if fused { t.clone() } else { t.clone().cast(DType::F32) };
+        let q = Tensor::<A, 4>::from_inner(cast(&q0)).require_grad();
+        let k = Tensor::<A, 4>::from_inner(cast(&k0)).require_grad();
+        let v = Tensor::<A, 4>::from_inner(cast(&v0)).require_grad();
         let out = if fused {
             fused_attention_with(q.clone(), k.clone(), v.clone(), scale, blocks)
         } else {
             plain(q.clone(), k.clone(), v.clone(), scale)
         };
-        let grads = out.clone().mul(w.clone()).sum().backward();
-        let g = |t: &Tensor<B, 4>| Tensor::<B, 4>::from_inner(t.grad(&grads).expect("gradient"));
+        let grads = out.clone().cast(DType::F32).mul(w.clone()).sum().backward();
+        let g = |t: &Tensor<A, 4>| Tensor::<A, 4>::from_inner(t.grad(&grads).expect("gradient"));
         [out, g(&q), g(&k), g(&v)]
     };
     let reference = run(false);
@@ -59,37 +72,53 @@ fn compare(shape_q: [usize; 4], shape_k: [usize; 4], blocks: AttentionBlocks) ->
     [0, 1, 2, 3].map(|i| rel(&fused[i], &reference[i]))
 }
 
-fn assert_close(errs: [f32; 4], case: &str) {
+/// Both CPU implementations on one f32 case.
+fn compare_both(shape_q: [usize; 4], shape_k: [usize; 4], blocks: AttentionBlocks, case: &str) {
+    assert_close(compare::<B>(shape_q, shape_k, blocks, DType::F32), &format!("{case} (Flex, host loops)"), TOL);
+    let tiled = compare::<Autodiff<NdArray>>(shape_q, shape_k, blocks, DType::F32);
+    assert_close(tiled, &format!("{case} (NdArray, tensor ops)"), TOL);
+}
+
+fn assert_close(errs: [f32; 4], case: &str, tol: f32) {
     eprintln!("{case}: rel_err out/dq/dk/dv = {errs:?}");
     for (name, e) in ["out", "dq", "dk", "dv"].iter().zip(errs) {
-        assert!(e <= TOL, "{case}: {name} rel_err {e:e} > {TOL:e}");
+        assert!(e <= tol, "{case}: {name} rel_err {e:e} > {tol:e}");
     }
 }
 
 #[test]
 fn one_block_matches_plain_attention() {
-    let errs = compare([2, 3, 24, 16], [2, 3, 24, 16], AttentionBlocks { query: 64, key: 64 });
-    assert_close(errs, "single block");
+    compare_both([2, 3, 24, 16], [2, 3, 24, 16], AttentionBlocks { query: 64, key: 64 }, "single block");
 }
 
 #[test]
 fn odd_lengths_and_key_blocks_match_plain_attention() {
     // 37 = 4 x 8 + 5 query rows, 37 = 3 x 11 + 4 keys: ragged last blocks, online softmax over 4 key blocks.
-    let errs = compare([2, 3, 37, 16], [2, 3, 37, 16], AttentionBlocks { query: 8, key: 11 });
-    assert_close(errs, "37 tokens, blocks 8x11");
+    compare_both([2, 3, 37, 16], [2, 3, 37, 16], AttentionBlocks { query: 8, key: 11 }, "37 tokens, blocks 8x11");
 }
 
 #[test]
 fn cross_lengths_match_plain_attention() {
-    let errs = compare([1, 2, 13, 8], [1, 2, 29, 8], AttentionBlocks { query: 5, key: 7 });
-    assert_close(errs, "13 queries x 29 keys, blocks 5x7");
+    compare_both(
+        [1, 2, 13, 8],
+        [1, 2, 29, 8],
+        AttentionBlocks { query: 5, key: 7 },
+        "13 queries x 29 keys, blocks 5x7",
+    );
+}
+
+#[test]
+fn bf16_on_the_host_loops_matches_f32_plain_attention() {
+    // Head dim 36: not a multiple of the dot product's 8 lanes.
+    let errs = compare::<B>([1, 2, 45, 36], [1, 2, 45, 36], AttentionBlocks { query: 64, key: 64 }, DType::BF16);
+    assert_close(errs, "bf16 45 tokens x 36 (Flex, host loops)", 3e-2);
 }
 
 #[test]
 fn model_attention_uses_the_fused_op_and_saves_no_score_matrix() {
     assert!(is_registered::<B>(), "Autodiff<Flex> must be registered (flux2-dit feature `flex`)");
     let l = 40;
-    let [q0, k0, v0] = inputs([1, 2, l, 8], [1, 2, l, 8]);
+    let [q0, k0, v0] = inputs::<B>([1, 2, l, 8], [1, 2, l, 8]);
     let q = Tensor::<B, 4>::from_inner(q0).require_grad();
     let k = Tensor::<B, 4>::from_inner(k0).require_grad();
     let v = Tensor::<B, 4>::from_inner(v0).require_grad();

@@ -27,6 +27,9 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use crate::backend_registry::{OpMap, OpRegistry, for_builtin_backends};
+
+#[cfg(feature = "flex")]
+mod host;
 use crate::matmul::matmul;
 
 /// Query/key block sizes of the tiled computation. Only peak memory and speed depend on them; results
@@ -358,8 +361,33 @@ impl<B: FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBackend for 
     }
 }
 
+/// The CPU backend runs [`host`]'s row loops (NdArray keeps the tensor-op version, which the tests of the
+/// generic path use).
 #[cfg(feature = "flex")]
-impl FusedAttentionBackend for burn::backend::Flex {}
+impl FusedAttentionBackend for burn::backend::Flex {
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        _blocks: AttentionBlocks,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        host::forward::<Self>(q, k, v, scale)
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        scale: f32,
+        _blocks: AttentionBlocks,
+    ) -> [FloatTensor<Self>; 3] {
+        host::backward::<Self>(q, k, v, out, lse, grad_out, scale)
+    }
+}
 #[cfg(feature = "ndarray")]
 impl FusedAttentionBackend for burn::backend::NdArray {}
 /// softmax(scale · Q Kᵀ) V over [B, H, L, d] with blocks chosen by [`AttentionBlocks::for_budget`] for
