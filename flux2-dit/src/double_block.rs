@@ -32,13 +32,18 @@ pub struct SwiGlu<B: Backend> {
     pub fc_out: Linear<B>,
 }
 
+/// `silu(h[.., start..start + n]) * h[.., start + n..start + 2n]` over the last dimension: one fused op
+/// where the backend has it ([`flux2_ops::fused_gates`]), else this composition.
+pub fn swiglu<B: Backend>(h: Tensor<B, 3>, start: usize, n: usize) -> Tensor<B, 3> {
+    flux2_ops::fused_gates::swiglu(h, start, n)
+        .unwrap_or_else(|h| silu(h.clone().narrow(2, start, n)) * h.narrow(2, start + n, n))
+}
+
 impl<B: Backend> SwiGlu<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc_in.forward(x);
         let half = h.shape().dims::<3>()[2] / 2;
-        let gate = h.clone().narrow(2, 0, half);
-        let up = h.narrow(2, half, half);
-        self.fc_out.forward(silu(gate) * up)
+        self.fc_out.forward(swiglu(h, 0, half))
     }
 }
 
@@ -86,10 +91,10 @@ impl<B: Backend> DoubleBlock<B> {
         let txt_attn = attn.clone().narrow(1, 0, txt_len);
         let img_attn = attn.narrow(1, txt_len, total - txt_len);
 
-        let img = img + img_mod[0].gate.clone() * self.img_attn.proj.forward(img_attn);
-        let img = img.clone() + img_mod[1].gate.clone() * self.img_mlp.forward(img_mod[1].modulate_norm(img, self.eps));
-        let txt = txt + txt_mod[0].gate.clone() * self.txt_attn.proj.forward(txt_attn);
-        let txt = txt.clone() + txt_mod[1].gate.clone() * self.txt_mlp.forward(txt_mod[1].modulate_norm(txt, self.eps));
+        let img = img_mod[0].gated(img, self.img_attn.proj.forward(img_attn));
+        let img = img_mod[1].gated(img.clone(), self.img_mlp.forward(img_mod[1].modulate_norm(img, self.eps)));
+        let txt = txt_mod[0].gated(txt, self.txt_attn.proj.forward(txt_attn));
+        let txt = txt_mod[1].gated(txt.clone(), self.txt_mlp.forward(txt_mod[1].modulate_norm(txt, self.eps)));
         (img, txt)
     }
 

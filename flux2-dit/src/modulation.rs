@@ -21,6 +21,12 @@ impl<B: Backend> ModParams<B> {
         x * (self.scale.clone() + 1.0) + self.shift.clone()
     }
 
+    /// `x + gate * y`, the residual update after an attention or MLP: one fused op where the backend has
+    /// it ([`flux2_ops::fused_gates`]), else this composition.
+    pub fn gated(&self, x: Tensor<B, 3>, y: Tensor<B, 3>) -> Tensor<B, 3> {
+        flux2_ops::fused_gates::gated_residual(x, &self.gate, y).unwrap_or_else(|(x, y)| x + self.gate.clone() * y)
+    }
+
     /// `(1 + scale) * LayerNorm(x) + shift`, the input of every attention and MLP: one fused kernel
     /// where the backend has it ([`flux2_ops::fused_norm`]), else this composition.
     pub fn modulate_norm(&self, x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {

@@ -2,10 +2,10 @@
 //! q, k, v and the MLP's gate and up halves; one output Linear consumes [attention | MLP].
 
 use burn::module::Module;
-use burn::tensor::{Tensor, activation::silu, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::attention::{merge_heads, scaled_dot_product, split_qkv};
-use crate::double_block::QkNorm;
+use crate::double_block::{QkNorm, swiglu};
 use crate::modulation::ModParams;
 use crate::rope::RopeTable;
 use flux2_ops::Linear;
@@ -37,9 +37,7 @@ impl<B: Backend> SingleBlock<B> {
         let q = rope.norm_apply(&self.norm.query_norm, q, 0);
         let k = rope.norm_apply(&self.norm.key_norm, k, 0);
         let attn = merge_heads(scaled_dot_product(q, k, v));
-        let gate = fused.clone().narrow(2, 3 * inner, mlp_width);
-        let up = fused.narrow(2, 3 * inner + mlp_width, mlp_width);
-        let out = self.linear2.forward(Tensor::cat(vec![attn, silu(gate) * up], 2));
-        h + modulation.gate.clone() * out
+        let out = self.linear2.forward(Tensor::cat(vec![attn, swiglu(fused, 3 * inner, mlp_width)], 2));
+        modulation.gated(h, out)
     }
 }

@@ -15,7 +15,7 @@
 //! | [`offload`] | frozen base weights in host memory, uploaded per use (layer offloading) | yes |
 //! | [`quant`] | float8 / int8 / uintN base weights (ai-toolkit's qtypes) | yes |
 //! | [`matmul`], [`fused_attention`], [`attention`] | backend extensions with generic defaults | yes |
-//! | [`fused_norm`] | RMSNorm + RoPE and modulated LayerNorm as single kernels (CUDA; else the compositions) | yes |
+//! | [`fused_norm`], [`fused_gates`] | RMSNorm + RoPE, modulated LayerNorm, SwiGLU, gated residual as single ops | yes |
 //! | `cuda` | their CUDA implementations (cuBLAS, NVRTC kernels), feature `cuda` | yes |
 //!
 //! Model crates (`flux2-dit`, `flux2-vae`, `mistral-encoder`) build on this crate; `dataset-buckets`
@@ -39,6 +39,8 @@ pub mod error;
 pub mod finite;
 #[cfg(feature = "burn")]
 pub mod fused_attention;
+#[cfg(feature = "burn")]
+pub mod fused_gates;
 #[cfg(feature = "burn")]
 pub mod fused_norm;
 #[cfg(feature = "burn")]

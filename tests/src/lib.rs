@@ -3,5 +3,5 @@
 //! under `tests/fixtures/<component>/` (generators in `tools/fixtures/`).
 
 pub mod dit_fixture;
-pub mod fused_norm_cases;
+pub mod fused_op_cases;
 pub mod tiny_dit;

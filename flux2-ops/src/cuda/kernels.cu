@@ -378,3 +378,55 @@ extern "C" __global__ void modulated_layer_norm_backward_##SUFFIX(const T* x, co
 
 RMS_ROPE(f32, float) RMS_ROPE(f16, u16) RMS_ROPE(bf16, u16)
 MOD_LAYER_NORM(f32, float) MOD_LAYER_NORM(f16, u16) MOD_LAYER_NORM(bf16, u16)
+
+// ---- Fused gates (src/cuda/gates.rs; the host twin: src/fused_gates/host.rs) ----
+
+// silu(t[r, start + i]) * t[r, start + n + i] over rows of `width`, out [rows, n]; silu rounded to the storage
+// type before the product, as the composition does. Grid-stride over rows * n.
+#define SWIGLU(SUFFIX, T)                                                                              \
+extern "C" __global__ void swiglu_##SUFFIX(const T* t, T* out, long long rows, int width, int start,   \
+                                           int n) {                                                    \
+    long long total = rows * n;                                                                        \
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;                \
+         idx += (long long)gridDim.x * blockDim.x) {                                                   \
+        long long r = idx / n;                                                                         \
+        int i = (int)(idx - r * n);                                                                    \
+        float g = load_##SUFFIX(t[r * width + start + i]), u = load_##SUFFIX(t[r * width + start + n + i]); \
+        out[idx] = store_##SUFFIX(R_##SUFFIX(g * (1.0f / (1.0f + expf(-g)))) * u);                     \
+    }                                                                                                  \
+}                                                                                                      \
+/* dt [rows, width]: g u silu'(gate) on the gate range, g silu(gate) on the up range, zero elsewhere. */ \
+extern "C" __global__ void swiglu_backward_##SUFFIX(const T* t, const T* grad, T* dt, long long rows,  \
+                                                    int width, int start, int n) {                     \
+    long long total = rows * width;                                                                    \
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;                \
+         idx += (long long)gridDim.x * blockDim.x) {                                                   \
+        long long r = idx / width;                                                                     \
+        int c = (int)(idx - r * width), i = c - start;                                                 \
+        float v = 0.0f;                                                                                \
+        if (i >= 0 && i < 2 * n) {                                                                     \
+            int j = i < n ? i : i - n;                                                                 \
+            float gate = load_##SUFFIX(t[r * width + start + j]), s = 1.0f / (1.0f + expf(-gate));     \
+            float g = load_##SUFFIX(grad[r * n + j]);                                                  \
+            v = i < n ? g * load_##SUFFIX(t[r * width + start + n + j]) * s * (1.0f + gate * (1.0f - s)) \
+                      : g * gate * s;                                                                  \
+        }                                                                                              \
+        dt[idx] = store_##SUFFIX(v);                                                                   \
+    }                                                                                                  \
+}
+
+// x + gate * y (has_x) or gate * y, x and y [B·S, d], gate [B, d]; the product rounded before the sum.
+#define GATED_RESIDUAL(SUFFIX, T)                                                                      \
+extern "C" __global__ void gated_residual_##SUFFIX(const T* x, const T* gate, const T* y, T* out,     \
+                                                   long long total, int seq, int d, int has_x) {       \
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;                \
+         idx += (long long)gridDim.x * blockDim.x) {                                                   \
+        long long r = idx / d;                                                                         \
+        int c = (int)(idx - r * d);                                                                    \
+        float v = load_##SUFFIX(gate[(r / seq) * d + c]) * load_##SUFFIX(y[idx]);                      \
+        out[idx] = store_##SUFFIX(has_x ? load_##SUFFIX(x[idx]) + R_##SUFFIX(v) : v);                  \
+    }                                                                                                  \
+}
+
+SWIGLU(f32, float) SWIGLU(f16, u16) SWIGLU(bf16, u16)
+GATED_RESIDUAL(f32, float) GATED_RESIDUAL(f16, u16) GATED_RESIDUAL(bf16, u16)

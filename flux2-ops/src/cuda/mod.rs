@@ -14,14 +14,17 @@
 //! - [`gemm`]: strided-batched cuBLAS products on row-major operand descriptions; `matmul` for tensors.
 //! - [`attention`]: the fused attention's forward and backward for [`crate::fused_attention`]: the one-kernel
 //!   [`flash`] path for bf16/f16 at head dim 128, cuBLAS products over query blocks otherwise.
-//! - [`norm`]: the fused normalizations of [`crate::fused_norm`].
+//! - [`norm`], [`gates`]: the fused element-wise chains of [`crate::fused_norm`] and [`crate::fused_gates`]
+//!   (one kernel launch each through `launch`).
 //! - [`offload`]: page-locked copies and copy-stream uploads for [`crate::offload`].
 //! - [`quant`]: quantizing and dequantizing base weights for [`crate::quant::device`].
 
 pub(crate) mod attention;
 pub mod device;
 pub(crate) mod flash;
+pub(crate) mod gates;
 pub mod gemm;
+mod launch;
 pub(crate) mod norm;
 pub(crate) mod offload;
 pub(crate) mod quant;

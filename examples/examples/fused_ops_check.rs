@@ -1,14 +1,15 @@
-//! The fused normalizations of `flux2_ops::fused_norm` (per-head RMSNorm + RoPE, modulated LayerNorm)
-//! against the tensor-op compositions they replace, forward and every gradient, on the GPU (the cases
-//! of `flux2_test_support::fused_norm_cases`, plus FLUX.2 [dev]'s full-size shapes; the CPU runs them in
-//! `flux2-dit/tests/fused_norm.rs`):
+//! The fused element-wise ops of `flux2_ops::fused_norm` and `flux2_ops::fused_gates` (per-head RMSNorm +
+//! RoPE, modulated LayerNorm, SwiGLU, gated residual) against the tensor-op compositions they replace,
+//! forward and every gradient, on the GPU (the cases of `flux2_test_support::fused_op_cases`, plus
+//! FLUX.2 [dev]'s full-size shapes; the CPU runs them in
+//! `flux2-dit/tests/fused_ops.rs`):
 //!
 //! ```sh
-//! cargo run --release -p examples --features cuda --example fused_norm_check -- --device cuda:0
+//! cargo run --release -p examples --features cuda --example fused_ops_check -- --device cuda:0
 //! ```
 //! Exits with status 1 on any failure.
 
-use flux2_test_support::fused_norm_cases;
+use flux2_test_support::fused_op_cases;
 
 fn main() {
     let device = std::env::args().skip_while(|a| a != "--device").nth(1).unwrap_or_else(|| "cuda:0".into());
@@ -24,18 +25,18 @@ fn main() {
 }
 
 #[cfg(feature = "cuda")]
-fn run(device: &str) -> Vec<(fused_norm_cases::CaseResult, [f32; 2])> {
+fn run(device: &str) -> Vec<(fused_op_cases::CaseResult, [f32; 2])> {
     let Some(index) = device.strip_prefix("cuda:").and_then(|i| i.parse().ok()) else {
         eprintln!("--device {device}: expected cuda:N (the CPU runs these cases in cargo test)");
         std::process::exit(2);
     };
     let device = burn::backend::cuda::CudaDevice::new(index);
     let dtypes = [burn::tensor::DType::F32, burn::tensor::DType::BF16];
-    fused_norm_cases::all::<burn::backend::Autodiff<burn::backend::Cuda>>(&device, &dtypes, true)
+    fused_op_cases::all::<burn::backend::Autodiff<burn::backend::Cuda>>(&device, &dtypes, true)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run(device: &str) -> Vec<(fused_norm_cases::CaseResult, [f32; 2])> {
+fn run(device: &str) -> Vec<(fused_op_cases::CaseResult, [f32; 2])> {
     eprintln!("--device {device}: this build has no CUDA (build with --features cuda)");
     std::process::exit(2);
 }
