@@ -19,17 +19,7 @@ type B = Flex;
 
 /// `bench_train_step --small`'s config.
 fn config() -> Flux2Config {
-    Flux2Config {
-        in_channels: 16,
-        num_layers: 2,
-        num_single_layers: 2,
-        attention_head_dim: 32,
-        num_attention_heads: 4,
-        joint_attention_dim: 64,
-        timestep_guidance_channels: 32,
-        axes_dims_rope: vec![8, 8, 8, 8],
-        ..Flux2Config::dev()
-    }
+    flux2_test_support::tiny_dit::small_config()
 }
 
 type Header = (BTreeMap<String, (safetensors::Dtype, Vec<usize>)>, HashMap<String, String>);

@@ -87,3 +87,51 @@ macro_rules! cuda_entries {
     };
 }
 pub(crate) use cuda_entries;
+
+/// The registry of a fused element-wise op module (`fused_norm`, `fused_gates`), whose `Entry<B>` is a
+/// struct of plain functions made by `entry::<B>()`: `Clone`/`Copy` for `Entry` (by hand: a derive would
+/// ask `B: Copy`), the `REGISTRY` filled with the CPU backends of this crate's features and, while
+/// [`crate::cuda::fast_kernels`] allows it, CUDA (each with its `Autodiff` wrappers), and the public
+/// `register::<B>()` / `is_registered::<B>()`.
+macro_rules! fused_registry {
+    ($backend_trait:ident) => {
+        impl<B: Backend> Clone for Entry<B> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<B: Backend> Copy for Entry<B> {}
+
+        static REGISTRY: $crate::backend_registry::OpRegistry = $crate::backend_registry::OpRegistry::new(builtin);
+
+        fn builtin(map: &mut $crate::backend_registry::OpMap) {
+            #[allow(unused_macros)]
+            macro_rules! add {
+                ($b:ty) => {
+                    $crate::backend_registry::insert::<$b, Entry<$b>>(map, entry::<$b>());
+                };
+            }
+            #[cfg(feature = "flex")]
+            $crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Flex);
+            #[cfg(feature = "ndarray")]
+            $crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::NdArray);
+            // The CUDA kernels only where asked for until they have been checked on a GPU.
+            #[cfg(feature = "cuda")]
+            if $crate::cuda::fast_kernels() {
+                $crate::backend_registry::for_builtin_backends!(@autodiff add, burn::backend::Cuda);
+            }
+            let _ = map;
+        }
+
+        /// Registers `B`'s kernels (this crate's backends and their autodiff wrappers are registered already).
+        pub fn register<B: $backend_trait>() {
+            REGISTRY.insert::<B, Entry<B>>(entry::<B>());
+        }
+
+        /// Whether `B` runs the fused ops (else the callers' tensor-op compositions).
+        pub fn is_registered<B: Backend>() -> bool {
+            REGISTRY.contains::<B>()
+        }
+    };
+}
+pub(crate) use fused_registry;

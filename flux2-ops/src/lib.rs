@@ -45,6 +45,8 @@ pub mod fused_gates;
 pub mod fused_norm;
 #[cfg(feature = "burn")]
 pub mod gemm_layout;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod host_tensor;
 #[cfg(feature = "burn")]
 pub mod linear;
 #[cfg(feature = "burn")]

@@ -16,3 +16,18 @@ pub fn tiny_config() -> Flux2Config {
         ..Flux2Config::dev()
     }
 }
+
+/// FLUX.2 [dev]'s architecture at CI size (`bench_train_step --small`, `sparse_checkpoint --small`): D=128 (4 heads x 32), 2 double + 2 single blocks.
+pub fn small_config() -> Flux2Config {
+    Flux2Config {
+        in_channels: 16,
+        num_layers: 2,
+        num_single_layers: 2,
+        attention_head_dim: 32,
+        num_attention_heads: 4,
+        joint_attention_dim: 64,
+        timestep_guidance_channels: 32,
+        axes_dims_rope: vec![8, 8, 8, 8],
+        ..Flux2Config::dev()
+    }
+}

@@ -9,9 +9,7 @@
 //! Results follow the block path's conventions: the same `lse` (natural log of the scaled scores), f32
 //! statistics and accumulators, probabilities rounded to the input type as the value product's operand.
 //!
-//! `FLUX2_ATTENTION=blocks` in the environment selects the block path everywhere (for comparisons).
-
-use std::sync::OnceLock;
+//! Opt-in until checked on a GPU: `FLUX2_FAST_KERNELS=1` ([`super::fast_kernels`]).
 
 use burn::tensor::DType;
 use burn_cubecl::cubecl::cuda::CudaRuntime;
@@ -28,11 +26,6 @@ const HEAD_DIM: usize = 128;
 /// Rows of the output a thread block owns (4 warps x 16).
 const ROWS_PER_BLOCK: usize = 64;
 
-fn disabled() -> bool {
-    static DISABLED: OnceLock<bool> = OnceLock::new();
-    *DISABLED.get_or_init(|| std::env::var("FLUX2_ATTENTION").is_ok_and(|v| v == "blocks"))
-}
-
 /// Whether the one-kernel path serves these inputs: bf16 or f16 everywhere, head dim 128, a card with
 /// `mma.sync` for 16-bit types.
 pub(super) fn applies(q: &T, k: &T, v: &T) -> bool {
@@ -44,7 +37,7 @@ pub(super) fn applies(q: &T, k: &T, v: &T) -> bool {
         && sk[3] == HEAD_DIM
         && sq[2] > 0
         && sk[2] > 0
-        && !disabled()
+        && super::fast_kernels()
         && device(q.device.index).lock().capability.0 >= 8
 }
 

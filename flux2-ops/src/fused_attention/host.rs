@@ -8,10 +8,12 @@
 //! exists. Roundings follow the tensor-op version where it rounds to the storage type: the probabilities
 //! and `dS` are rounded as the matmul operands they are there.
 
+use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
+
+use crate::host_tensor::{read, rounding, write};
 
 /// A [B, H, L, d] tensor's values in f32, row-major, with its dims and dtype.
 struct Heads {
@@ -22,28 +24,14 @@ struct Heads {
 
 impl Heads {
     fn read<B: Backend>(t: FloatTensor<B>) -> Self {
-        let t = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
-        let (dims, dtype) = (t.dims(), t.dtype());
-        let v = t.into_data().convert::<f32>().into_vec::<f32>();
-        Self { v: v.unwrap_or_else(|e| panic!("fused attention: reading values: {e:?}")), dims, dtype }
+        let (v, dims, dtype) = read::<B, 4>(t);
+        Self { v, dims, dtype }
     }
 
     /// Rows of batch-head `bh`.
     fn head(&self, bh: usize) -> &[f32] {
         let n = self.dims[2] * self.dims[3];
         &self.v[bh * n..(bh + 1) * n]
-    }
-}
-
-fn tensor<B: Backend>(v: Vec<f32>, dims: [usize; 4], dtype: DType, device: &B::Device) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(v, dims.to_vec()).convert_dtype(dtype), device)
-}
-
-fn rounding(dtype: DType) -> fn(f32) -> f32 {
-    match dtype {
-        DType::BF16 => |x| half::bf16::from_f32(x).to_f32(),
-        DType::F16 => |x| half::f16::from_f32(x).to_f32(),
-        _ => |x| x,
     }
 }
 
@@ -151,7 +139,7 @@ pub(super) fn forward<B: Backend>(
             }
         }
     });
-    (tensor::<B>(out, [b, h, lq, d], q.dtype, &device), tensor::<B>(lse, [b, h, lq, 1], DType::F32, &device))
+    (write::<B>(out, &[b, h, lq, d], q.dtype, &device), write::<B>(lse, &[b, h, lq, 1], DType::F32, &device))
 }
 
 /// `[dq, dk, dv]` in the dtypes of q, k, v, recomputing the probabilities block by block from q, k and
@@ -201,8 +189,8 @@ pub(super) fn backward<B: Backend>(
         }
     });
     [
-        tensor::<B>(dq, [b, h, lq, d], q.dtype, &device),
-        tensor::<B>(dk, [b, h, lk, d], k.dtype, &device),
-        tensor::<B>(dv, [b, h, lk, d], v.dtype, &device),
+        write::<B>(dq, &[b, h, lq, d], q.dtype, &device),
+        write::<B>(dk, &[b, h, lk, d], k.dtype, &device),
+        write::<B>(dv, &[b, h, lk, d], v.dtype, &device),
     ]
 }

@@ -4,27 +4,9 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
-fn values<B: Backend, const D: usize>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>, DType) {
-    let t = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
-    let (dtype, dims) = (t.dtype(), t.dims().to_vec());
-    let v = t.into_data().convert::<f32>().into_vec::<f32>();
-    (v.unwrap_or_else(|e| panic!("fused gate: reading values: {e:?}")), dims, dtype)
-}
-
-fn tensor<B: Backend>(v: Vec<f32>, dims: Vec<usize>, dtype: DType, device: &B::Device) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(v, dims).convert_dtype(dtype), device)
-}
-
-fn rounding(dtype: DType) -> fn(f32) -> f32 {
-    match dtype {
-        DType::BF16 => |x| half::bf16::from_f32(x).to_f32(),
-        DType::F16 => |x| half::f16::from_f32(x).to_f32(),
-        _ => |x| x,
-    }
-}
+use crate::host_tensor::{read, rounding, write};
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -39,7 +21,7 @@ pub(super) fn swiglu<B: Backend>(
     grad: Option<FloatTensor<B>>,
 ) -> FloatTensor<B> {
     let device = B::float_device(&t);
-    let (t, dims, dtype) = values::<B, 2>(t);
+    let (t, dims, dtype) = read::<B, 2>(t);
     let (rows, width) = (dims[0], dims[1]);
     let round = rounding(dtype);
     match grad {
@@ -51,10 +33,10 @@ pub(super) fn swiglu<B: Backend>(
                     *o = round(g * sigmoid(*g)) * u;
                 }
             });
-            tensor::<B>(out, vec![rows, n], dtype, &device)
+            write::<B>(out, &[rows, n], dtype, &device)
         }
         Some(grad) => {
-            let (grad, _, _) = values::<B, 2>(grad);
+            let (grad, _, _) = read::<B, 2>(grad);
             let mut dt = vec![0.0f32; rows * width];
             dt.par_chunks_mut(width).enumerate().for_each(|(r, d)| {
                 let (gate, up, g) =
@@ -66,7 +48,7 @@ pub(super) fn swiglu<B: Backend>(
                     dup[i] = g[i] * gate[i] * s;
                 }
             });
-            tensor::<B>(dt, vec![rows, width], dtype, &device)
+            write::<B>(dt, &[rows, width], dtype, &device)
         }
     }
 }
@@ -78,9 +60,9 @@ pub(super) fn gated_residual<B: Backend>(
     y: FloatTensor<B>,
 ) -> FloatTensor<B> {
     let device = B::float_device(&y);
-    let (y, dims, dtype) = values::<B, 3>(y);
-    let (gate, _, _) = values::<B, 3>(gate);
-    let x = x.map(|x| values::<B, 3>(x).0);
+    let (y, dims, dtype) = read::<B, 3>(y);
+    let (gate, _, _) = read::<B, 3>(gate);
+    let x = x.map(|x| read::<B, 3>(x).0);
     let (s, d) = (dims[1], dims[2]);
     let round = rounding(dtype);
     let mut out = vec![0.0f32; y.len()];
@@ -101,5 +83,5 @@ pub(super) fn gated_residual<B: Backend>(
             }
         }
     });
-    tensor::<B>(out, dims, dtype, &device)
+    write::<B>(out, &dims, dtype, &device)
 }

@@ -19,8 +19,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use crate::backend_registry::{OpMap, OpRegistry, for_builtin_backends};
-
+#[cfg(any(feature = "flex", feature = "ndarray"))]
 mod host;
 
 /// A backend with kernels for the two chains (numerics in the module docs).
@@ -129,32 +128,14 @@ struct Entry<B: Backend> {
     gated_residual: fn(Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 }
 
-// By hand: a derive would ask `B: Copy`.
-impl<B: Backend> Clone for Entry<B> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<B: Backend> Copy for Entry<B> {}
-
 fn entry<B: FusedGateBackend>() -> Entry<B> {
     Entry { swiglu: B::swiglu, gated_residual: B::gated_residual }
 }
 
-static REGISTRY: OpRegistry = OpRegistry::new(builtin);
-
-fn builtin(map: &mut OpMap) {
-    #[allow(unused_macros)]
-    macro_rules! add {
-        ($b:ty) => {
-            crate::backend_registry::insert::<$b, Entry<$b>>(map, entry::<$b>());
-        };
-    }
-    for_builtin_backends!(add);
-    let _ = map;
-}
+crate::backend_registry::fused_registry!(FusedGateBackend);
 
 /// The CPU backends run [`host`]'s row loops.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
 macro_rules! host_backend {
     ($b:ty) => {
         impl FusedGateBackend for $b {
@@ -185,16 +166,6 @@ macro_rules! host_backend {
 host_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 host_backend!(burn::backend::NdArray);
-
-/// Registers `B`'s kernels (this crate's backends and their autodiff wrappers are registered already).
-pub fn register<B: FusedGateBackend>() {
-    REGISTRY.insert::<B, Entry<B>>(entry::<B>());
-}
-
-/// Whether `B` runs the fused chains.
-pub fn is_registered<B: Backend>() -> bool {
-    REGISTRY.contains::<B>()
-}
 
 fn float(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)

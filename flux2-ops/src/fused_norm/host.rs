@@ -7,28 +7,9 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
-fn values<B: Backend, const D: usize>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>, DType) {
-    let t = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
-    let (dtype, dims) = (t.dtype(), t.dims().to_vec());
-    let data = t.into_data().convert::<f32>();
-    (data.into_vec::<f32>().unwrap_or_else(|e| panic!("fused normalization: reading values: {e:?}")), dims, dtype)
-}
-
-fn tensor<B: Backend>(v: Vec<f32>, dims: Vec<usize>, dtype: DType, device: &B::Device) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(v, dims).convert_dtype(dtype), device)
-}
-
-/// Rounding of an intermediate to the storage type (the compositions' casts).
-fn rounding(dtype: DType) -> fn(f32) -> f32 {
-    match dtype {
-        DType::BF16 => |x| half::bf16::from_f32(x).to_f32(),
-        DType::F16 => |x| half::f16::from_f32(x).to_f32(),
-        _ => |x| x,
-    }
-}
+use crate::host_tensor::{read, rounding, write};
 
 /// The forward (`grad` None) or input gradient of `rope(RMSNorm(x) w)` over rows of d values.
 #[allow(clippy::too_many_arguments)]
@@ -43,11 +24,11 @@ pub(super) fn rms_norm_rope<B: Backend>(
     grad: Option<FloatTensor<B>>,
 ) -> FloatTensor<B> {
     let device = B::float_device(&x);
-    let (x, dims, dtype) = values::<B, 2>(x);
-    let (w, _, _) = values::<B, 1>(weight);
-    let (cs, _, _) = values::<B, 2>(cos);
-    let (sn, _, _) = values::<B, 2>(sin);
-    let g = grad.map(|g| values::<B, 2>(g).0);
+    let (x, dims, dtype) = read::<B, 2>(x);
+    let (w, _, _) = read::<B, 1>(weight);
+    let (cs, _, _) = read::<B, 2>(cos);
+    let (sn, _, _) = read::<B, 2>(sin);
+    let g = grad.map(|g| read::<B, 2>(g).0);
     let d = dims[1];
     let round = rounding(dtype);
     let mut out = vec![0.0f32; x.len()];
@@ -83,7 +64,7 @@ pub(super) fn rms_norm_rope<B: Backend>(
             }
         }
     });
-    tensor::<B>(out, dims, dtype, &device)
+    write::<B>(out, &dims, dtype, &device)
 }
 
 /// The forward (`grad` None, `shift` given) or input gradient of `(1 + scale) LayerNorm(x) + shift` for
@@ -96,10 +77,10 @@ pub(super) fn modulated_layer_norm<B: Backend>(
     grad: Option<FloatTensor<B>>,
 ) -> FloatTensor<B> {
     let device = B::float_device(&x);
-    let (x, dims, dtype) = values::<B, 3>(x);
-    let shift = shift.map(|t| values::<B, 3>(t).0);
-    let (scale, _, _) = values::<B, 3>(scale);
-    let g = grad.map(|g| values::<B, 3>(g).0);
+    let (x, dims, dtype) = read::<B, 3>(x);
+    let shift = shift.map(|t| read::<B, 3>(t).0);
+    let (scale, _, _) = read::<B, 3>(scale);
+    let g = grad.map(|g| read::<B, 3>(g).0);
     let (seq, d) = (dims[1], dims[2]);
     let round = rounding(dtype);
     let mut out = vec![0.0f32; x.len()];
@@ -133,5 +114,5 @@ pub(super) fn modulated_layer_norm<B: Backend>(
             (None, None) => unreachable!("the forward passes shift"),
         }
     });
-    tensor::<B>(out, dims, dtype, &device)
+    write::<B>(out, &dims, dtype, &device)
 }

@@ -15,6 +15,7 @@
 //! unchanged (`Err`) when `B` has no kernel or when the op cannot serve the call (a trainable RMSNorm
 //! weight, mixed dtypes), so the caller falls back to the composition.
 
+#[cfg(any(feature = "flex", feature = "ndarray"))]
 mod host;
 
 use burn::backend::Autodiff;
@@ -25,8 +26,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
-
-use crate::backend_registry::{OpMap, OpRegistry, for_builtin_backends};
 
 /// A backend with kernels for the two chains (see the module docs for the numerics).
 pub trait FusedNormBackend: Backend {
@@ -232,32 +231,14 @@ struct Entry<B: Backend> {
     layer_norm: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> FloatTensor<B>,
 }
 
-// By hand: a derive would ask `B: Copy`.
-impl<B: Backend> Clone for Entry<B> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<B: Backend> Copy for Entry<B> {}
-
 fn entry<B: FusedNormBackend>() -> Entry<B> {
     Entry { rope: B::rms_norm_rope, layer_norm: B::modulated_layer_norm }
 }
 
-static REGISTRY: OpRegistry = OpRegistry::new(builtin);
-
-fn builtin(map: &mut OpMap) {
-    #[allow(unused_macros)]
-    macro_rules! add {
-        ($b:ty) => {
-            crate::backend_registry::insert::<$b, Entry<$b>>(map, entry::<$b>());
-        };
-    }
-    for_builtin_backends!(add);
-    let _ = map;
-}
+crate::backend_registry::fused_registry!(FusedNormBackend);
 
 /// The CPU backends run [`host`]'s row loops.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
 macro_rules! host_backend {
     ($b:ty) => {
         impl FusedNormBackend for $b {
@@ -310,16 +291,6 @@ macro_rules! host_backend {
 host_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 host_backend!(burn::backend::NdArray);
-
-/// Registers `B`'s kernels (CUDA and its autodiff wrappers are registered already under `cuda`).
-pub fn register<B: FusedNormBackend>() {
-    REGISTRY.insert::<B, Entry<B>>(entry::<B>());
-}
-
-/// Whether `B` runs the fused chains.
-pub fn is_registered<B: Backend>() -> bool {
-    REGISTRY.contains::<B>()
-}
 
 /// `rope(RMSNorm(x) · weight)` per head for x [B, H, S, d], with the rows `offset..offset + S` of the f32
 /// tables cos/sin [P, d]; `Err(x)` when `B` has no kernel or the call does not fit it (a trainable or
