@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use rayon::prelude::*;
 
-use crate::host_tensor::{read, rounding, write};
+use crate::host_tensor::{exp, read, rounding, write};
 
 /// A [B, H, L, d] tensor's values in f32, row-major, with its dims and dtype.
 struct Heads {
@@ -110,7 +110,7 @@ pub(super) fn forward<B: Backend>(
     let (q, k, v) = (Heads::read::<B>(q), Heads::read::<B>(k), Heads::read::<B>(v));
     let [b, h, lq, d] = q.dims;
     let lk = k.dims[2];
-    let round = rounding(q.dtype);
+    let (round, rounds) = (rounding(q.dtype), q.dtype != DType::F32);
     let mut out = vec![0.0f32; b * h * lq * d];
     let mut lse = vec![0.0f32; b * h * lq];
     out.par_chunks_mut(lq * d).zip(lse.par_chunks_mut(lq)).enumerate().for_each(|(bh, (out, lse))| {
@@ -122,12 +122,12 @@ pub(super) fn forward<B: Backend>(
             product(s, (qn, lk, d), View::rows(&qh[q0 * d..], d), View::transposed(kh, d), false);
             let mut sums = vec![0.0f32; qn];
             for (r, row) in s.chunks_exact_mut(lk).enumerate() {
-                let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
-                let mut l = 0.0f32;
-                for x in row.iter_mut() {
-                    let p = (*x * scale - m).exp();
-                    l += p;
-                    *x = round(p);
+                // scale > 0: the largest scaled score is the scaled largest score, bit for bit.
+                let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+                row.iter_mut().for_each(|x| *x = exp(*x * scale - m));
+                let l: f32 = row.iter().sum();
+                if rounds {
+                    row.iter_mut().for_each(|x| *x = round(*x));
                 }
                 sums[r] = l;
                 lse[q0 + r] = m + l.ln();
@@ -158,7 +158,7 @@ pub(super) fn backward<B: Backend>(
     let (out, lse, dout) = (Heads::read::<B>(out), Heads::read::<B>(lse), Heads::read::<B>(grad_out));
     let [b, h, lq, d] = q.dims;
     let lk = k.dims[2];
-    let round = rounding(q.dtype);
+    let (round, rounds) = (rounding(q.dtype), q.dtype != DType::F32);
     let (mut dq, mut dk, mut dv) =
         (vec![0.0f32; b * h * lq * d], vec![0.0f32; b * h * lk * d], vec![0.0f32; b * h * lk * d]);
     let grads = dq.par_chunks_mut(lq * d).zip(dk.par_chunks_mut(lk * d)).zip(dv.par_chunks_mut(lk * d));
@@ -178,9 +178,12 @@ pub(super) fn backward<B: Backend>(
                 let delta = dot(&doh[i * d..(i + 1) * d], &oh[i * d..(i + 1) * d]);
                 let (pr, dsr) = (&mut p[r * lk..(r + 1) * lk], &mut ds[r * lk..(r + 1) * lk]);
                 for (s, dp) in pr.iter_mut().zip(dsr.iter_mut()) {
-                    let prob = (*s * scale - lh[i]).exp();
-                    *dp = round(prob * (*dp - delta) * scale);
-                    *s = round(prob);
+                    let prob = exp(*s * scale - lh[i]);
+                    *dp = prob * (*dp - delta) * scale;
+                    *s = prob;
+                }
+                if rounds {
+                    pr.iter_mut().chain(dsr.iter_mut()).for_each(|x| *x = round(*x));
                 }
             }
             product(dv, (lk, d, qn), View::transposed(p, lk), View::rows(dob, d), q0 > 0);

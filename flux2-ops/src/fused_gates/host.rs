@@ -6,10 +6,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use rayon::prelude::*;
 
-use crate::host_tensor::{read, rounding, write};
+use crate::host_tensor::{exp, read, rounding, write};
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 /// Forward (`grad` None: [rows, n]) or the gradient of `t` ([rows, width]) of
