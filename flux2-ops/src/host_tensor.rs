@@ -19,12 +19,49 @@ pub(crate) fn write<B: Backend>(values: Vec<f32>, dims: &[usize], dtype: DType, 
     B::float_from_data(TensorData::new(values, dims.to_vec()).convert_dtype(dtype), device)
 }
 
-/// Rounding of an f32 value to `dtype` and back (identity for f32).
-pub(crate) fn rounding(dtype: DType) -> fn(f32) -> f32 {
-    match dtype {
-        DType::BF16 => |x| half::bf16::from_f32(x).to_f32(),
-        DType::F16 => |x| half::f16::from_f32(x).to_f32(),
-        _ => |x| x,
+/// Rounding of an f32 intermediate to a storage dtype and back, inlined where it is used: a function
+/// pointer per element (what this replaced) cost 15% of a bf16 CPU step. The match on the variant is
+/// loop-invariant, so the compiler hoists it out of the loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rounding {
+    /// f32 storage: no rounding.
+    Exact,
+    /// bf16: round to nearest even on the upper 16 bits, as `half::bf16::from_f32`, branch-free.
+    Bf16,
+    /// f16 (through `half`).
+    F16,
+}
+
+impl Rounding {
+    pub(crate) fn of(dtype: DType) -> Self {
+        match dtype {
+            DType::BF16 => Self::Bf16,
+            DType::F16 => Self::F16,
+            _ => Self::Exact,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn round(self, x: f32) -> f32 {
+        match self {
+            Self::Exact => x,
+            Self::Bf16 => {
+                let u = x.to_bits();
+                let rounded = u.wrapping_add(0x7fff + ((u >> 16) & 1)) & 0xffff_0000;
+                // NaN stays a (quiet) NaN; infinities and overflow to infinity come out of the addition.
+                f32::from_bits(if x.is_nan() { (u | 0x0040_0000) & 0xffff_0000 } else { rounded })
+            }
+            Self::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// Every value rounded (a loop per variant, so each vectorizes).
+    pub(crate) fn round_all(self, values: &mut [f32]) {
+        match self {
+            Self::Exact => {}
+            Self::Bf16 => values.iter_mut().for_each(|x| *x = Self::Bf16.round(*x)),
+            Self::F16 => values.iter_mut().for_each(|x| *x = Self::F16.round(*x)),
+        }
     }
 }
 
@@ -51,6 +88,20 @@ pub(crate) fn exp(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::Rounding;
+
+    #[test]
+    fn bf16_rounding_is_half_s() {
+        // Every 9973rd bit pattern: both signs, subnormals, ties, the edge of overflow.
+        for v in (0..u32::MAX).step_by(9973).map(f32::from_bits).filter(|v| !v.is_nan()) {
+            assert_eq!(Rounding::Bf16.round(v).to_bits(), half::bf16::from_f32(v).to_f32().to_bits(), "{v:e}");
+        }
+        for v in [f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 0.0, -0.0, 1.0e-40] {
+            assert_eq!(Rounding::Bf16.round(v).to_bits(), half::bf16::from_f32(v).to_f32().to_bits(), "{v:e}");
+        }
+        assert!(Rounding::Bf16.round(f32::NAN).is_nan());
+    }
+
     #[test]
     fn exp_is_within_two_ulp_of_libm() {
         let mut worst = 0.0f32;

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use rayon::prelude::*;
 
-use crate::host_tensor::{exp, read, rounding, write};
+use crate::host_tensor::{Rounding, exp, read, write};
 
 /// A [B, H, L, d] tensor's values in f32, row-major, with its dims and dtype.
 struct Heads {
@@ -110,7 +110,7 @@ pub(super) fn forward<B: Backend>(
     let (q, k, v) = (Heads::read::<B>(q), Heads::read::<B>(k), Heads::read::<B>(v));
     let [b, h, lq, d] = q.dims;
     let lk = k.dims[2];
-    let (round, rounds) = (rounding(q.dtype), q.dtype != DType::F32);
+    let rounding = Rounding::of(q.dtype);
     let mut out = vec![0.0f32; b * h * lq * d];
     let mut lse = vec![0.0f32; b * h * lq];
     out.par_chunks_mut(lq * d).zip(lse.par_chunks_mut(lq)).enumerate().for_each(|(bh, (out, lse))| {
@@ -126,9 +126,7 @@ pub(super) fn forward<B: Backend>(
                 let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
                 row.iter_mut().for_each(|x| *x = exp(*x * scale - m));
                 let l: f32 = row.iter().sum();
-                if rounds {
-                    row.iter_mut().for_each(|x| *x = round(*x));
-                }
+                rounding.round_all(row);
                 sums[r] = l;
                 lse[q0 + r] = m + l.ln();
             }
@@ -158,7 +156,7 @@ pub(super) fn backward<B: Backend>(
     let (out, lse, dout) = (Heads::read::<B>(out), Heads::read::<B>(lse), Heads::read::<B>(grad_out));
     let [b, h, lq, d] = q.dims;
     let lk = k.dims[2];
-    let (round, rounds) = (rounding(q.dtype), q.dtype != DType::F32);
+    let rounding = Rounding::of(q.dtype);
     let (mut dq, mut dk, mut dv) =
         (vec![0.0f32; b * h * lq * d], vec![0.0f32; b * h * lk * d], vec![0.0f32; b * h * lk * d]);
     let grads = dq.par_chunks_mut(lq * d).zip(dk.par_chunks_mut(lk * d)).zip(dv.par_chunks_mut(lk * d));
@@ -182,9 +180,8 @@ pub(super) fn backward<B: Backend>(
                     *dp = prob * (*dp - delta) * scale;
                     *s = prob;
                 }
-                if rounds {
-                    pr.iter_mut().chain(dsr.iter_mut()).for_each(|x| *x = round(*x));
-                }
+                rounding.round_all(pr);
+                rounding.round_all(dsr);
             }
             product(dv, (lk, d, qn), View::transposed(p, lk), View::rows(dob, d), q0 > 0);
             product(dk, (lk, d, qn), View::transposed(ds, lk), View::rows(qb, d), q0 > 0);

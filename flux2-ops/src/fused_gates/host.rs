@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use rayon::prelude::*;
 
-use crate::host_tensor::{exp, read, rounding, write};
+use crate::host_tensor::{Rounding, exp, read, write};
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
@@ -23,7 +23,8 @@ pub(super) fn swiglu<B: Backend>(
     let device = B::float_device(&t);
     let (t, dims, dtype) = read::<B, 2>(t);
     let (rows, width) = (dims[0], dims[1]);
-    let round = rounding(dtype);
+    let rounding = Rounding::of(dtype);
+    let round = |x: f32| rounding.round(x);
     match grad {
         None => {
             let mut out = vec![0.0f32; rows * n];
@@ -64,7 +65,8 @@ pub(super) fn gated_residual<B: Backend>(
     let (gate, _, _) = read::<B, 3>(gate);
     let x = x.map(|x| read::<B, 3>(x).0);
     let (s, d) = (dims[1], dims[2]);
-    let round = rounding(dtype);
+    let rounding = Rounding::of(dtype);
+    let round = |x: f32| rounding.round(x);
     let mut out = vec![0.0f32; y.len()];
     out.par_chunks_mut(d).enumerate().for_each(|(r, o)| {
         let g = &gate[(r / s) * d..][..d];

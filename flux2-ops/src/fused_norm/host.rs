@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use rayon::prelude::*;
 
-use crate::host_tensor::{read, rounding, write};
+use crate::host_tensor::{Rounding, read, write};
 
 /// The forward (`grad` None) or input gradient of `rope(RMSNorm(x) w)` over rows of d values.
 #[allow(clippy::too_many_arguments)]
@@ -30,7 +30,8 @@ pub(super) fn rms_norm_rope<B: Backend>(
     let (sn, _, _) = read::<B, 2>(sin);
     let g = grad.map(|g| read::<B, 2>(g).0);
     let d = dims[1];
-    let round = rounding(dtype);
+    let rounding = Rounding::of(dtype);
+    let round = |x: f32| rounding.round(x);
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
         let xr = &x[row * d..(row + 1) * d];
@@ -82,7 +83,8 @@ pub(super) fn modulated_layer_norm<B: Backend>(
     let (scale, _, _) = read::<B, 3>(scale);
     let g = grad.map(|g| read::<B, 3>(g).0);
     let (seq, d) = (dims[1], dims[2]);
-    let round = rounding(dtype);
+    let rounding = Rounding::of(dtype);
+    let round = |x: f32| rounding.round(x);
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
         let xr = &x[row * d..(row + 1) * d];
