@@ -339,6 +339,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, memory: Option<Memor
 
     let n_img = shape.img_h * shape.img_w;
     let normal = Distribution::Normal(0.0, 1.0);
+    // Seeded, so the printed loss is comparable between runs of the same flags.
+    B::seed(device, 2);
     let x = Tensor::<B, 3>::random([1, n_img, c.in_channels], normal, device);
     let ctx = Tensor::<B, 3>::random([1, shape.txt, c.joint_attention_dim], normal, device);
     let target = Tensor::<B, 3>::random([1, n_img, c.in_channels], normal, device);
