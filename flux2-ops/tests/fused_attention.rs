@@ -142,3 +142,21 @@ fn block_policy_bounds_the_score_block() {
     assert!(b.query >= 16 && b.query % 16 == 0, "{b:?}");
     assert_eq!(AttentionBlocks::for_shape(2, 4, 30, 30), AttentionBlocks { query: 30, key: 30 });
 }
+
+/// No keys (or no queries) is a degenerate call, not a crash: a zero output and zero gradients.
+#[test]
+fn empty_lengths_give_zeros_on_the_host_loops() {
+    let device = Default::default();
+    for (lq, lk) in [(5, 0), (0, 5)] {
+        let q = Tensor::<B, 4>::zeros([1, 2, lq, 8], &device).require_grad();
+        let k = Tensor::<B, 4>::zeros([1, 2, lk, 8], &device).require_grad();
+        let v = Tensor::<B, 4>::zeros([1, 2, lk, 8], &device).require_grad();
+        let out = fused_attention_with(q.clone(), k.clone(), v, 0.5, AttentionBlocks { query: 4, key: 4 });
+        assert_eq!(out.dims(), [1, 2, lq, 8]);
+        let grads = out.sum().backward();
+        if lq > 0 {
+            let dq: f32 = q.grad(&grads).expect("dq").abs().sum().into_scalar();
+            assert_eq!(dq, 0.0);
+        }
+    }
+}

@@ -112,7 +112,14 @@ pub(super) fn forward<B: Backend>(
     let lk = k.dims[2];
     let rounding = Rounding::of(q.dtype);
     let mut out = vec![0.0f32; b * h * lq * d];
-    let mut lse = vec![0.0f32; b * h * lq];
+    let mut lse = vec![f32::NEG_INFINITY; b * h * lq];
+    if lq == 0 || lk == 0 || d == 0 {
+        // Nothing to attend to (or nothing asked): a zero output, an empty sum's log.
+        return (
+            write::<B>(out, &[b, h, lq, d], q.dtype, &device),
+            write::<B>(lse, &[b, h, lq, 1], DType::F32, &device),
+        );
+    }
     out.par_chunks_mut(lq * d).zip(lse.par_chunks_mut(lq)).enumerate().for_each(|(bh, (out, lse))| {
         let (qh, kh, vh) = (q.head(bh), k.head(bh), v.head(bh));
         let mut s = vec![0.0f32; QUERY_BLOCK.min(lq) * lk];
@@ -159,6 +166,10 @@ pub(super) fn backward<B: Backend>(
     let rounding = Rounding::of(q.dtype);
     let (mut dq, mut dk, mut dv) =
         (vec![0.0f32; b * h * lq * d], vec![0.0f32; b * h * lk * d], vec![0.0f32; b * h * lk * d]);
+    let zeros = |v: Vec<f32>, len: usize, dtype: DType| write::<B>(v, &[b, h, len, d], dtype, &device);
+    if lq == 0 || lk == 0 || d == 0 {
+        return [zeros(dq, lq, q.dtype), zeros(dk, lk, k.dtype), zeros(dv, lk, v.dtype)];
+    }
     let grads = dq.par_chunks_mut(lq * d).zip(dk.par_chunks_mut(lk * d)).zip(dv.par_chunks_mut(lk * d));
     grads.enumerate().for_each(|(bh, ((dq, dk), dv))| {
         let (qh, kh, vh) = (q.head(bh), k.head(bh), v.head(bh));

@@ -316,7 +316,7 @@ pub fn rms_norm_rope<B: Backend>(
         && cos.dtype() == DType::F32
         && sin.dtype() == DType::F32
         && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16);
-    if !fits || b * h * s == 0 {
+    if !fits || b * h * s * d == 0 {
         return Err(x);
     }
     let rows = unwrap(x.reshape([b * h * s, d]));
