@@ -139,7 +139,7 @@ fn block_policy_bounds_the_score_block() {
     let b = AttentionBlocks::for_shape(1, 48, 4608, 4608);
     assert_eq!(b.key, 4608);
     assert!(48 * b.query * b.key <= flux2_ops::fused_attention::SCORE_BLOCK_ELEMENTS);
-    assert!(b.query >= 16 && b.query % 16 == 0, "{b:?}");
+    assert!(b.query >= 16 && b.query.is_multiple_of(16), "{b:?}");
     assert_eq!(AttentionBlocks::for_shape(2, 4, 30, 30), AttentionBlocks { query: 30, key: 30 });
 }
 

@@ -122,10 +122,12 @@ impl<B: FusedGateBackend, C: CheckpointStrategy> FusedGateBackend for Autodiff<B
     }
 }
 
+type GatedResidualFn<B> = fn(Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
+
 /// The registry's entry: both ops as plain functions of `B`.
 struct Entry<B: Backend> {
     swiglu: fn(FloatTensor<B>, usize, usize) -> FloatTensor<B>,
-    gated_residual: fn(Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    gated_residual: GatedResidualFn<B>,
 }
 
 fn entry<B: FusedGateBackend>() -> Entry<B> {

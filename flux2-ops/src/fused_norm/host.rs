@@ -104,9 +104,9 @@ pub(super) fn modulated_layer_norm<B: Backend>(
                 let gr = &g[row * d..(row + 1) * d];
                 let dxh = |i: usize| gr[i] * round(sc[i] + 1.0);
                 let (mut m1, mut m2) = (0.0f32, 0.0f32);
-                for i in 0..d {
+                for (i, x) in xr.iter().enumerate() {
                     m1 += dxh(i);
-                    m2 += dxh(i) * (xr[i] - mean) / sigma;
+                    m2 += dxh(i) * (x - mean) / sigma;
                 }
                 let (m1, m2) = (m1 / d as f32, m2 / d as f32);
                 for i in 0..d {

@@ -225,10 +225,14 @@ impl<B: FusedNormBackend, C: CheckpointStrategy> FusedNormBackend for Autodiff<B
     }
 }
 
+type RopeFn<B> =
+    fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, usize, f32) -> FloatTensor<B>;
+type LayerNormFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> FloatTensor<B>;
+
 /// The registry's entry: both ops as plain functions of `B`.
 struct Entry<B: Backend> {
-    rope: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, usize, f32) -> FloatTensor<B>,
-    layer_norm: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32) -> FloatTensor<B>,
+    rope: RopeFn<B>,
+    layer_norm: LayerNormFn<B>,
 }
 
 fn entry<B: FusedNormBackend>() -> Entry<B> {
