@@ -21,6 +21,12 @@ pub fn action(key: &str) -> Action {
     if in_block && is_linear { Action::Float8 } else { Action::Keep }
 }
 
+/// [`action`] for a stored tensor of `shape`: only matrices become float8 (what the writer and
+/// [`crate::sparse_file`]'s float8 layout both follow).
+pub fn stored_action(key: &str, shape: &[usize]) -> Action {
+    if shape.len() == 2 { action(key) } else { Action::Keep }
+}
+
 /// Writes `checkpoint` (a BFL-layout file, e.g. `flux2-dev.safetensors`) to `out` as float8; see the
 /// module docs. `progress` gets the source bytes of each tensor as it is written, and of the whole file.
 pub fn write_float8_file(checkpoint: &Checkpoint, out: &Path, progress: &dyn Fn(u64, u64)) -> Result<WriteSummary> {
@@ -36,10 +42,7 @@ pub fn write_float8_file(checkpoint: &Checkpoint, out: &Path, progress: &dyn Fn(
         });
     }
     let prefix = source.prefix.as_str();
-    let select = |key: &str, shape: &[usize]| {
-        let bare = key.strip_prefix(prefix).unwrap_or(key);
-        if shape.len() == 2 { action(bare) } else { Action::Keep }
-    };
+    let select = |key: &str, shape: &[usize]| stored_action(key.strip_prefix(prefix).unwrap_or(key), shape);
     Ok(float8_file::write_file(&source.store, out, select, progress)?)
 }
 

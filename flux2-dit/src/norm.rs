@@ -4,14 +4,11 @@
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Tensor, backend::Backend};
 
-/// Affine-free LayerNorm over the last dimension (every LayerNorm in FLUX.2 has no weight or bias).
+/// Affine-free LayerNorm over the last dimension (every LayerNorm in FLUX.2 has no weight or bias), in f32
+/// and rounded back to the input's dtype.
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     let dtype = x.dtype();
-    let x = x.cast(DType::F32);
-    let mean = x.clone().mean_dim(D - 1);
-    let centered = x - mean;
-    let var = centered.clone().square().mean_dim(D - 1);
-    (centered / (var + eps).sqrt()).cast(dtype)
+    flux2_ops::fused_norm::layer_norm_f32(x, eps).cast(dtype)
 }
 
 /// RMSNorm with a learned scale, applied per attention head to queries and keys.

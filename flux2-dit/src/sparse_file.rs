@@ -36,7 +36,7 @@ pub fn write_sparse_file<B: Backend>(
     let mut tensors = Vec::new();
     let mut float8_modules = Vec::new();
     for (key, shape) in layout {
-        if float8 && shape.len() == 2 && float8_export::action(&key) == Action::Float8 {
+        if float8 && float8_export::stored_action(&key, &shape) == Action::Float8 {
             let module = key.strip_suffix(".weight").unwrap_or(&key).to_string();
             let (codes, scale) = float8_file::linear_tensors(&module, [shape[0], shape[1]], Vec::new);
             tensors.extend([codes, scale]);

@@ -4,11 +4,13 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, TensorData};
+
+use crate::primitive::wrap;
 
 /// The values of a rank-`D` float tensor in f32, row-major, with its dims and dtype.
 pub(crate) fn read<B: Backend, const D: usize>(t: FloatTensor<B>) -> (Vec<f32>, [usize; D], DType) {
-    let t = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
+    let t = wrap::<B, D>(t);
     let (dims, dtype) = (t.dims(), t.dtype());
     let values = t.into_data().convert::<f32>().into_vec::<f32>();
     (values.unwrap_or_else(|e| panic!("reading tensor values on the host: {e:?}")), dims, dtype)

@@ -56,6 +56,8 @@ pub mod matmul;
 #[cfg(feature = "burn")]
 pub mod offload;
 #[cfg(feature = "burn")]
+mod primitive;
+#[cfg(feature = "burn")]
 pub mod quant;
 #[cfg(feature = "burn")]
 pub mod store;

@@ -10,45 +10,18 @@
 //! FlashAttention). Keys longer than one key block use the generic tiled path (online softmax).
 
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{DType, FloatDType, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::device::{Buffers, device, wait_for_cubecl};
+use super::device::{Buffers, contiguous, device, empty, suffix, wait_for_cubecl};
 use super::gemm::{Matrix, gemm};
 use crate::fused_attention::{AttentionBlocks, ranges, tiled_backward, tiled_forward};
+use crate::primitive::{unwrap, wrap};
 
 type Cuda = burn::backend::Cuda;
 type T = CubeTensor<CudaRuntime>;
-
-pub(super) fn suffix(dtype: DType) -> Option<&'static str> {
-    match dtype {
-        DType::F32 => Some("f32"),
-        DType::F16 => Some("f16"),
-        DType::BF16 => Some("bf16"),
-        _ => None,
-    }
-}
-
-fn wrap(t: T) -> Tensor<Cuda, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn unwrap(t: Tensor<Cuda, 4>) -> T {
-    t.into_primitive().tensor()
-}
-
-pub(super) fn contiguous(t: T) -> T {
-    if t.is_contiguous() { t } else { into_contiguous(t) }
-}
-
-/// A new uninitialised contiguous tensor on the device of `like`.
-pub(super) fn empty(like: &T, shape: [usize; 4], dtype: DType) -> T {
-    let handle = like.client.empty(shape.iter().product::<usize>() * dtype.size());
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape.to_vec()), handle, dtype)
-}
 
 /// Whether the fast path applies: one key block, same float dtype everywhere.
 fn supported(q: &T, k: &T, v: &T, blocks: AttentionBlocks) -> bool {
@@ -78,10 +51,10 @@ pub(crate) fn forward(q: T, k: T, v: T, scale: f32, blocks: AttentionBlocks) -> 
     let (b, h, lq, lk, d) = dims(&q, &k);
     let (dt, bh) = (q.dtype, b * h);
     let qmax = blocks.query.clamp(1, lq.max(1));
-    let out = empty(&q, [b, h, lq, d], dt);
-    let lse = empty(&q, [b, h, lq, 1], DType::F32);
-    let s = empty(&q, [bh, qmax, lk, 1], DType::F32);
-    let p = empty(&q, [bh, qmax, lk, 1], dt);
+    let out = empty(&q, &[b, h, lq, d], dt);
+    let lse = empty(&q, &[b, h, lq, 1], DType::F32);
+    let s = empty(&q, &[bh, qmax, lk, 1], DType::F32);
+    let p = empty(&q, &[bh, qmax, lk, 1], dt);
     let mut buf = Buffers::new();
     let (qp, kp, vp, op, lp, sp, pp) =
         (buf.ptr(&q), buf.ptr(&k), buf.ptr(&v), buf.ptr(&out), buf.ptr(&lse), buf.ptr(&s), buf.ptr(&p));
@@ -137,20 +110,20 @@ pub(crate) fn backward(q: T, k: T, v: T, out: T, lse: T, grad_out: T, scale: f32
     }
     if !supported(&q, &k, &v, blocks) {
         return tiled_backward::<Cuda>(wrap(q), wrap(k), wrap(v), wrap(out), wrap(lse), wrap(grad_out), scale, blocks)
-            .map(unwrap);
+            .map(unwrap::<Cuda, 4>);
     }
     let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
     let (b, h, lq, lk, d) = dims(&q, &k);
     let bh = b * h;
     let qmax = blocks.query.clamp(1, lq.max(1));
-    let delta = empty(&q, [b, h, lq, 1], DType::F32);
-    let dq = empty(&q, [b, h, lq, d], dt);
-    let dk = empty(&q, [b, h, lk, d], DType::F32);
-    let dv = empty(&q, [b, h, lk, d], DType::F32);
-    let s = empty(&q, [bh, qmax, lk, 1], DType::F32);
-    let dp = empty(&q, [bh, qmax, lk, 1], DType::F32);
-    let p = empty(&q, [bh, qmax, lk, 1], dt);
-    let ds = empty(&q, [bh, qmax, lk, 1], dt);
+    let delta = empty(&q, &[b, h, lq, 1], DType::F32);
+    let dq = empty(&q, &[b, h, lq, d], dt);
+    let dk = empty(&q, &[b, h, lk, d], DType::F32);
+    let dv = empty(&q, &[b, h, lk, d], DType::F32);
+    let s = empty(&q, &[bh, qmax, lk, 1], DType::F32);
+    let dp = empty(&q, &[bh, qmax, lk, 1], DType::F32);
+    let p = empty(&q, &[bh, qmax, lk, 1], dt);
+    let ds = empty(&q, &[bh, qmax, lk, 1], dt);
     let mut buf = Buffers::new();
     let (qp, kp, vp, op, lp, gp) =
         (buf.ptr(&q), buf.ptr(&k), buf.ptr(&v), buf.ptr(&out), buf.ptr(&lse), buf.ptr(&grad_out));

@@ -1,11 +1,13 @@
-//! One CUDA context, stream, cuBLAS handle and kernel module per device, and device pointers of Burn
-//! tensors.
+//! One CUDA context, stream, cuBLAS handle and kernel module per device; device pointers, contiguous
+//! copies and fresh outputs of Burn tensors for the kernels.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use burn::tensor::{DType, Shape};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::cubecl::server::Handle;
+use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -125,6 +127,28 @@ impl Buffers {
         self.held.push(Box::new(resource));
         ptr
     }
+}
+
+/// The kernels' name suffix for values stored as `dtype` (`kernels.cu`, `flash.cu` exist per storage type).
+pub(crate) fn suffix(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F32 => Some("f32"),
+        DType::F16 => Some("f16"),
+        DType::BF16 => Some("bf16"),
+        _ => None,
+    }
+}
+
+/// `t` with contiguous row-major storage (the kernels index it as such).
+pub(crate) fn contiguous(t: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
+    if t.is_contiguous() { t } else { into_contiguous(t) }
+}
+
+/// A new uninitialised contiguous tensor of `shape` and `dtype` on the device of `like` (at least one byte:
+/// an empty allocation is not a buffer).
+pub(crate) fn empty(like: &CubeTensor<CudaRuntime>, shape: &[usize], dtype: DType) -> CubeTensor<CudaRuntime> {
+    let handle = like.client.empty(shape.iter().product::<usize>().max(1) * dtype.size());
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape.to_vec()), handle, dtype)
 }
 
 /// Waits until everything cubecl has queued on this thread's stream (the inputs' producers) is done.

@@ -16,8 +16,7 @@ use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::tensor::CubeTensor;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::attention::{contiguous, empty, suffix};
-use super::device::{Buffers, device, wait_for_cubecl};
+use super::device::{Buffers, contiguous, device, empty, suffix, wait_for_cubecl};
 
 type T = CubeTensor<CudaRuntime>;
 
@@ -59,8 +58,8 @@ pub(super) fn forward(q: T, k: T, v: T, scale: f32) -> (T, T) {
     let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
     let (bh, lq, lk) = dims(&q, &k);
     let s = q.meta.shape();
-    let out = empty(&q, [s[0], s[1], lq, HEAD_DIM], q.dtype);
-    let lse = empty(&q, [s[0], s[1], lq, 1], DType::F32);
+    let out = empty(&q, &[s[0], s[1], lq, HEAD_DIM], q.dtype);
+    let lse = empty(&q, &[s[0], s[1], lq, 1], DType::F32);
     let mut buf = Buffers::new();
     let (qp, kp, vp, op, lp) = (buf.ptr(&q), buf.ptr(&k), buf.ptr(&v), buf.ptr(&out), buf.ptr(&lse));
     wait_for_cubecl(&q.client);
@@ -85,10 +84,10 @@ pub(super) fn backward(q: T, k: T, v: T, out: T, lse: T, grad_out: T, scale: f32
     let (bh, lq, lk) = dims(&q, &k);
     let (sq, sk) = (q.meta.shape(), k.meta.shape());
     let dt = q.dtype;
-    let delta = empty(&q, [sq[0], sq[1], lq, 1], DType::F32);
-    let dq = empty(&q, [sq[0], sq[1], lq, HEAD_DIM], dt);
-    let dk = empty(&q, [sk[0], sk[1], lk, HEAD_DIM], dt);
-    let dv = empty(&q, [sk[0], sk[1], lk, HEAD_DIM], dt);
+    let delta = empty(&q, &[sq[0], sq[1], lq, 1], DType::F32);
+    let dq = empty(&q, &[sq[0], sq[1], lq, HEAD_DIM], dt);
+    let dk = empty(&q, &[sk[0], sk[1], lk, HEAD_DIM], dt);
+    let dv = empty(&q, &[sk[0], sk[1], lk, HEAD_DIM], dt);
     let mut buf = Buffers::new();
     let (qp, kp, vp, op, lp, gp) =
         (buf.ptr(&q), buf.ptr(&k), buf.ptr(&v), buf.ptr(&out), buf.ptr(&lse), buf.ptr(&grad_out));

@@ -2,13 +2,12 @@
 //! inputs, a fresh output, scalar arguments, then a wait, so the output is complete when cubecl sees it.
 
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::{DType, FloatDType, Shape};
+use burn::tensor::{DType, FloatDType};
 use burn_cubecl::cubecl::cuda::CudaRuntime;
 use burn_cubecl::tensor::CubeTensor;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::attention::{contiguous, suffix};
-use super::device::{Buffers, device, wait_for_cubecl};
+use super::device::{Buffers, contiguous, device, empty, suffix, wait_for_cubecl};
 
 type Cuda = burn::backend::Cuda;
 type T = CubeTensor<CudaRuntime>;
@@ -26,12 +25,6 @@ pub(super) fn elements(n: usize) -> LaunchConfig {
     }
 }
 
-/// A new uninitialised contiguous tensor of `shape` with `like`'s dtype and device.
-fn empty(like: &T, shape: Shape) -> T {
-    let handle = like.client.empty(shape.num_elements().max(1) * like.dtype.size());
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, like.dtype)
-}
-
 /// `t` contiguous in `dtype` (gradients may arrive in another float type).
 pub(super) fn as_dtype(t: T, dtype: DType) -> T {
     let t = if t.dtype == dtype { t } else { Cuda::float_cast(t, FloatDType::from(dtype)) };
@@ -47,9 +40,9 @@ pub(super) enum Scalar {
 
 /// Runs `name_<dtype of inputs[0]>` over `inputs` into a new contiguous tensor of `shape` (that dtype), then
 /// the `scalars` (the kernels' argument order: inputs, output, scalars), and waits for it.
-pub(super) fn launch(name: &str, inputs: &[&T], shape: Shape, cfg: LaunchConfig, scalars: &[Scalar]) -> T {
+pub(super) fn launch(name: &str, inputs: &[&T], shape: &[usize], cfg: LaunchConfig, scalars: &[Scalar]) -> T {
     let x = inputs[0];
-    let out = empty(x, shape);
+    let out = empty(x, shape, x.dtype);
     let mut buf = Buffers::new();
     let ptrs: Vec<u64> = inputs.iter().map(|t| buf.ptr(t)).collect();
     let out_ptr = buf.ptr(&out);

@@ -27,7 +27,7 @@ fn rope(name: &str, x: T, weight: T, cos: T, sin: T, seq: usize, offset: usize, 
     let dtype = x.dtype;
     let (x, weight) = (as_dtype(x, dtype), as_dtype(weight, dtype));
     let (cos, sin) = (as_dtype(cos, DType::F32), as_dtype(sin, DType::F32));
-    let shape = x.meta.shape();
+    let shape = x.meta.shape().to_vec();
     let (rows, d) = (shape[0], shape[1]);
     let scalars = [
         Scalar::I64(rows as i64),
@@ -41,17 +41,17 @@ fn rope(name: &str, x: T, weight: T, cos: T, sin: T, seq: usize, offset: usize, 
     if let Some(g) = &grad {
         inputs.push(g);
     }
-    launch(name, &inputs, x.meta.shape().clone(), warp_rows(rows), &scalars)
+    launch(name, &inputs, &shape, warp_rows(rows), &scalars)
 }
 
 fn layer_norm(name: &str, inputs: Vec<T>, eps: f32) -> T {
     let dtype = inputs[0].dtype;
     let inputs: Vec<T> = inputs.into_iter().map(|t| as_dtype(t, dtype)).collect();
-    let shape = inputs[0].meta.shape();
+    let shape = inputs[0].meta.shape().to_vec();
     let (b, s, d) = (shape[0], shape[1], shape[2]);
     let scalars = [Scalar::I32(int(s, "sequence")), Scalar::I32(int(d, "width")), Scalar::F32(eps)];
     let refs: Vec<&T> = inputs.iter().collect();
-    launch(name, &refs, inputs[0].meta.shape().clone(), block_rows(b * s), &scalars)
+    launch(name, &refs, &shape, block_rows(b * s), &scalars)
 }
 
 impl FusedNormBackend for Cuda {

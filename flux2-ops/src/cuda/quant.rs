@@ -1,26 +1,21 @@
 //! Quantizing and dequantizing base weights on CUDA: one NVRTC kernel each (`kernels.cu`), on this
 //! crate's stream, with the arithmetic of the host quantizer (`quant/quantizer.rs`).
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::DType;
 use burn_cubecl::cubecl::cuda::CudaRuntime;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::device::{Buffers, device, wait_for_cubecl};
+use super::device::{Buffers, contiguous, device, empty, suffix, wait_for_cubecl};
 use crate::quant::QType;
 use crate::quant::device::{DeviceQuantized, QuantBackend, QuantLayout};
 
 type Cuda = burn::backend::Cuda;
 type T = CubeTensor<CudaRuntime>;
 
-fn suffix(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        other => panic!("quantized weights on CUDA: unsupported dtype {other:?} (callers check)"),
-    }
+/// The kernels' suffix; callers check the dtype (`quant::device`).
+fn kernel_suffix(dtype: DType) -> &'static str {
+    suffix(dtype).unwrap_or_else(|| panic!("quantized weights on CUDA: unsupported dtype {dtype:?} (callers check)"))
 }
 
 /// The kernels' `kind` argument.
@@ -34,28 +29,23 @@ fn kind(qtype: QType) -> i32 {
     }
 }
 
-fn empty(like: &T, shape: [usize; 2], dtype: DType) -> T {
-    let handle = like.client.empty(shape.iter().product::<usize>().max(1) * dtype.size());
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape.to_vec()), handle, dtype)
-}
-
 fn int(x: usize, what: &str) -> i32 {
     i32::try_from(x).unwrap_or_else(|_| panic!("quantized weight: {what} {x} over i32"))
 }
 
 fn quantize(weight: T, l: QuantLayout) -> DeviceQuantized<Cuda> {
-    let weight = if weight.is_contiguous() { weight } else { into_contiguous(weight) };
+    let weight = contiguous(weight);
     let (out, inp, groups) = (l.out_features, l.in_features, l.groups());
     let code_cols = if l.packed { inp / 2 } else { inp };
-    let codes = empty(&weight, [out, code_cols], DType::U8);
-    let scales = empty(&weight, [out, groups], DType::F32);
-    let zeros = empty(&weight, [out, groups], DType::F32);
+    let codes = empty(&weight, &[out, code_cols], DType::U8);
+    let scales = empty(&weight, &[out, groups], DType::F32);
+    let zeros = empty(&weight, &[out, groups], DType::F32);
     let mut buf = Buffers::new();
     let (wp, cp, sp, zp) = (buf.ptr(&weight), buf.ptr(&codes), buf.ptr(&scales), buf.ptr(&zeros));
     wait_for_cubecl(&weight.client);
     let guard = device(weight.device.index);
     let mut dev = guard.lock();
-    let kernel = dev.kernel(&format!("quantize_rows_{}", suffix(weight.dtype)));
+    let kernel = dev.kernel(&format!("quantize_rows_{}", kernel_suffix(weight.dtype)));
     let (in_i, group_i, groups_i) = (int(inp, "width"), int(l.group, "group"), int(groups, "groups"));
     let (kind_i, bits_i, packed_i) = (kind(l.qtype), i32::from(l.qtype.bits()), i32::from(l.packed));
     let cfg = LaunchConfig {
@@ -78,12 +68,11 @@ fn quantize(weight: T, l: QuantLayout) -> DeviceQuantized<Cuda> {
 }
 
 fn dequantize(codes: T, scales: T, zeros: Option<T>, l: QuantLayout) -> T {
-    let contiguous = |t: T| if t.is_contiguous() { t } else { into_contiguous(t) };
     let (codes, scales) = (contiguous(codes), contiguous(scales));
     let zeros = zeros.map(contiguous);
     let dtype = scales.dtype;
     let (out, inp) = (l.out_features, l.in_features);
-    let weight = empty(&scales, [out, inp], dtype);
+    let weight = empty(&scales, &[out, inp], dtype);
     let mut buf = Buffers::new();
     let (cp, sp, wp) = (buf.ptr(&codes), buf.ptr(&scales), buf.ptr(&weight));
     // The dequantizer reads zero points only for the unsigned types; others get the scales' address.
@@ -94,7 +83,7 @@ fn dequantize(codes: T, scales: T, zeros: Option<T>, l: QuantLayout) -> T {
     wait_for_cubecl(&scales.client);
     let guard = device(scales.device.index);
     let mut dev = guard.lock();
-    let kernel = dev.kernel(&format!("dequantize_{}", suffix(dtype)));
+    let kernel = dev.kernel(&format!("dequantize_{}", kernel_suffix(dtype)));
     let n = (out * inp) as i64;
     let (in_i, group_i, groups_i) = (int(inp, "width"), int(l.group, "group"), int(l.groups(), "groups"));
     let (kind_i, packed_i) = (kind(l.qtype), i32::from(l.packed));

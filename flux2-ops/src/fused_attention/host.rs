@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use rayon::prelude::*;
 
+use super::ranges;
 use crate::host_tensor::{Rounding, exp, read, write};
 
 /// A [B, H, L, d] tensor's values in f32, row-major, with its dims and dtype.
@@ -123,8 +124,7 @@ pub(super) fn forward<B: Backend>(
     out.par_chunks_mut(lq * d).zip(lse.par_chunks_mut(lq)).enumerate().for_each(|(bh, (out, lse))| {
         let (qh, kh, vh) = (q.head(bh), k.head(bh), v.head(bh));
         let mut s = vec![0.0f32; QUERY_BLOCK.min(lq) * lk];
-        for q0 in (0..lq).step_by(QUERY_BLOCK) {
-            let qn = QUERY_BLOCK.min(lq - q0);
+        for (q0, qn) in ranges(lq, QUERY_BLOCK) {
             let s = &mut s[..qn * lk];
             product(s, (qn, lk, d), View::rows(&qh[q0 * d..], d), View::transposed(kh, d), false);
             let mut sums = vec![0.0f32; qn];
@@ -176,8 +176,7 @@ pub(super) fn backward<B: Backend>(
         let (oh, doh, lh) = (out.head(bh), dout.head(bh), &lse.v[bh * lq..(bh + 1) * lq]);
         let block = QUERY_BLOCK.min(lq) * lk;
         let (mut p, mut ds) = (vec![0.0f32; block], vec![0.0f32; block]);
-        for q0 in (0..lq).step_by(QUERY_BLOCK) {
-            let qn = QUERY_BLOCK.min(lq - q0);
+        for (q0, qn) in ranges(lq, QUERY_BLOCK) {
             let (p, ds) = (&mut p[..qn * lk], &mut ds[..qn * lk]);
             let (qb, dob) = (&qh[q0 * d..(q0 + qn) * d], &doh[q0 * d..(q0 + qn) * d]);
             product(p, (qn, lk, d), View::rows(qb, d), View::transposed(kh, d), false);

@@ -24,13 +24,14 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor};
 
 use crate::backend_registry::{OpMap, OpRegistry, for_builtin_backends};
+use crate::matmul::matmul;
+use crate::primitive::{unwrap, wrap};
 
 #[cfg(feature = "flex")]
 mod host;
-use crate::matmul::matmul;
 
 /// Query/key block sizes of the tiled computation. Only peak memory and speed depend on them; results
 /// agree with the untiled computation to rounding.
@@ -121,14 +122,6 @@ pub trait FusedAttentionBackend: Backend {
     ) -> FloatTensor<Self> {
         Self::fused_attention_forward(q, k, v, scale, blocks).0
     }
-}
-
-fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
 }
 
 /// Splits `0..len` into consecutive ranges of at most `block` (the last one shorter when `len` is not a

@@ -17,7 +17,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor};
+
+use crate::primitive::{is_kernel_float, unwrap, wrap};
 
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod host;
@@ -34,14 +36,6 @@ pub trait FusedGateBackend: Backend {
     /// (the gradient of y).
     fn gated_residual(x: Option<FloatTensor<Self>>, gate: FloatTensor<Self>, y: FloatTensor<Self>)
     -> FloatTensor<Self>;
-}
-
-fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
 }
 
 #[derive(Debug)]
@@ -169,16 +163,12 @@ host_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 host_backend!(burn::backend::NdArray);
 
-fn float(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-}
-
 /// `silu(t[.., start..start + n]) * t[.., start + n..start + 2n]` over the last dimension of `t`
 /// [B, S, W]; `Err(t)` when `B` has no kernel or the ranges do not fit.
 pub fn swiglu<B: Backend>(t: Tensor<B, 3>, start: usize, n: usize) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
     let Some(entry) = REGISTRY.get::<B, Entry<B>>() else { return Err(t) };
     let [b, s, w] = t.shape().dims();
-    if start + 2 * n > w || n == 0 || b * s == 0 || !float(t.dtype()) {
+    if start + 2 * n > w || n == 0 || b * s == 0 || !is_kernel_float(t.dtype()) {
         return Err(t);
     }
     let out = (entry.swiglu)(unwrap(t.reshape([b * s, w])), start, n);
@@ -198,7 +188,7 @@ pub fn gated_residual<B: Backend>(
         && gate.shape().dims::<3>() == [b, 1, d]
         && y.dtype() == x.dtype()
         && gate.dtype() == x.dtype()
-        && float(x.dtype());
+        && is_kernel_float(x.dtype());
     if !fits || b * s * d == 0 {
         return Err((x, y));
     }

@@ -25,7 +25,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor};
+
+use crate::primitive::{is_kernel_float, unwrap, wrap};
 
 /// A backend with kernels for the two chains (see the module docs for the numerics).
 pub trait FusedNormBackend: Backend {
@@ -73,14 +75,6 @@ pub trait FusedNormBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
 /// The RoPE op's saved input and constants.
 #[derive(Clone, Debug)]
 struct RopeState<B: Backend> {
@@ -110,7 +104,7 @@ impl<B: FusedNormBackend> Backward<B, 1> for RmsNormRopeBackward {
     }
 }
 
-/// The LayerNorm op's saved input (and whether shift/scale want gradients, which the parents say).
+/// The LayerNorm op's saved input and scale (which of x, shift and scale want gradients, the parents say).
 #[derive(Clone, Debug)]
 struct LayerNormState<B: Backend> {
     x: FloatTensor<B>,
@@ -135,7 +129,7 @@ impl<B: FusedNormBackend> Backward<B, 3> for ModulatedLayerNormBackward {
             grads.register::<B>(node.id, unwrap(g));
         }
         if let Some(node) = node_scale {
-            let normalized = layer_norm_f32(wrap::<B, 3>(s.x.clone()), s.eps);
+            let normalized = layer_norm_f32(wrap::<B, 3>(s.x.clone()), f64::from(s.eps));
             let g = (wrap::<B, 3>(grad.clone()).cast(DType::F32) * normalized).sum_dim(1).cast(dtype);
             grads.register::<B>(node.id, unwrap(g));
         }
@@ -145,12 +139,14 @@ impl<B: FusedNormBackend> Backward<B, 3> for ModulatedLayerNormBackward {
     }
 }
 
-/// LayerNorm over the last dimension in f32 (the shift/scale gradients' factor).
-fn layer_norm_f32<B: Backend>(x: Tensor<B, 3>, eps: f32) -> Tensor<B, 3> {
+/// Affine-free LayerNorm over the last dimension, computed and returned in f32: the definition the
+/// modulated LayerNorm reproduces (flux2-dit's `norm::layer_norm` casts it back to the storage type) and
+/// the factor of the scale gradient here.
+pub fn layer_norm_f32<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     let x = x.cast(DType::F32);
-    let centered = x.clone() - x.mean_dim(2);
-    let var = centered.clone().square().mean_dim(2);
-    centered / (var + eps as f64).sqrt()
+    let centered = x.clone() - x.mean_dim(D - 1);
+    let var = centered.clone().square().mean_dim(D - 1);
+    centered / (var + eps).sqrt()
 }
 
 impl<B: FusedNormBackend, C: CheckpointStrategy> FusedNormBackend for Autodiff<B, C> {
@@ -319,7 +315,7 @@ pub fn rms_norm_rope<B: Backend>(
         && !weight.is_require_grad()
         && cos.dtype() == DType::F32
         && sin.dtype() == DType::F32
-        && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16);
+        && is_kernel_float(x.dtype());
     if !fits || b * h * s * d == 0 {
         return Err(x);
     }
@@ -343,7 +339,7 @@ pub fn modulated_layer_norm<B: Backend>(
         && scale.shape().dims::<3>() == [b, 1, d]
         && shift.dtype() == x.dtype()
         && scale.dtype() == x.dtype()
-        && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16);
+        && is_kernel_float(x.dtype());
     if !fits || b * s * d == 0 {
         return Err(x);
     }

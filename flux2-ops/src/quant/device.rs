@@ -12,10 +12,11 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor};
 
 use super::qtype::QType;
 use crate::backend_registry::{OpMap, OpRegistry};
+use crate::primitive::{is_kernel_float, wrap};
 
 /// How one quantized matrix is laid out: what the dequantizing kernel needs besides its tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,10 +111,6 @@ pub fn is_registered<B: Backend>() -> bool {
     REGISTRY.contains::<B>()
 }
 
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
 /// [`QuantBackend::quantize_weight`] when `B` has it and the dtype is one its kernels take; scales and zero
 /// points come back in the weight's dtype (the reference's).
 #[allow(clippy::type_complexity)]
@@ -122,15 +119,15 @@ pub(crate) fn quantize<B: Backend>(
     qtype: QType,
 ) -> Option<(Tensor<B, 2, Int>, Tensor<B, 2>, Option<Tensor<B, 2>>)> {
     let dtype = weight.dtype();
-    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+    if !is_kernel_float(dtype) {
         return None;
     }
     let ops = REGISTRY.get::<B, Entry<B>>()?;
     let [out, inp] = weight.dims();
     let (codes, scales, zeros) =
         (ops.quantize)(weight.clone().into_primitive().tensor(), QuantLayout::new(qtype, out, inp));
-    let scales = float::<B, 2>(scales).cast(dtype);
-    Some((Tensor::from_primitive(codes), scales, zeros.map(|z| float::<B, 2>(z).cast(dtype))))
+    let scales = wrap::<B, 2>(scales).cast(dtype);
+    Some((Tensor::from_primitive(codes), scales, zeros.map(|z| wrap::<B, 2>(z).cast(dtype))))
 }
 
 /// [`QuantBackend::dequantize_weight`] when `B` has it and the scales are already in `dtype` (else the
@@ -143,7 +140,7 @@ pub(crate) fn dequantize<B: Backend>(
     dtype: DType,
 ) -> Option<Tensor<B, 2>> {
     let same = scales.dtype() == dtype && zeros.is_none_or(|z| z.dtype() == dtype);
-    if !same || !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+    if !same || !is_kernel_float(dtype) {
         return None;
     }
     let ops = REGISTRY.get::<B, Entry<B>>()?;
@@ -153,5 +150,5 @@ pub(crate) fn dequantize<B: Backend>(
         zeros.map(|z| z.clone().into_primitive().tensor()),
         layout,
     );
-    Some(float(out))
+    Some(wrap(out))
 }
