@@ -4,6 +4,7 @@
 //! softmax are computed in f32 in chunks of query rows, so memory stays bounded for large images
 //! (chunking rows of a row-wise softmax is exact).
 
+use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
@@ -17,30 +18,30 @@ use crate::params::{ParamKind, Params};
 /// Largest score block materialized at once (elements per batch item): 16M f32 = 64 MiB.
 const MAX_SCORE_ELEMS: usize = 16 << 20;
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct Projection<B: Backend> {
-    /// [in, out] (transposed once at load from PyTorch's [out, in])
-    weight: Tensor<B, 2>,
-    bias: Tensor<B, 1>,
+    /// [out, in] (PyTorch's layout; the product reads it transposed)
+    weight: Param<Tensor<B, 2>>,
+    bias: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> Projection<B> {
     fn load(p: &mut Params<'_, B>, name: &str, channels: usize) -> Result<Self> {
         let weight = p.get(&format!("{name}.weight"), [channels, channels], ParamKind::LinearWeight)?;
         let bias = p.get(&format!("{name}.bias"), [channels], ParamKind::Bias)?;
-        Ok(Self { weight: weight.transpose(), bias })
+        Ok(Self { weight, bias })
     }
 
     /// `x W + b` through the shared matmul (cuBLAS on CUDA).
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, c] = x.dims();
-        let out = self.weight.dims()[1];
-        let y = matmul(x.reshape([b * n, c]), self.weight.clone()) + self.bias.clone().unsqueeze_dim(0);
+        let out = self.weight.shape()[0];
+        let y = matmul(x.reshape([b * n, c]), self.weight.val().transpose()) + self.bias.val().unsqueeze_dim(0);
         y.reshape([b, n, out])
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct MidAttention<B: Backend> {
     norm: GroupNorm<B>,
     to_q: Projection<B>,

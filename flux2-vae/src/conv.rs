@@ -1,5 +1,6 @@
 //! 2-D convolution with PyTorch weight layout [out, in, kh, kw] and bias, via `burn::tensor::module::conv2d`.
 
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
@@ -20,11 +21,12 @@ pub(crate) enum Padding {
 }
 
 /// A convolution layer (weights in the model dtype).
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct Conv2d<B: Backend> {
-    weight: Tensor<B, 4>,
-    bias: Tensor<B, 1>,
+    weight: Param<Tensor<B, 4>>,
+    bias: Param<Tensor<B, 1>>,
     stride: usize,
+    #[module(skip)]
     padding: Padding,
 }
 
@@ -57,14 +59,14 @@ impl<B: Backend> Conv2d<B> {
         match effective_conv_algorithm::<B>(&x.device()) {
             ConvAlgorithm::Backend | ConvAlgorithm::Auto => conv2d(
                 x,
-                self.weight.clone(),
-                Some(self.bias.clone()),
+                self.weight.val(),
+                Some(self.bias.val()),
                 ConvOptions::new([self.stride, self.stride], padding, [1, 1], 1),
             ),
             ConvAlgorithm::ShiftedMatmul => {
                 let [ph, pw] = padding;
                 let x = if ph == 0 && pw == 0 { x } else { pad_zeros(x, [ph, ph], [pw, pw]) };
-                shifted_matmul_conv(x, &self.weight, &self.bias, self.stride)
+                shifted_matmul_conv(x, &self.weight.val(), &self.bias.val(), self.stride)
             }
         }
     }
@@ -73,7 +75,7 @@ impl<B: Backend> Conv2d<B> {
     /// padded copy and the convolution buffers exist for one band at a time.
     fn forward_bottom_right_padded(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [_, c_in, h, w] = x.dims();
-        let k = self.weight.dims()[2];
+        let k = self.weight.shape()[2];
         let s = self.stride;
         let out_h = (h + 1 - k) / s + 1;
         let rows = rows_per_band::<B>(&x.device(), c_in * w * s);
@@ -105,7 +107,7 @@ impl<B: Backend> Conv2d<B> {
         };
         debug_assert_eq!(self.stride, 1);
         let [_, c_in, h, w] = in_dims;
-        let c_out = self.weight.dims()[0];
+        let c_out = self.weight.shape()[0];
         let rows = rows_per_band::<B>(&self.weight.device(), c_in.max(c_out) * w);
         RowBands::build(h, rows, |(r0, r1)| {
             // Input rows with a halo of `p` rows; the halo's outputs are cut away again.

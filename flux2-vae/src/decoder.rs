@@ -1,6 +1,7 @@
 //! Decoder: optional 1x1 post_quant_conv, conv_in, mid block, up levels (layers_per_block+1 ResNets and
 //! nearest x2 + conv except on the last level), GN-SiLU-conv_out.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -14,13 +15,13 @@ use crate::params::Params;
 use crate::resnet::ResnetBlock;
 use crate::sampling::Upsample;
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct UpLevel<B: Backend> {
     resnets: Vec<ResnetBlock<B>>,
     upsample: Option<Upsample<B>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct Decoder<B: Backend> {
     post_quant_conv: Option<Conv2d<B>>,
     conv_in: Conv2d<B>,

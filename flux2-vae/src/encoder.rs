@@ -1,6 +1,7 @@
 //! Encoder: conv_in, down levels (ResNets + stride-2 conv except on the last level), mid block,
 //! GN-SiLU-conv_out to 2*latent channels (mean and log-variance), then the optional 1x1 quant_conv.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -14,13 +15,13 @@ use crate::params::Params;
 use crate::resnet::ResnetBlock;
 use crate::sampling::Downsample;
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct DownLevel<B: Backend> {
     resnets: Vec<ResnetBlock<B>>,
     downsample: Option<Downsample<B>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct Encoder<B: Backend> {
     conv_in: Conv2d<B>,
     levels: Vec<DownLevel<B>>,

@@ -6,6 +6,7 @@
 //! band of rows ([`GroupNorm::apply`]), so callers never need a normalized copy of a whole large
 //! activation (see [`crate::bands`]).
 
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
@@ -16,12 +17,12 @@ use crate::params::{ParamKind, Params};
 /// Epsilon of every GroupNorm in this autoencoder (fixed by the architecture).
 pub(crate) const GROUP_NORM_EPS: f64 = 1e-6;
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct GroupNorm<B: Backend> {
-    /// [1, C, 1, 1] f32
-    weight: Tensor<B, 4>,
-    /// [1, C, 1, 1] f32
-    bias: Tensor<B, 4>,
+    /// [C] f32
+    weight: Param<Tensor<B, 1>>,
+    /// [C] f32
+    bias: Param<Tensor<B, 1>>,
     groups: usize,
     eps: f64,
 }
@@ -37,12 +38,7 @@ impl<B: Backend> GroupNorm<B> {
     pub(crate) fn load(p: &mut Params<'_, B>, name: &str, channels: usize, groups: usize) -> Result<Self> {
         let weight = p.get_f32(&format!("{name}.weight"), [channels], ParamKind::NormWeight)?;
         let bias = p.get_f32(&format!("{name}.bias"), [channels], ParamKind::NormBias)?;
-        Ok(Self {
-            weight: weight.reshape([1, channels, 1, 1]),
-            bias: bias.reshape([1, channels, 1, 1]),
-            groups,
-            eps: GROUP_NORM_EPS,
-        })
+        Ok(Self { weight, bias, groups, eps: GROUP_NORM_EPS })
     }
 
     /// Rows `[lo, hi)` of `x` as f32 in group layout [B, G, C/G, rows, W].
@@ -75,7 +71,8 @@ impl<B: Backend> GroupNorm<B> {
         let g = self.grouped_rows(&x_rows, 0, rows);
         drop(x_rows);
         let normed = ((g - stats.mean.clone()) * stats.inv_std.clone()).reshape([b, c, rows, w]);
-        (normed * self.weight.clone() + self.bias.clone()).cast(dtype)
+        let affine = |p: &Param<Tensor<B, 1>>| p.val().reshape([1, c, 1, 1]);
+        (normed * affine(&self.weight) + affine(&self.bias)).cast(dtype)
     }
 
     /// `silu(apply(x_rows))`, the pattern in front of every 3x3 convolution.

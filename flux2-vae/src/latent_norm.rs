@@ -5,6 +5,7 @@
 //! Decoding applies the exact inverse: `z * std + mean`, then unpatchify.
 //! Both run in f32 whatever the model dtype.
 
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
@@ -39,18 +40,20 @@ pub fn unpatchify<B: Backend>(z: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
 }
 
 /// Batch-norm statistics of the patchified latents (`bn.running_mean`, `bn.running_var`), f32.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct LatentNorm<B: Backend> {
     /// [1, 4C, 1, 1]
     mean: Tensor<B, 4>,
     /// sqrt(running_var + eps), [1, 4C, 1, 1]
     std: Tensor<B, 4>,
+    /// `running_var` as given, [4C] (kept for writing the statistics back unchanged)
+    running_var: Tensor<B, 1>,
 }
 
 impl<B: Backend> LatentNorm<B> {
     pub(crate) fn load(p: &mut Params<'_, B>, channels: usize, eps: f64) -> Result<Self> {
-        let mean = p.get_f32("bn.running_mean", [channels], ParamKind::BnMean)?;
-        let var = p.get_f32("bn.running_var", [channels], ParamKind::BnVar)?;
+        let mean = p.statistic("bn.running_mean", [channels], ParamKind::BnMean)?;
+        let var = p.statistic("bn.running_var", [channels], ParamKind::BnVar)?;
         Ok(Self::from_stats(mean, var, eps))
     }
 
@@ -58,8 +61,14 @@ impl<B: Backend> LatentNorm<B> {
     pub fn from_stats(running_mean: Tensor<B, 1>, running_var: Tensor<B, 1>, eps: f64) -> Self {
         let c = running_mean.dims()[0];
         let mean = running_mean.cast(DType::F32).reshape([1, c, 1, 1]);
-        let std = running_var.cast(DType::F32).add_scalar(eps).sqrt().reshape([1, c, 1, 1]);
-        Self { mean, std }
+        let running_var = running_var.cast(DType::F32);
+        let std = running_var.clone().add_scalar(eps).sqrt().reshape([1, c, 1, 1]);
+        Self { mean, std, running_var }
+    }
+
+    /// `(running_mean, running_var)` [4C], f32, as the checkpoint's `bn.running_mean` / `bn.running_var`.
+    pub fn running_stats(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        (self.mean.clone().reshape([self.channels()]), self.running_var.clone())
     }
 
     /// Channels (4 * latent_channels).

@@ -22,6 +22,7 @@ pub mod parity;
 pub mod random_init;
 mod resnet;
 mod sampling;
+pub mod save;
 pub mod tiling;
 mod vae;
 
@@ -37,5 +38,6 @@ pub use image_io::{
 pub use latent_norm::{LatentNorm, patchify, unpatchify};
 pub use loader::{LoadOptions, resolve_checkpoint};
 pub use random_init::RandomSource;
+pub use save::save_diffusers_folder;
 pub use tiling::TileOptions;
 pub use vae::{Parts, Vae};

@@ -1,5 +1,6 @@
 //! Mid block shared by encoder and decoder: ResNet, optional self-attention, ResNet (same width).
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -8,7 +9,7 @@ use crate::error::Result;
 use crate::params::Params;
 use crate::resnet::ResnetBlock;
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct MidBlock<B: Backend> {
     resnet_in: ResnetBlock<B>,
     attention: Option<MidAttention<B>>,

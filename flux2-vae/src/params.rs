@@ -3,7 +3,12 @@
 //! Modules ask for parameters by their diffusers name and the shape the config implies; a
 //! [`RawSource`] (a checkpoint, or deterministic random init) answers with host data already converted to
 //! the requested dtype, and [`Params`] uploads it to the device one tensor at a time.
+//!
+//! Weights become Burn [`Param`]s, frozen (no gradient) as loaded, and [`Params`] records the diffusers name
+//! of each, so a trained autoencoder can be written back under the names it was read by
+//! ([`crate::Vae::named_parameters`]).
 
+use burn::module::{Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -44,11 +49,13 @@ pub(crate) struct Params<'a, B: Backend> {
     source: &'a mut dyn RawSource,
     device: B::Device,
     dtype: DType,
+    /// Diffusers name of every weight handed out, in load order.
+    names: Vec<(String, ParamId)>,
 }
 
 impl<'a, B: Backend> Params<'a, B> {
     pub(crate) fn new(source: &'a mut dyn RawSource, device: &B::Device, dtype: DType) -> Self {
-        Self { source, device: device.clone(), dtype }
+        Self { source, device: device.clone(), dtype, names: Vec::new() }
     }
 
     /// The model (compute) dtype.
@@ -56,25 +63,48 @@ impl<'a, B: Backend> Params<'a, B> {
         self.dtype
     }
 
-    /// A parameter in the model dtype.
+    /// The names of the weights handed out so far, in load order.
+    pub(crate) fn into_names(self) -> Vec<(String, ParamId)> {
+        self.names
+    }
+
+    /// A weight in the model dtype.
     pub(crate) fn get<const D: usize>(
         &mut self,
         name: &str,
         shape: [usize; D],
         kind: ParamKind,
-    ) -> Result<Tensor<B, D>> {
+    ) -> Result<Param<Tensor<B, D>>> {
         let dtype = self.dtype;
-        self.get_as(name, shape, kind, dtype)
+        let tensor = self.get_as(name, shape, kind, dtype)?;
+        Ok(self.weight(name, tensor))
     }
 
-    /// A parameter kept in f32 whatever the model dtype (norm affine, latent statistics).
+    /// A weight kept in f32 whatever the model dtype (norm affine).
     pub(crate) fn get_f32<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        kind: ParamKind,
+    ) -> Result<Param<Tensor<B, D>>> {
+        let tensor = self.get_as(name, shape, kind, DType::F32)?;
+        Ok(self.weight(name, tensor))
+    }
+
+    /// A statistic in f32 (the latent batch-norm's running mean and variance): a constant, never trained.
+    pub(crate) fn statistic<const D: usize>(
         &mut self,
         name: &str,
         shape: [usize; D],
         kind: ParamKind,
     ) -> Result<Tensor<B, D>> {
         self.get_as(name, shape, kind, DType::F32)
+    }
+
+    fn weight<const D: usize>(&mut self, name: &str, tensor: Tensor<B, D>) -> Param<Tensor<B, D>> {
+        let param = Param::from_tensor(tensor).set_require_grad(false);
+        self.names.push((name.to_string(), param.id));
+        param
     }
 
     fn get_as<const D: usize>(

@@ -1,5 +1,6 @@
 //! ResNet block: GN-SiLU-conv3-GN-SiLU-conv3 plus the input (through a 1x1 conv when channels change).
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -9,7 +10,7 @@ use crate::error::Result;
 use crate::group_norm::GroupNorm;
 use crate::params::Params;
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct ResnetBlock<B: Backend> {
     norm1: GroupNorm<B>,
     conv1: Conv2d<B>,

@@ -1,5 +1,6 @@
 //! Resolution changes: stride-2 conv downsampling (padded right/bottom) and nearest x2 + conv upsampling.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -8,7 +9,7 @@ use crate::error::Result;
 use crate::params::Params;
 
 /// `F.pad(x, (0, 1, 0, 1))` then a 3x3 conv with stride 2 and no padding: H, W -> H/2, W/2 (even sides).
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct Downsample<B: Backend> {
     conv: Conv2d<B>,
 }
@@ -26,7 +27,7 @@ impl<B: Backend> Downsample<B> {
 
 /// Nearest-neighbour x2 (each pixel repeated 2x2, exactly `F.interpolate(scale_factor=2, mode="nearest")`)
 /// followed by a 3x3 conv with padding 1.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub(crate) struct Upsample<B: Backend> {
     conv: Conv2d<B>,
 }

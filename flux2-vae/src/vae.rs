@@ -1,7 +1,8 @@
 //! [`Vae`]: the FLUX.2 autoencoder plus its latent normalization, in the terms a trainer needs.
 
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::config::VaeConfig;
 use crate::decoder::Decoder;
@@ -36,13 +37,16 @@ impl Parts {
 /// Weights live in the model dtype chosen at load time (F32, BF16 or F16); GroupNorm statistics,
 /// attention softmax and the latent normalization run in f32. Batches are processed one image at a time
 /// (exact: every op is per-image), which bounds activation memory to one image.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct Vae<B: Backend> {
     config: VaeConfig,
     dtype: DType,
     encoder: Option<Encoder<B>>,
     decoder: Option<Decoder<B>>,
     latent_norm: LatentNorm<B>,
+    /// The diffusers name of every weight (see [`Vae::named_parameters`]).
+    #[module(skip)]
+    names: Vec<(String, ParamId)>,
 }
 
 pub(crate) fn check_model_dtype(dtype: DType) -> Result<()> {
@@ -68,7 +72,7 @@ impl<B: Backend> Vae<B> {
         let decoder = if parts.decoder() { Some(Decoder::load(&mut p, &config)?) } else { None };
         let latent_norm = LatentNorm::load(&mut p, config.patchified_channels(), config.batch_norm_eps)?;
         debug_assert_eq!(p.dtype(), dtype);
-        Ok(Self { config, dtype, encoder, decoder, latent_norm })
+        Ok(Self { config, dtype, encoder, decoder, latent_norm, names: p.into_names() })
     }
 
     /// Architecture.
@@ -84,6 +88,38 @@ impl<B: Backend> Vae<B> {
     /// The latent batch-norm statistics.
     pub fn latent_norm(&self) -> &LatentNorm<B> {
         &self.latent_norm
+    }
+
+    /// Replaces the latent batch-norm statistics (a trained autoencoder gets the statistics of its own
+    /// latents, `flow-train`'s demo pretraining).
+    pub fn set_latent_norm(&mut self, latent_norm: LatentNorm<B>) {
+        self.latent_norm = latent_norm;
+    }
+
+    /// Every weight (convolutions, GroupNorm affine, attention projections) requires a gradient: the
+    /// autoencoder trains under an autodiff backend. The latent statistics stay constants.
+    pub fn trainable(self) -> Self {
+        struct RequireGrad;
+        impl<B: Backend> ModuleMapper<B> for RequireGrad {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+                param.set_require_grad(true)
+            }
+        }
+        self.map(&mut RequireGrad)
+    }
+
+    /// Every weight under its diffusers name, in the order it was loaded, as f32 host data (what a
+    /// `diffusion_pytorch_model.safetensors` holds, less the latent statistics).
+    pub fn named_parameters(&self) -> Vec<(String, TensorData)> {
+        struct Collect(std::collections::HashMap<ParamId, TensorData>);
+        impl<B: Backend> ModuleVisitor<B> for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.0.insert(param.id, param.val().cast(DType::F32).into_data());
+            }
+        }
+        let mut collect = Collect(Default::default());
+        self.visit(&mut collect);
+        self.names.iter().filter_map(|(name, id)| collect.0.remove(id).map(|data| (name.clone(), data))).collect()
     }
 
     /// Image [B, 3, H, W] in [-1, 1] (any float dtype; H, W multiples of 16) -> normalized patchified
