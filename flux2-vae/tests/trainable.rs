@@ -60,7 +60,7 @@ fn every_weight_trains_and_saves_back() {
     // Written and loaded again: the same weights and the same decode.
     let dir = tempfile::tempdir().unwrap();
     let trained: Vae<B> = vae.valid();
-    save_diffusers_folder(&trained, dir.path()).unwrap();
+    save_diffusers_folder(&trained, dir.path(), DType::F32).unwrap();
     let loaded = Vae::<B>::load(dir.path(), &device, &LoadOptions::default()).unwrap();
     let (a, b) = (trained.named_parameters(), loaded.named_parameters());
     assert_eq!(a.len(), b.len());
