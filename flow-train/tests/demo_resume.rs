@@ -71,7 +71,7 @@ fn resume_and_checkpointing_are_bit_exact() {
 
 fn resume_continues_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    flow_train::demo::prepare::<Flex>(dir.path(), &Default::default()).unwrap();
+    flow_train::demo::prepare(dir.path()).unwrap();
     let mut tail_loss = Vec::new();
     for optimizer in ["adamw", "adamw8bit"] {
         let whole = run(&job(dir.path(), &format!("whole_{optimizer}"), optimizer), None);
@@ -101,7 +101,7 @@ fn resume_continues_bit_for_bit() {
 
 fn gradient_checkpointing_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    flow_train::demo::prepare::<Flex>(dir.path(), &Default::default()).unwrap();
+    flow_train::demo::prepare(dir.path()).unwrap();
     let plain = run_on::<A>(&job(dir.path(), "plain", "adamw"), Some(15));
     let mut checkpointed_job = job(dir.path(), "checkpointed", "adamw");
     checkpointed_job.plan.train.gradient_checkpointing = true;

@@ -12,7 +12,7 @@ type A = Autodiff<Flex>;
 fn edit_dataset_trains_and_samples_with_references() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    flow_train::demo::prepare::<Flex>(root, &Default::default()).unwrap();
+    flow_train::demo::prepare(root).unwrap();
     // Controls: the same pictures mirrored, matched by file stem.
     let controls = root.join("controls");
     std::fs::create_dir_all(&controls).unwrap();
@@ -30,7 +30,7 @@ fn edit_dataset_trains_and_samples_with_references() {
         .replace("sample_every: 100", "sample_every: 4")
         .replace("          cache_text_embeddings: true", &format!("          cache_text_embeddings: true\n          control_path: {}", controls.display()))
         .replace(
-            "        prompts:\n          - \"a photo of [trigger] on a blue background\"\n          - \"a photo of [trigger] on a green background\"\n          - \"a photo of a ring on a grey background\"",
+            "        prompts:\n          - \"a photo of [trigger] on a blue background\"\n          - \"a photo of [trigger] on a green background\"\n          - \"a photo of a white square on a purple background\"",
             &format!("        samples:\n          - prompt: \"mirror the [trigger]\"\n            ctrl_img: {}", reference.display()),
         )
         .replace("sample_steps: 12", "sample_steps: 2");

@@ -14,7 +14,7 @@ type A = Autodiff<Flex>;
 fn a_rerun_with_every_caption_cached_never_loads_the_text_encoder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    flow_train::demo::prepare::<Flex>(root, &Default::default()).expect("demo inputs are written");
+    flow_train::demo::prepare(root).expect("demo inputs are written");
     let run = |name: &str| {
         let text = flow_train::demo::DEMO_JOB
             .replace("output/demo", &root.display().to_string())
@@ -41,7 +41,7 @@ fn a_rerun_with_every_caption_cached_never_loads_the_text_encoder() {
 fn low_vram_parks_the_vae_between_uses() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    flow_train::demo::prepare::<Flex>(root, &Default::default()).expect("demo inputs are written");
+    flow_train::demo::prepare(root).expect("demo inputs are written");
     let run = |name: &str, low_vram: bool| {
         let text = flow_train::demo::DEMO_JOB
             .replace("output/demo", &root.display().to_string())

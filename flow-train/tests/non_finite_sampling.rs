@@ -7,7 +7,7 @@ use flow_train::pipeline::{Flux2Pipeline, GenerateOptions, PipelineOptions, gene
 #[test]
 fn nan_prompt_embeddings_fail_the_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = flow_train::demo::prepare::<Flex>(dir.path(), &Default::default()).unwrap();
+    let paths = flow_train::demo::prepare(dir.path()).unwrap();
     let options = PipelineOptions { load_text_encoder: false, ..PipelineOptions::default() };
     let pipeline =
         Flux2Pipeline::<Flex>::load(&paths.pipeline.display().to_string(), &options, &Default::default()).unwrap();

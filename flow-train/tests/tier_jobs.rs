@@ -60,7 +60,7 @@ fn train_tier(tier: &str) -> (flow_train::job::LoadedJob, flow_train::train::Tra
     assert_eq!(clean.diagnostics, vec![], "{tier}: the job file as shipped has no errors, warnings or notes");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    flow_train::demo::prepare::<Flex>(root, &Default::default()).unwrap();
+    flow_train::demo::prepare(root).unwrap();
     let job = load_job_str(&on_demo(tier, root), JobFormat::Yaml, tier).unwrap();
     let models = TrainModels::<A>::load(&job, &Default::default()).unwrap();
     let summary = train(&job, models, RunOptions { progress: false, ..RunOptions::default() }).unwrap();

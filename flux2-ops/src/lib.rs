@@ -38,6 +38,8 @@ pub mod error;
 #[cfg(feature = "burn")]
 pub mod finite;
 #[cfg(feature = "burn")]
+pub mod full_training;
+#[cfg(feature = "burn")]
 pub mod fused_attention;
 #[cfg(feature = "burn")]
 pub mod fused_gates;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod pretrain_cmd;
 mod quantize_cmd;
 mod sample_cmd;
 mod train_cmd;
@@ -33,6 +34,9 @@ enum Command {
     /// Write a bf16 transformer (or text encoder) once as a float8 file in ComfyUI's layout: half the
     /// bytes to read on every later run, and no quantizing while loading.
     Quantize(quantize_cmd::QuantizeArgs),
+    /// Pretrain the demo's tiny base pipeline on painted shapes (the recipe of the weights the demo
+    /// ships): the VAE as an autoencoder, then the whole transformer; CPU, minutes.
+    PretrainDemo(pretrain_cmd::PretrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Configs(args) => train_cmd::run_configs(args),
         Command::Quantize(args) => quantize_cmd::run(args),
+        Command::PretrainDemo(args) => pretrain_cmd::run(args),
     };
     match result {
         Ok(status) => status,

@@ -188,7 +188,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
 
 pub fn run_demo(args: DemoArgs) -> Result<ExitCode, String> {
     let device = Default::default();
-    let paths = flow_train::demo::prepare::<burn::backend::Flex>(&args.root, &device).map_err(|e| e.to_string())?;
+    let paths = flow_train::demo::prepare(&args.root).map_err(|e| e.to_string())?;
     eprintln!(
         "demo pipeline: {}\ndemo images: {}\njob: {}",
         paths.pipeline.display(),
@@ -198,6 +198,21 @@ pub fn run_demo(args: DemoArgs) -> Result<ExitCode, String> {
     let job = load(&paths.job, args.device.as_deref())?;
     let summary = run_job(&job, !args.fresh)?;
     report(&summary);
+    if !summary.interrupted {
+        eprintln!("sampling the base and the LoRA on the same prompts and seeds...");
+        let (result, strip) = flow_train::demo::compare::<burn::backend::Flex>(&paths, &job, &summary.lora, &device)
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "  trigger prompts, distance to the nearest training image: {:.3} without the LoRA -> {:.3} with it\n  \
+             what the LoRA changes in a sample (same seed): {:.3} on trigger prompts, {:.3} on other prompts\n  \
+             before/after: {}",
+            result.trigger_before,
+            result.trigger_after,
+            result.trigger_change,
+            result.others_change,
+            strip.display()
+        );
+    }
     Ok(exit_status(&summary))
 }
 

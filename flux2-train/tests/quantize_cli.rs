@@ -54,7 +54,7 @@ fn sample(model: &Path, text_encoder: &Path, vae: &Path, out: &Path) -> Vec<f32>
 fn float8_files_sample_like_the_bf16_ones() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let demo = flow_train::demo::prepare::<burn::backend::Flex>(&root.join("demo"), &Default::default()).unwrap();
+    let demo = flow_train::demo::prepare(&root.join("demo")).unwrap();
     let pipeline = demo.pipeline;
     // The demo ships a diffusers folder; `quantize` reads BFL files, as flux2-dev.safetensors is.
     let model = flux2_dit::Checkpoint::open(&pipeline.join("transformer"))

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_flux2-train");
 
 fn demo_job(root: &Path, name: &str, steps: u32) -> PathBuf {
-    flow_train::demo::prepare::<burn::backend::Flex>(root, &Default::default()).unwrap();
+    flow_train::demo::prepare(root).unwrap();
     let text = flow_train::demo::DEMO_JOB
         .replace("output/demo", &root.display().to_string())
         .replace("name: demo_ring_lora", &format!("name: {name}"))

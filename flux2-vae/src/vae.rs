@@ -1,6 +1,6 @@
 //! [`Vae`]: the FLUX.2 autoencoder plus its latent normalization, in the terms a trainer needs.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -99,13 +99,7 @@ impl<B: Backend> Vae<B> {
     /// Every weight (convolutions, GroupNorm affine, attention projections) requires a gradient: the
     /// autoencoder trains under an autodiff backend. The latent statistics stay constants.
     pub fn trainable(self) -> Self {
-        struct RequireGrad;
-        impl<B: Backend> ModuleMapper<B> for RequireGrad {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-                param.set_require_grad(true)
-            }
-        }
-        self.map(&mut RequireGrad)
+        flux2_ops::full_training::train_every_weight(self)
     }
 
     /// Every weight under its diffusers name, in the order it was loaded, as f32 host data (what a

@@ -11,7 +11,7 @@ use image::{Rgb, RgbImage};
 use crate::error::{Error, Result};
 
 /// Backgrounds: (name used in captions, colour).
-const BACKGROUNDS: [(&str, [u8; 3]); 6] = [
+pub(crate) const BACKGROUNDS: [(&str, [u8; 3]); 6] = [
     ("blue", [40, 70, 170]),
     ("green", [40, 140, 70]),
     ("grey", [128, 128, 128]),

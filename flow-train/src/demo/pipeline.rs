@@ -2,8 +2,10 @@
 //! component (Mistral text encoder with the real Tekken tokenizer, FLUX.2 transformer, FLUX.2 VAE with
 //! its latent batch-norm statistics) at a width a 2-core CPU trains in minutes.
 //!
-//! The weights are random (seeded), so the base model draws noise-like images; the demo shows that the
-//! trainer learns, not pretty pictures. Loading goes through the same code paths as FLUX.2 [dev].
+//! [`write_pipeline`] draws the weights at random (seeded): the start of `flux2-train pretrain-demo`
+//! ([`super::pretrain`]). [`write_pretrained_pipeline`] writes the base the demo trains on: the transformer
+//! and VAE that recipe produced (embedded, f16, 3.8 MB), beside the same seeded text encoder. Loading goes
+//! through the same code paths as FLUX.2 [dev].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +27,10 @@ const TOKENIZER_ZST: &[u8] = include_bytes!("../../../tests/fixtures/text_encode
 const TOKENIZER_CONFIG: &str = include_str!("../../../tests/fixtures/pipeline/model/tokenizer/tokenizer_config.json");
 const CHAT_TEMPLATE: &str = include_str!("../../../tests/fixtures/pipeline/model/tokenizer/chat_template.jinja");
 
+/// The pretrained base's transformer and VAE weights (`flux2-train pretrain-demo` with its defaults).
+const BASE_TRANSFORMER: &[u8] = include_bytes!("base/transformer.safetensors");
+const BASE_VAE: &[u8] = include_bytes!("base/vae.safetensors");
+
 /// Sizes of the demo pipeline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoPipelineSpec {
@@ -43,7 +49,7 @@ pub struct DemoPipelineSpec {
 impl Default for DemoPipelineSpec {
     fn default() -> Self {
         let vae = VaeConfig {
-            block_out_channels: vec![16, 32, 32, 32],
+            block_out_channels: vec![8, 16, 32, 32],
             layers_per_block: 1,
             latent_channels: 8,
             norm_num_groups: 8,
@@ -233,6 +239,19 @@ pub fn write_pipeline<B: Backend>(root: &Path, spec: &DemoPipelineSpec, device: 
     write_vae::<B>(&root.join("vae"), spec, device)?;
     write_text_encoder(&root.join("text_encoder"), spec)?;
     write_tokenizer(&root.join("tokenizer"))
+}
+
+/// The demo's base: [`write_pipeline`]'s folder with the pretrained transformer and VAE in place of the
+/// random ones (the text encoder is the seeded one the pretraining conditioned on).
+pub fn write_pretrained_pipeline(root: &Path) -> Result<()> {
+    let spec = DemoPipelineSpec::default();
+    write_pipeline_configs(root, &spec)?;
+    write_text_encoder(&root.join("text_encoder"), &spec)?;
+    for (dir, bytes) in [("transformer", BASE_TRANSFORMER), ("vae", BASE_VAE)] {
+        let path = root.join(dir).join("diffusion_pytorch_model.safetensors");
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// The pipeline folder of [`write_pipeline`] without weight files: every component's `config.json`,

@@ -196,7 +196,7 @@ fn class_caption(caption: &str, trigger: Option<&str>, class: &str) -> String {
     }
 }
 
-fn bar(total: u64, visible: bool, template: &str) -> indicatif::ProgressBar {
+pub(crate) fn bar(total: u64, visible: bool, template: &str) -> indicatif::ProgressBar {
     if !visible {
         return indicatif::ProgressBar::hidden();
     }
