@@ -20,6 +20,19 @@ fn options() -> PretrainOptions {
 }
 
 #[test]
+fn bad_sizes_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (options, field) in [
+        (PretrainOptions { resolution: 100, ..options() }, "resolution"),
+        (PretrainOptions { vae_crop: 256, ..options() }, "vae_crop"),
+        (PretrainOptions { batch: 0, ..options() }, "batch"),
+    ] {
+        let err = pretrain::<Autodiff<Flex>>(dir.path(), &options, &Default::default()).unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+}
+
+#[test]
 fn a_short_pretraining_writes_a_trained_loadable_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, random) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("random"));

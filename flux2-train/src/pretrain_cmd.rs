@@ -41,12 +41,6 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode, String> {
         seed: args.seed,
         ..PretrainOptions::default()
     };
-    if options.batch == 0 || options.vae_batch == 0 || options.images == 0 {
-        return Err(format!(
-            "--batch ({}), --vae-batch ({}) and --images ({}) must be at least 1",
-            options.batch, options.vae_batch, options.images
-        ));
-    }
     let start = Instant::now();
     let report = pretrain::<Autodiff<burn::backend::Flex>>(&args.out, &options, &Default::default())
         .map_err(|e| e.to_string())?;

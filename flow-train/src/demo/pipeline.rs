@@ -4,7 +4,7 @@
 //!
 //! [`write_pipeline`] draws the weights at random (seeded): the start of `flux2-train pretrain-demo`
 //! ([`super::pretrain`]). [`write_pretrained_pipeline`] writes the base the demo trains on: the transformer
-//! and VAE that recipe produced (embedded, f16, 3.8 MB), beside the same seeded text encoder. Loading goes
+//! and VAE that recipe produced (embedded, f32, 7.5 MB), beside the same seeded text encoder. Loading goes
 //! through the same code paths as FLUX.2 [dev].
 
 use std::collections::BTreeMap;

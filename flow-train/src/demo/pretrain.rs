@@ -76,6 +76,23 @@ impl Default for PretrainOptions {
     }
 }
 
+impl PretrainOptions {
+    /// Refuses sizes the stages cannot run with, naming the field.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: &'static str, reason: String| Err(crate::Error::InvalidValue { what, reason });
+        if self.resolution < 16 || !self.resolution.is_multiple_of(16) || self.resolution > 1024 {
+            return bad("pretrain resolution", format!("{} is not a multiple of 16 in 16..=1024", self.resolution));
+        }
+        if self.vae_crop < 16 || !self.vae_crop.is_multiple_of(8) || self.vae_crop > self.resolution as usize {
+            return bad("pretrain vae_crop", format!("{} is not a multiple of 8 in 16..=resolution", self.vae_crop));
+        }
+        if self.images == 0 || self.batch == 0 || self.vae_batch == 0 {
+            return bad("pretrain images / batch / vae_batch", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Final losses of the two stages (mean of the last 50 steps).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PretrainReport {
@@ -147,6 +164,7 @@ pub fn pretrain<B: AutodiffBackend>(
     options: &PretrainOptions,
     device: &B::Device,
 ) -> Result<PretrainReport> {
+    options.check()?;
     let spec = DemoPipelineSpec::default();
     write_pipeline::<B::InnerBackend>(root, &spec, device)?;
     let all = scenes(options.images, options.seed);
@@ -168,7 +186,7 @@ pub fn pretrain<B: AutodiffBackend>(
     for _ in 0..options.vae_steps {
         let x = select(&pixels, &draw(&mut rng, all.len(), options.vae_batch));
         let side = options.resolution as usize;
-        let crop = options.vae_crop.clamp(16, side);
+        let crop = options.vae_crop;
         let (top, left) = (8 * rng.uniform_int(0, (side - crop) / 8), 8 * rng.uniform_int(0, (side - crop) / 8));
         let x = x.narrow(2, top, crop).narrow(3, left, crop);
         let out = vae.decode_raw(vae.encode_mean(x.clone())?)?;
