@@ -7,6 +7,10 @@
 # checkpointing) with that base: `bf16`, a qtype, or `qtype:P` / `bf16:P` with the first share P of the
 # blocks offloaded. After `--`: the PyTorch twins (diffusers + peft, quantized as ai-toolkit does:
 # tools/bench/bench_train_step.py --qtype). ENCODE=1 adds the text encoder's encode, ours and transformers'.
+# $BIN holds (plain or .xz) quant_check and bench_train_step, built with
+#   cargo build --release -p examples --features examples/cuda --example quant_check --example bench_train_step
+# and for ENCODE=1 encode_bench, a mistral-encoder example (a `-p examples` build that names it fails whole):
+#   cargo build --release -p mistral-encoder --features cuda --example encode_bench
 set -u -o pipefail
 source "$(dirname "$0")/device_env.sh"
 timeout 120 "$BIN"/quant_check --device cuda:0 > "$OUT/quant_check.log" 2>&1
