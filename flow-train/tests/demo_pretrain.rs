@@ -48,8 +48,8 @@ fn a_short_pretraining_writes_a_trained_loadable_pipeline() {
         assert_ne!(file(&a), file(&random), "{part}: trained away from the random start");
     }
     let options = PipelineOptions {
-        text_encoder_out_layers: Some(vec![1, 2, 3]),
-        max_sequence_length: Some(64),
+        text_encoder_out_layers: Some(flow_train::demo::DemoPipelineSpec::default().text_encoder_out_layers()),
+        max_sequence_length: Some(flow_train::demo::pretrain::DEMO_MAX_SEQUENCE_LENGTH),
         ..PipelineOptions::default()
     };
     let pipeline = Flux2Pipeline::<Flex>::load(&a.display().to_string(), &options, &Default::default()).unwrap();

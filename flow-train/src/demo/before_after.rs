@@ -116,10 +116,7 @@ pub fn before_after<B: Backend>(
             seed,
             ..GenerateOptions::default()
         };
-        let image = pipeline.generate(prompt.to_string(), options, None)?;
-        flux2_vae::tensor_to_rgb8(image.mul_scalar(2.0).sub_scalar(1.0))?
-            .pop()
-            .ok_or_else(|| Error::Invalid("the VAE decoded no image".into()))
+        crate::pipeline::image_to_rgb8(pipeline.generate(prompt.to_string(), options, None)?)
     };
     let nearest = |img: &RgbImage| references.iter().map(|r| image_distance(img, r)).fold(f32::INFINITY, f32::min);
     let (mut bases, mut tuned_all, mut before, mut after) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -68,11 +68,7 @@ pub fn compare<B: Backend>(
         let img = image::open(&path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         images.push(img.to_rgb8());
     }
-    let options = crate::pipeline::PipelineOptions {
-        text_encoder_out_layers: job.plan.model.text_encoder_out_layers.clone(),
-        max_sequence_length: job.plan.model.max_sequence_length,
-        ..Default::default()
-    };
+    let options = crate::pipeline::PipelineOptions::for_model(&job.plan.model);
     let result = before_after::before_after::<B>(
         &paths.pipeline,
         &options,
@@ -82,7 +78,7 @@ pub fn compare<B: Backend>(
         device,
     )?;
     let out = job.plan.output_dir.join("before_after.png");
-    result.strip.save(&out).map_err(|e| Error::Invalid(format!("{}: {e}", out.display())))?;
+    crate::train::previews::write_image(&result.strip, &out, image::ImageFormat::Png)?;
     Ok((result, out))
 }
 
@@ -100,6 +96,10 @@ mod tests {
         assert_eq!(job.plan.output_dir, root.join("demo_ring_lora"));
         assert_eq!(job.plan.datasets[0].folder_path.as_deref(), Some(paths.dataset.as_path()));
         assert!(paths.pipeline.join("transformer/config.json").is_file());
+        // The pretraining conditioned on what the job's encoder settings give.
+        let spec = DemoPipelineSpec::default();
+        assert_eq!(job.plan.model.text_encoder_out_layers, Some(spec.text_encoder_out_layers()));
+        assert_eq!(job.plan.model.max_sequence_length, Some(pretrain::DEMO_MAX_SEQUENCE_LENGTH));
         assert_eq!(std::fs::read_dir(&paths.dataset).unwrap().count(), 24, "12 images + 12 captions");
     }
 }

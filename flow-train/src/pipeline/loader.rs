@@ -71,6 +71,25 @@ impl Default for PipelineOptions {
 }
 
 impl PipelineOptions {
+    /// The options a job's `model:` panel asks for (source overrides, dtype, text-encoder layers and length,
+    /// quantization, offloading, random weights): how the trainer loads its pipeline, and how whatever
+    /// samples its result (the demo's comparison) loads the same one.
+    pub fn for_model(model: &crate::job::ModelPlan) -> Self {
+        Self {
+            dtype: model.dtype.dtype(),
+            text_encoder_out_layers: model.text_encoder_out_layers.clone(),
+            max_sequence_length: model.max_sequence_length,
+            vae: model.vae_path.clone(),
+            text_encoder: model.text_encoder_path.clone(),
+            random_weights: model.random_weights,
+            quantize: model.quantize,
+            quantize_text_encoder: model.quantize_te,
+            offload_transformer: model.offload_transformer,
+            offload_text_encoder: model.offload_text_encoder,
+            ..Self::default()
+        }
+    }
+
     /// How the transformer's base is stored on backend `B`: offloading only where `B` uploads from
     /// page-locked memory (CUDA); on the CPU backends host and device memory are one, and offloading
     /// would only add copies, so it is off there (the trainer's start-up line says so).

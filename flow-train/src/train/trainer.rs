@@ -72,19 +72,7 @@ impl<B: AutodiffBackend> TrainModels<B> {
     /// encoder loaded on the inner backend, the transformer's config read and checked against them.
     pub fn load(job: &LoadedJob, device: &B::Device) -> Result<Self> {
         let plan = &job.plan;
-        let options = PipelineOptions {
-            dtype: plan.model.dtype.dtype(),
-            text_encoder_out_layers: plan.model.text_encoder_out_layers.clone(),
-            max_sequence_length: plan.model.max_sequence_length,
-            vae: plan.model.vae_path.clone(),
-            text_encoder: plan.model.text_encoder_path.clone(),
-            random_weights: plan.model.random_weights,
-            quantize: plan.model.quantize,
-            quantize_text_encoder: plan.model.quantize_te,
-            offload_transformer: plan.model.offload_transformer,
-            offload_text_encoder: plan.model.offload_text_encoder,
-            ..PipelineOptions::default()
-        };
+        let options = PipelineOptions::for_model(&plan.model);
         let files = resolve_model(&plan.model.name_or_path, &options.source_options())?;
         let pending = PendingTransformer::open(&files, options.random_weights)?;
         // Cached embeddings: the encoder loads only if some caption is not on disk yet (train()).
